@@ -1,0 +1,3 @@
+from cloudml.cli import main
+
+main()

@@ -1,0 +1,398 @@
+"""The `cloudml` command. Heavy modules (TensorFlow, cloud SDKs, even pydantic) are imported
+inside the commands that need them, so `cloudml --help` stays instant."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, List, Optional
+
+import typer
+
+if TYPE_CHECKING:
+    from cloudml.providers.base import Deployer
+
+app = typer.Typer(
+    name="cloudml",
+    help="Deploy TensorFlow/Keras models to a local endpoint, AWS SageMaker, Vertex AI or Azure ML.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ProviderOpt = typer.Option(None, "--provider", "-p", envvar="CLOUDML_PROVIDER", help="local (default), aws, gcp, azure or a plug-in.", show_default=False)
+ConfigOpt = typer.Option(None, "--config", "-c", envvar="CLOUDML_CONFIG", help="cloudml.yaml to read (default: ./cloudml.yaml if present).", show_default=False)
+OptionOpt = typer.Option(None, "--option", "-o", help="Provider option KEY=VALUE (repeatable), e.g. -o port=8080.", show_default=False)
+OutputOpt = typer.Option("text", "--output", envvar="CLOUDML_OUTPUT", help="text or json.")
+
+
+def _config_path(config: Optional[Path]) -> Optional[Path]:
+    if config is not None:
+        return config
+    default = Path("cloudml.yaml")
+    return default if default.is_file() else None
+
+
+def _json(output: str) -> bool:
+    if output not in ("text", "json"):
+        from cloudml.errors import ConfigError
+
+        raise ConfigError(f"--output must be text or json, not {output!r}")
+    return output == "json"
+
+
+def _settings(provider: Optional[str], config: Optional[Path], options: Optional[List[str]], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    from cloudml.spec import collect_settings, parse_key_values
+
+    overrides = dict(overrides or {})
+    if provider:
+        overrides["provider"] = provider
+    data = collect_settings(config=_config_path(config), overrides=overrides)
+    data.setdefault("provider", "local")
+    flag_options = parse_key_values(options, what="option")
+    if flag_options:
+        data.setdefault("provider_options", {}).setdefault(data["provider"], {}).update(flag_options)
+    return data
+
+
+def _deployer(data: dict[str, Any], *, progress: bool = True) -> "Deployer":
+    from cloudml.cli.output import SpinnerProgress
+    from cloudml.providers.registry import get_deployer
+
+    name = data["provider"]
+    options = data.get("provider_options", {}).get(name, {})
+    return get_deployer(name, progress=SpinnerProgress() if progress else None, **options)
+
+
+def _name(name: Optional[str], data: dict[str, Any]) -> str:
+    from cloudml.errors import ConfigError
+
+    resolved = name or data.get("name")
+    if not resolved:
+        raise ConfigError("which deployment? pass its NAME", hint="or set name: in cloudml.yaml")
+    return resolved
+
+
+def _run(as_json: bool, fn) -> None:
+    """Run a command body, turning cloudml errors into a message and an exit code."""
+    from cloudml.errors import CloudMLError, ExitCode
+
+    try:
+        code = fn()
+    except CloudMLError as exc:
+        from cloudml.cli.output import report_error
+
+        report_error(exc, as_json=as_json)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
+    raise typer.Exit(code or 0)
+
+
+def _describe(dep) -> str:
+    from rich.markup import escape
+
+    colour = {"healthy": "green", "dead": "red", "failed": "red", "unhealthy": "yellow"}.get(dep.status.value, "cyan")
+    lines = [
+        f"[bold]{escape(dep.name)}[/bold] ({dep.provider}) [{colour}]{dep.status.value}[/{colour}]",
+        f"  endpoint: {escape(dep.endpoint_url or '-')}",
+        f"  model:    version {dep.model_version} {escape(dep.model_hash or '')}",
+        f"  updated:  {dep.updated_at.isoformat(timespec='seconds')}",
+    ]
+    for key, value in dep.details.items():
+        lines.append(f"  {key}: {escape(str(value))}")
+    return "\n".join(lines)
+
+
+@app.command()
+def deploy(
+    model: Optional[Path] = typer.Argument(None, help=".keras, .h5, SavedModel folder or cloudml package.", show_default=False),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Deployment name (3-32 lowercase letters, digits, hyphens).", show_default=False),
+    provider: Optional[str] = ProviderOpt,
+    config: Optional[Path] = ConfigOpt,
+    model_version: Optional[int] = typer.Option(None, "--model-version", help="Version folder number (default: the source's, else 1).", show_default=False),
+    instance_type: Optional[str] = typer.Option(None, "--instance-type", help="Machine type (cloud providers).", show_default=False),
+    min_replicas: Optional[int] = typer.Option(None, "--min-replicas", show_default=False),
+    max_replicas: Optional[int] = typer.Option(None, "--max-replicas", show_default=False),
+    env: Optional[List[str]] = typer.Option(None, "--env", "-e", help="Serving environment variable KEY=VALUE (repeatable).", show_default=False),
+    tag: Optional[List[str]] = typer.Option(None, "--tag", "-t", help="Tag KEY=VALUE (repeatable).", show_default=False),
+    option: Optional[List[str]] = OptionOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Package MODEL and deploy it (same model again: no-op; new model: replaced once healthy).
+
+    A replacement starts beside the running version and takes traffic only once it answers its
+    health check; if it fails, the previous version keeps serving and the command exits 5 with
+    the new server's log tail.
+    """
+
+    as_json = output == "json"
+
+    def body() -> int:
+        from cloudml.spec import parse_key_values, validate_spec
+
+        _json(output)
+        overrides: dict[str, Any] = {"name": name, "model": str(model) if model else None, "model_version": model_version}
+        resources = {k: v for k, v in {"instance_type": instance_type, "min_replicas": min_replicas, "max_replicas": max_replicas}.items() if v is not None}
+        if resources:
+            overrides["resources"] = resources
+        if env:
+            overrides["env"] = parse_key_values(env, what="env")
+        if tag:
+            overrides["tags"] = parse_key_values(tag, what="tag")
+        data = _settings(provider, config, option, overrides)
+        result = _deployer(data).deploy(validate_spec(data))
+        dep = result.deployment
+        emit_text = f"{result.action}: {_describe(dep)}"
+        from cloudml.cli.output import emit
+
+        emit(result, as_json=as_json, text=emit_text)
+        return 0
+
+    _run(as_json, body)
+
+
+@app.command()
+def predict(
+    name: Optional[str] = typer.Argument(None, help="Deployment name.", show_default=False),
+    instances: Optional[str] = typer.Argument(None, help='Inline JSON: [[...], ...] or {"instances": [...]}; "-" reads stdin.', show_default=False),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="JSON file with the instances ('-' for stdin).", show_default=False),
+    provider: Optional[str] = ProviderOpt,
+    config: Optional[Path] = ConfigOpt,
+    option: Optional[List[str]] = OptionOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Send instances to a deployment and print its predictions."""
+    as_json = output == "json"
+
+    def body() -> int:
+        from cloudml.cli.output import emit
+
+        _json(output)
+        data = _settings(provider, config, option)
+        payload = _read_instances(instances, file)
+        result = _deployer(data, progress=False).predict(_name(name, data), instances=payload["instances"], parameters=payload.get("parameters"))
+        import json
+
+        emit(result, as_json=as_json, text=json.dumps({"predictions": result.predictions}))
+        return 0
+
+    _run(as_json, body)
+
+
+def _read_instances(inline: Optional[str], file: Optional[Path]) -> dict[str, Any]:
+    import json
+
+    from cloudml.errors import ConfigError
+
+    if inline is not None and file is not None:
+        raise ConfigError("give the instances inline or with --file, not both")
+    if file is not None:
+        where = "stdin" if str(file) == "-" else str(file)
+        try:
+            text = sys.stdin.read() if str(file) == "-" else file.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {where}: {exc.strerror}") from None
+    elif inline == "-" or (inline is None and not sys.stdin.isatty()):
+        where, text = "stdin", sys.stdin.read()
+    elif inline is not None:
+        where, text = "the command line", inline
+    else:
+        raise ConfigError("no instances given", hint='pass them inline (\'[[0.1, ...]]\'), with --file FILE, or on stdin')
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"instances from {where} are not valid JSON: {exc}") from None
+    if isinstance(value, list):
+        value = {"instances": value}
+    if not isinstance(value, dict) or not isinstance(value.get("instances"), list):
+        raise ConfigError(f'instances from {where} must be a JSON list or {{"instances": [...]}}')
+    return value
+
+
+@app.command()
+def status(
+    name: Optional[str] = typer.Argument(None, help="Deployment name.", show_default=False),
+    provider: Optional[str] = ProviderOpt,
+    config: Optional[Path] = ConfigOpt,
+    option: Optional[List[str]] = OptionOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Show a deployment; exits 8 when it exists but is not serving."""
+    as_json = output == "json"
+
+    def body() -> int:
+        from cloudml.cli.output import emit
+        from cloudml.errors import ExitCode
+
+        _json(output)
+        data = _settings(provider, config, option)
+        dep = _deployer(data, progress=False).get(_name(name, data))
+        emit(dep, as_json=as_json, text=_describe(dep))
+        return ExitCode.OK if dep.status.serving else ExitCode.NOT_HEALTHY
+
+    _run(as_json, body)
+
+
+@app.command("list")
+def list_(
+    provider: Optional[str] = ProviderOpt,
+    config: Optional[Path] = ConfigOpt,
+    option: Optional[List[str]] = OptionOpt,
+    output: str = OutputOpt,
+) -> None:
+    """List the deployments cloudml made on a provider."""
+    as_json = output == "json"
+
+    def body() -> int:
+        from rich.markup import escape
+
+        from cloudml.cli.output import emit
+
+        _json(output)
+        data = _settings(provider, config, option)
+        deployments = _deployer(data, progress=False).list()
+        rows = [f"{escape(d.name):<32} {d.status.value:<10} v{d.model_version or '-':<4} {escape(d.endpoint_url or '-')}" for d in deployments]
+        emit(deployments, as_json=as_json, text="\n".join(rows) if rows else f"no deployments on {data['provider']}")
+        return 0
+
+    _run(as_json, body)
+
+
+@app.command()
+def logs(
+    name: Optional[str] = typer.Argument(None, help="Deployment name.", show_default=False),
+    tail: int = typer.Option(100, "--tail", help="How many of the last lines to show."),
+    follow: bool = typer.Option(False, "--follow", "-F", help="Keep printing new lines."),
+    provider: Optional[str] = ProviderOpt,
+    config: Optional[Path] = ConfigOpt,
+    option: Optional[List[str]] = OptionOpt,
+) -> None:
+    """Print the deployment's serving log."""
+
+    def body() -> int:
+        data = _settings(provider, config, option)
+        for line in _deployer(data, progress=False).logs(_name(name, data), tail=tail, follow=follow):
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        return 0
+
+    _run(False, body)
+
+
+@app.command()
+def delete(
+    name: Optional[str] = typer.Argument(None, help="Deployment name.", show_default=False),
+    provider: Optional[str] = ProviderOpt,
+    config: Optional[Path] = ConfigOpt,
+    option: Optional[List[str]] = OptionOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Delete a deployment and everything cloudml created for it (idempotent)."""
+    as_json = output == "json"
+
+    def body() -> int:
+        from cloudml.cli.output import emit
+
+        _json(output)
+        data = _settings(provider, config, option)
+        target = _name(name, data)
+        deleted = _deployer(data).delete(target)
+        text = f"deleted {target}" if deleted else f"nothing to delete: no deployment named {target}"
+        emit({"name": target, "deleted": deleted}, as_json=as_json, text=text)
+        return 0
+
+    _run(as_json, body)
+
+
+@app.command()
+def package(
+    model: Path = typer.Argument(..., help=".keras, .h5 or SavedModel folder."),
+    out: Path = typer.Option(Path("build/package"), "--out", help="Folder to write the package to."),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Model name (default: from the file name).", show_default=False),
+    model_version: Optional[int] = typer.Option(None, "--model-version", show_default=False),
+    container: bool = typer.Option(False, "--container", help="Also write a Docker build context to OUT/container."),
+    output: str = OutputOpt,
+) -> None:
+    """Package MODEL: versioned SavedModel + manifest, model.tar.gz, optional Docker context."""
+    as_json = output == "json"
+
+    def body() -> int:
+        from cloudml.cli.output import SpinnerProgress, emit
+        from cloudml.packaging import package_model
+
+        _json(output)
+        with SpinnerProgress().step(f"packaging {model}"):
+            packaged = package_model(model, out, name=name, version=model_version)
+        result: dict[str, Any] = {
+            "folder": str(packaged.folder),
+            "archive": str(packaged.archive),
+            "manifest": packaged.manifest.model_dump(mode="json"),
+        }
+        if container:
+            from cloudml.packaging.container import render_build_context
+
+            result["container"] = str(render_build_context(packaged, out / "container"))
+        text = "\n".join([f"model folder: {result['folder']}", f"model.tar.gz: {result['archive']}"] + ([f"docker context: {result['container']}  (docker build --platform linux/amd64 {result['container']})"] if container else []) + [f"hash: {packaged.manifest.content_hash}", f"tensorflow: {packaged.manifest.tensorflow_version}"])
+        emit(result, as_json=as_json, text=text)
+        return 0
+
+    _run(as_json, body)
+
+
+@app.command()
+def serve(
+    model: Path = typer.Argument(..., help="Packaged model folder, model.tar.gz, .keras, .h5 or SavedModel folder."),
+    host: str = typer.Option("127.0.0.1", "--host", envvar="CLOUDML_HOST", help="Address to bind; 0.0.0.0 to accept remote clients."),
+    port: int = typer.Option(8080, "--port", envvar="CLOUDML_PORT"),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Model name in TF Serving routes (default: the manifest's).", show_default=False),
+    model_version: Optional[int] = typer.Option(None, "--model-version", show_default=False),
+    max_body_bytes: int = typer.Option(8 * 1024 * 1024, "--max-body-bytes", envvar="CLOUDML_MAX_BODY_BYTES", help="Larger requests get 413."),
+    log_level: str = typer.Option("info", "--log-level"),
+    package_dir: Optional[Path] = typer.Option(None, "--package-dir", hidden=True),
+    reuse_port: bool = typer.Option(False, "--reuse-port", hidden=True),
+    unix_socket: Optional[Path] = typer.Option(None, "--unix-socket", hidden=True),
+    error_file: Optional[Path] = typer.Option(None, "--error-file", hidden=True),
+) -> None:
+    """Serve a model over HTTP with the SageMaker, Vertex AI, Azure ML and TF Serving contracts."""
+
+    def body() -> int:
+        from cloudml.serving.server import serve as run_server
+
+        return run_server(
+            model, host=host, port=port, name=name, version=model_version, package_dir=package_dir,
+            max_body_bytes=max_body_bytes, reuse_port=reuse_port, unix_socket_path=unix_socket,
+            error_file=error_file, log_level=log_level,
+        )
+
+    _run(False, body)
+
+
+@app.command()
+def providers(output: str = OutputOpt) -> None:
+    """List providers, whether each is ready, and what to install when it is not."""
+    as_json = output == "json"
+
+    def body() -> int:
+        from rich.markup import escape
+
+        from cloudml.cli.output import emit
+        from cloudml.providers.registry import entries
+
+        _json(output)
+        rows = []
+        for entry in entries().values():
+            state = entry.state()
+            rows.append({"name": entry.name, "state": state, "source": entry.source, "description": entry.description,
+                         "install": entry.install_hint() if state == "missing-extra" else None})
+        text = "\n".join(escape(f"{r['name']:<8} {r['state']:<14} {r['description']}" + (f"  ({r['install']})" if r["install"] else "")) for r in rows)
+        emit(rows, as_json=as_json, text=text)
+        return 0
+
+    _run(as_json, body)
+
+
+def main() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    app()

@@ -1,0 +1,77 @@
+"""Errors users see, each with an exit code the CLI returns.
+
+Every error carries a `hint`: what to do about it. The CLI prints both.
+"""
+
+from __future__ import annotations
+
+
+class ExitCode:
+    OK = 0
+    UNEXPECTED = 1
+    BAD_INPUT = 2  # bad flags, config, spec or request
+    MODEL = 3  # the model cannot be packaged or loaded
+    NOT_FOUND = 4  # no such deployment
+    DEPLOY_FAILED = 5  # deploy/update failed; the previous version keeps serving
+    PREDICTION_REJECTED = 6  # the endpoint refused the request (4xx)
+    PROVIDER_UNAVAILABLE = 7  # missing extra or unknown provider
+    NOT_HEALTHY = 8  # status: the deployment exists but is not serving
+    INTERRUPTED = 130
+
+
+class CloudMLError(Exception):
+    exit_code = ExitCode.UNEXPECTED
+
+    def __init__(self, message: str, *, hint: str | None = None, details: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        # Extra text worth showing (for example a server log tail).
+        self.details = details
+
+    def to_dict(self) -> dict:
+        out = {"error": type(self).__name__, "message": self.message, "exit_code": self.exit_code}
+        if self.hint:
+            out["hint"] = self.hint
+        if self.details:
+            out["details"] = self.details
+        return out
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\nhint: {self.hint}"
+
+
+class ConfigError(CloudMLError):
+    exit_code = ExitCode.BAD_INPUT
+
+
+class ModelError(CloudMLError):
+    exit_code = ExitCode.MODEL
+
+
+class UnsafeArchiveError(ModelError):
+    pass
+
+
+class DeploymentNotFound(CloudMLError):
+    exit_code = ExitCode.NOT_FOUND
+
+
+class DeployFailed(CloudMLError):
+    exit_code = ExitCode.DEPLOY_FAILED
+
+
+class PredictionRejected(CloudMLError):
+    exit_code = ExitCode.PREDICTION_REJECTED
+
+    def __init__(self, message: str, *, status_code: int | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.status_code = status_code
+
+
+class EndpointUnavailable(CloudMLError):
+    exit_code = ExitCode.NOT_HEALTHY
+
+
+class ProviderUnavailable(CloudMLError):
+    exit_code = ExitCode.PROVIDER_UNAVAILABLE

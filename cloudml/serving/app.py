@@ -1,0 +1,293 @@
+"""The ASGI application: every cloud's serving contract over one loaded model.
+
+Routes
+  SageMaker   GET /ping, POST /invocations (application/json, application/jsonlines, text/csv)
+  Vertex AI   GET $AIP_HEALTH_ROUTE (/health), POST $AIP_PREDICT_ROUTE (/predict)
+  Azure ML    GET / (liveness), GET /ready, POST /score
+  TF Serving  GET /v1/models/{m}[/versions/{v}][/metadata], POST /v1/models/{m}[/versions/{v}]:predict
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cloudml.serving.model import ServedModel
+from cloudml.serving.requests import (
+    BadRequest,
+    batch_from_columns,
+    batch_from_instances,
+    dumps,
+    jsonable,
+    parse_csv,
+    parse_json,
+    parse_jsonlines,
+    signature_summary,
+    split_body,
+)
+
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+access_log = logging.getLogger("cloudml.serving.access")
+log = logging.getLogger("cloudml.serving")
+
+JSON_TYPES = {"application/json", "text/json"}
+JSONLINES_TYPES = {"application/jsonlines", "application/jsonl", "application/x-jsonlines"}
+CSV_TYPES = {"text/csv"}
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(dumps(payload), status_code=status, media_type="application/json")
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+
+
+class ModelService:
+    """The request handlers, bound to one model."""
+
+    def __init__(self, model: ServedModel, *, max_body_bytes: int):
+        self.model = model
+        self.max_body_bytes = max_body_bytes
+
+    # --- plumbing -------------------------------------------------------------------------
+    async def body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise BadRequest(f"request body of {declared} bytes exceeds the limit of {self.max_body_bytes} bytes; send fewer instances per request", status=413)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise BadRequest(f"request body exceeds the limit of {self.max_body_bytes} bytes; send fewer instances per request", status=413)
+            chunks.append(chunk)
+        if not size:
+            raise BadRequest("request body is empty; send {\"instances\": [...]}", expected=signature_summary(self.model.signature))
+        return b"".join(chunks)
+
+    def _require_json(self, request: Request) -> None:
+        media = _media_type(request)
+        if media not in JSON_TYPES and not media.endswith("+json"):
+            raise BadRequest(f"unsupported Content-Type {media!r}; send application/json", status=415)
+
+    def _require_ready(self) -> None:
+        if not self.model.ready:
+            raise BadRequest("the model is still loading; retry shortly", status=503)
+
+    def _check_model(self, request: Request) -> None:
+        params = request.path_params
+        if params.get("model_name", self.model.name) != self.model.name:
+            raise BadRequest(f"model {params['model_name']!r} is not served here; this server serves {self.model.name!r}", status=404)
+        version = params.get("version")
+        if version is not None and version != str(self.model.version):
+            raise BadRequest(f"version {version} of {self.model.name!r} is not served here; version {self.model.version} is", status=404)
+
+    async def _predict_rows(self, instances: list[Any]) -> Any:
+        batch = batch_from_instances(instances, self.model.signature)
+        outputs = await run_in_threadpool(self.model.predict, batch)
+        if len(outputs) == 1:
+            return jsonable_rows(next(iter(outputs.values())))
+        # Several outputs: one object per instance, like TF Serving.
+        return [{name: _row(values, i) for name, values in outputs.items()} for i in range(batch.size)]
+
+    async def _predict_columns(self, columns: Any) -> Any:
+        arrays = batch_from_columns(columns, self.model.signature)
+        outputs = await run_in_threadpool(self.model.run, arrays)
+        if len(outputs) == 1:
+            return jsonable(next(iter(outputs.values())))
+        return {name: jsonable(values) for name, values in outputs.items()}
+
+    async def _predict_json(self, request: Request, *, keys=("instances",), columnar=True) -> Response:
+        self._require_ready()
+        self._require_json(request)
+        kind, value = split_body(parse_json(await self.body(request)), keys=keys, columnar=columnar)
+        if kind == "columns":
+            return json_response({"outputs": await self._predict_columns(value)})
+        return json_response({"predictions": await self._predict_rows(value)})
+
+    # --- health ---------------------------------------------------------------------------
+    async def ping(self, request: Request) -> Response:
+        if self.model.ready:
+            return json_response({"status": "ready", "model": self.model.name, "version": self.model.version})
+        return json_response({"status": "loading"}, status=503)
+
+    async def alive(self, request: Request) -> Response:
+        return json_response({"status": "alive"})
+
+    # --- SageMaker ------------------------------------------------------------------------
+    async def invocations(self, request: Request) -> Response:
+        self._require_ready()
+        media = _media_type(request)
+        accept = request.headers.get("accept", "application/json").split(";")[0].strip().lower()
+        if accept not in ("application/json", "*/*", "application/*", ""):
+            raise BadRequest(f"cannot answer with Accept {accept!r}; this endpoint answers application/json", status=406)
+        if media in JSONLINES_TYPES:
+            instances = parse_jsonlines(await self.body(request))
+        elif media in CSV_TYPES:
+            instances = self._csv_instances(parse_csv(await self.body(request)))
+        elif media in JSON_TYPES or media.endswith("+json"):
+            return await self._predict_json(request)
+        else:
+            raise BadRequest(f"unsupported Content-Type {media!r}; use application/json, application/jsonlines or text/csv", status=415)
+        return json_response({"predictions": await self._predict_rows(instances)})
+
+    def _csv_instances(self, rows: list[list[float]]) -> list[Any]:
+        inputs = self.model.signature.inputs
+        if len(inputs) != 1:
+            raise BadRequest("text/csv works only for models with one input; send JSON with an object per instance", status=415)
+        spec = next(iter(inputs.values()))
+        shape = spec.instance_shape
+        if shape and len(shape) > 1 and all(d is not None for d in shape):
+            import numpy as np
+
+            size = int(np.prod(shape))
+            for number, row in enumerate(rows, start=1):
+                if len(row) != size:
+                    raise BadRequest(f"CSV row {number} has {len(row)} values; expected {size} ({spec.describe()}, flattened)")
+            return [np.asarray(row).reshape(shape) for row in rows]
+        return rows
+
+    # --- Vertex AI and Azure ML --------------------------------------------------------------
+    async def vertex_predict(self, request: Request) -> Response:
+        return await self._predict_json(request, columnar=False)
+
+    async def azure_score(self, request: Request) -> Response:
+        return await self._predict_json(request, keys=("instances", "data", "input_data"), columnar=False)
+
+    # --- TF Serving REST -----------------------------------------------------------------
+    async def tfs_status(self, request: Request) -> Response:
+        self._check_model(request)
+        state = "AVAILABLE" if self.model.ready else "LOADING"
+        return json_response({"model_version_status": [{"version": str(self.model.version), "state": state, "status": {"error_code": "OK", "error_message": ""}}]})
+
+    async def tfs_metadata(self, request: Request) -> Response:
+        self._check_model(request)
+        sig = self.model.signature
+
+        def tensors(specs):
+            return {
+                name: {
+                    "dtype": "DT_" + ("STRING" if spec.dtype == "string" else spec.dtype.upper()),
+                    "tensor_shape": {"dim": [{"size": str(-1 if d is None else d), "name": ""} for d in (spec.shape or [])], "unknown_rank": spec.shape is None},
+                    "name": name,
+                }
+                for name, spec in specs.items()
+            }
+
+        return json_response({
+            "model_spec": {"name": self.model.name, "signature_name": "", "version": str(self.model.version)},
+            "metadata": {"signature_def": {"signature_def": {sig.name: {"inputs": tensors(sig.inputs), "outputs": tensors(sig.outputs), "method_name": "tensorflow/serving/predict"}}}},
+        })
+
+    async def tfs_predict(self, request: Request) -> Response:
+        self._check_model(request)
+        self._require_ready()
+        self._require_json(request)
+        payload = parse_json(await self.body(request))
+        if isinstance(payload, dict):
+            signature = payload.get("signature_name", self.model.signature.name)
+            if signature != self.model.signature.name:
+                raise BadRequest(f"signature {signature!r} is not served; use {self.model.signature.name!r}")
+        kind, value = split_body(payload)
+        if kind == "columns":
+            return json_response({"outputs": await self._predict_columns(value)})
+        return json_response({"predictions": await self._predict_rows(value)})
+
+    async def metadata_summary(self, request: Request) -> Response:
+        return json_response(self.model.manifest.model_dump(mode="json"))
+
+
+def _row(values: Any, index: int) -> Any:
+    return jsonable(values[index]) if hasattr(values[index], "dtype") else values[index]
+
+
+def jsonable_rows(values: Any) -> Any:
+    if isinstance(values, list):
+        return [jsonable(v) for v in values]
+    return jsonable(values)
+
+
+async def _bad_request(request: Request, exc: BadRequest) -> Response:
+    return json_response(exc.body(), status=exc.status)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    message = {404: f"no route {request.url.path}", 405: f"method {request.method} is not allowed on {request.url.path}"}.get(exc.status_code, exc.detail)
+    return json_response({"error": message}, status=exc.status_code)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error while serving %s %s", request.method, request.url.path)
+    return json_response({"error": f"internal error: {type(exc).__name__}"}, status=500)
+
+
+class AccessLog:
+    """One line per request with its latency (uvicorn's own access log is turned off)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            client = scope.get("client") or ("-", 0)
+            access_log.info('%s "%s %s" %d %.1fms', client[0], scope["method"], scope["path"], status, (time.perf_counter() - start) * 1000)
+
+
+def create_app(model: ServedModel, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, load: bool = True) -> Starlette:
+    service = ModelService(model, max_body_bytes=max_body_bytes)
+    health_route = os.environ.get("AIP_HEALTH_ROUTE", "/health")
+    predict_route = os.environ.get("AIP_PREDICT_ROUTE", "/predict")
+    routes = [
+        Route("/ping", service.ping, methods=["GET"]),
+        Route("/invocations", service.invocations, methods=["POST"]),
+        Route(health_route, service.ping, methods=["GET"]),
+        Route(predict_route, service.vertex_predict, methods=["POST"]),
+        Route("/", service.alive, methods=["GET"]),
+        Route("/ready", service.ping, methods=["GET"]),
+        Route("/score", service.azure_score, methods=["POST"]),
+        Route("/cloudml/manifest", service.metadata_summary, methods=["GET"]),
+        Route("/v1/models/{model_name}:predict", service.tfs_predict, methods=["POST"]),
+        Route("/v1/models/{model_name}/versions/{version}:predict", service.tfs_predict, methods=["POST"]),
+        Route("/v1/models/{model_name}/metadata", service.tfs_metadata, methods=["GET"]),
+        Route("/v1/models/{model_name}/versions/{version}/metadata", service.tfs_metadata, methods=["GET"]),
+        Route("/v1/models/{model_name}", service.tfs_status, methods=["GET"]),
+        Route("/v1/models/{model_name}/versions/{version}", service.tfs_status, methods=["GET"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        if load and not model.ready:
+            # Loading before the server listens means nothing is routed here until it can answer.
+            await run_in_threadpool(model.load)
+        yield
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={BadRequest: _bad_request, HTTPException: _http_error, Exception: _server_error},
+    )
+    app.state.service = service
+    return AccessLog(app)

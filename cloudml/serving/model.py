@@ -1,0 +1,97 @@
+"""A packaged SavedModel loaded once, warmed up, and called with validated batches."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cloudml.packaging.manifest import SIGNATURE_NAME, Manifest
+from cloudml.serving.requests import Batch, BadRequest
+
+log = logging.getLogger("cloudml.serving")
+
+
+class ServedModel:
+    def __init__(self, package_dir: Path):
+        self.folder = Path(package_dir)
+        self.manifest = Manifest.read(self.folder)
+        self.signature = self.manifest.signature
+        self._fn = None
+        self._tf = None
+        self.load_error: BaseException | None = None
+
+    @property
+    def name(self) -> str:
+        return self.manifest.model_name
+
+    @property
+    def version(self) -> int:
+        return self.manifest.model_version
+
+    @property
+    def ready(self) -> bool:
+        return self._fn is not None
+
+    def load(self) -> None:
+        """Load the SavedModel and run one warm-up call, so the first request is not the slow one."""
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        self._tf = tf
+        try:
+            loaded = tf.saved_model.load(str(self.folder / str(self.version)))
+            fn = loaded.signatures[SIGNATURE_NAME]
+            self._call(fn, self._warm_up_inputs())
+        except BaseException as exc:
+            self.load_error = exc  # the server reports it after uvicorn gives up
+            raise
+        self._loaded = loaded  # keep the object alive: the signature's variables belong to it
+        self._fn = fn
+        log.info("model %s version %s loaded and warmed up", self.name, self.version)
+
+    def _warm_up_inputs(self) -> dict[str, np.ndarray]:
+        inputs = {}
+        for name, spec in self.signature.inputs.items():
+            shape = [1] + [d or 1 for d in (spec.instance_shape or [])]
+            if spec.dtype == "string":
+                inputs[name] = np.full(shape, b"", dtype=object)
+            else:
+                inputs[name] = np.zeros(shape, dtype=spec.dtype)
+        return inputs
+
+    def _call(self, fn, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tf = self._tf
+        try:
+            outputs = fn(**{k: tf.constant(v) for k, v in inputs.items()})
+        except tf.errors.InvalidArgumentError as exc:
+            # Values the signature's types cannot rule out (an out-of-vocabulary token id, say).
+            first_line = (exc.message or str(exc)).strip().splitlines()[0]
+            raise BadRequest(f"the model rejected the input: {first_line}") from None
+        return {k: v.numpy() for k, v in outputs.items()}
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._fn is None:
+            raise RuntimeError("model is not loaded")
+        return self._call(self._fn, inputs)
+
+    def predict(self, batch: Batch) -> dict[str, Any]:
+        """Outputs by name, batch first: an array, or a list of per-instance arrays when
+        groups of different shapes produced differently shaped outputs."""
+        if len(batch.groups) == 1:
+            return self.run(batch.groups[0][1])
+        per_output: dict[str, list[Any]] = {name: [None] * batch.size for name in self.signature.outputs}
+        for indices, arrays in batch.groups:
+            outputs = self.run(arrays)
+            for name, values in outputs.items():
+                slots = per_output.setdefault(name, [None] * batch.size)
+                for row, index in enumerate(indices):
+                    slots[index] = values[row]
+        merged: dict[str, Any] = {}
+        for name, rows in per_output.items():
+            shapes = {np.shape(r) for r in rows}
+            merged[name] = np.stack(rows) if len(shapes) == 1 else rows
+        return merged

@@ -1,0 +1,255 @@
+"""Request bodies -> validated numpy batches, and outputs -> response bodies.
+
+Everything a client can get wrong is caught here, before the model runs, and raised as
+`BadRequest` with a message that says what was expected. No TensorFlow in this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from cloudml.packaging.manifest import Signature, TensorSpec
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, *, status: int = 400, expected: Any = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.expected = expected
+
+    def body(self) -> dict:
+        out: dict[str, Any] = {"error": self.message}
+        if self.expected is not None:
+            out["expected"] = self.expected
+        return out
+
+
+_FLOAT_KINDS = "fiu"
+_INT_KINDS = "iu"
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Instances grouped so each group stacks into one array per input."""
+
+    groups: list[tuple[list[int], dict[str, np.ndarray]]]  # (instance indices, input arrays)
+    size: int
+
+
+def signature_summary(signature: Signature) -> dict[str, str]:
+    return {name: spec.describe() for name, spec in signature.inputs.items()}
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+
+
+def parse_jsonlines(body: bytes) -> list[Any]:
+    instances = []
+    for number, line in enumerate(body.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            instances.append(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"line {number} of the JSON Lines body is not valid JSON: {exc}") from None
+    return instances
+
+
+def parse_csv(body: bytes) -> list[list[float]]:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("CSV body is not UTF-8 text") from None
+    rows = []
+    for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if not row:
+            continue
+        try:
+            rows.append([float(cell) for cell in row])
+        except ValueError:
+            raise BadRequest(f"CSV row {number} holds a value that is not a number") from None
+    return rows
+
+
+def split_body(payload: Any, *, keys: tuple[str, ...] = ("instances",), columnar: bool = True) -> tuple[str, Any]:
+    """("rows", instances) for `{"instances": [...]}` (or another listed key) or a bare JSON list;
+    ("columns", inputs) for TF Serving's columnar `{"inputs": ...}` where the route allows it."""
+    if isinstance(payload, list):
+        return "rows", payload
+    if isinstance(payload, dict):
+        for key in keys:
+            if key in payload:
+                value = payload[key]
+                if not isinstance(value, list):
+                    raise BadRequest(f'"{key}" must be a JSON list of instances, not {type(value).__name__}')
+                return "rows", value
+        if columnar and "inputs" in payload:
+            return "columns", payload["inputs"]
+    wanted = " or ".join([f'{{"{k}": [...]}}' for k in keys] + (['{"inputs": ...}'] if columnar else []))
+    raise BadRequest(f"request body must be {wanted} or a JSON list of instances")
+
+
+def _check_dtype(array: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
+    dtype = spec.dtype
+    kind = array.dtype.kind
+    if dtype == "string":
+        if kind in "USO":
+            return array.astype(object)
+        raise BadRequest(f"{where}: expected strings ({spec.describe()}), got {array.dtype.name} values")
+    if kind == "O":
+        raise BadRequest(f"{where}: values are ragged or mixed; expected {spec.describe()}")
+    if kind in "US":
+        raise BadRequest(f"{where}: expected numbers ({spec.describe()}), got strings")
+    if dtype == "bool":
+        if kind != "b":
+            raise BadRequest(f"{where}: expected booleans ({spec.describe()}), got {array.dtype.name} values")
+        return array
+    target = np.dtype(dtype)
+    if target.kind in _INT_KINDS:
+        if kind == "f":
+            if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
+                raise BadRequest(f"{where}: expected integers ({spec.describe()}), got non-integer numbers")
+        elif kind not in _INT_KINDS and kind != "b":
+            raise BadRequest(f"{where}: expected integers ({spec.describe()}), got {array.dtype.name} values")
+        info = np.iinfo(target)
+        if array.size and (array.min() < info.min or array.max() > info.max):
+            raise BadRequest(f"{where}: values do not fit in {dtype}")
+        return array.astype(target)
+    if kind not in _FLOAT_KINDS and kind != "b":
+        raise BadRequest(f"{where}: expected numbers ({spec.describe()}), got {array.dtype.name} values")
+    return array.astype(target)
+
+
+def _decode_b64(value: Any) -> Any:
+    """TF Serving's `{"b64": "..."}` convention for bytes, applied recursively."""
+    if isinstance(value, dict) and set(value) == {"b64"}:
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except (ValueError, TypeError):
+            raise BadRequest('a {"b64": ...} value is not valid base64') from None
+    if isinstance(value, list):
+        return [_decode_b64(v) for v in value]
+    return value
+
+
+def _check_shape(shape: tuple[int, ...], spec: TensorSpec, where: str, *, batched: bool) -> None:
+    expected = spec.shape if batched else spec.instance_shape
+    if expected is None:
+        return
+    if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected, shape)):
+        got = "[" + ", ".join(map(str, shape)) + "]"
+        want = "[" + ", ".join("?" if d is None else str(d) for d in expected) + "]"
+        raise BadRequest(f"{where}: shape {got} does not match the expected {want} ({spec.describe()})")
+
+
+def _to_array(value: Any, spec: TensorSpec, where: str, *, batched: bool) -> np.ndarray:
+    if spec.dtype == "string":
+        value = _decode_b64(value)
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        raise BadRequest(f"{where}: values are ragged (nested lists of different lengths); expected {spec.describe()}") from None
+    array = _check_dtype(array, spec, where)
+    _check_shape(array.shape, spec, where, batched=batched)
+    return array
+
+
+def batch_from_instances(instances: list[Any], signature: Signature) -> Batch:
+    """Row format: one entry per instance; a dict per instance when the model has several inputs."""
+    if not instances:
+        raise BadRequest("empty batch: send at least one instance", expected=signature_summary(signature))
+    inputs = signature.inputs
+    names = list(inputs)
+    single = names[0] if len(names) == 1 else None
+    if single is not None and not isinstance(instances[0], dict):
+        # Fast path: every instance has the same shape, so the whole batch converts at once.
+        try:
+            array = np.asarray(instances)
+        except ValueError:
+            array = None
+        if array is not None and array.dtype.kind != "O":
+            array = _check_dtype(array, inputs[single], "instances")
+            _check_shape(array.shape, inputs[single], "instances", batched=True)
+            return Batch(groups=[(list(range(len(instances))), {single: array})], size=len(instances))
+    rows: list[dict[str, np.ndarray]] = []
+    for index, instance in enumerate(instances):
+        if isinstance(instance, dict):
+            unknown = sorted(set(instance) - set(names))
+            if unknown:
+                raise BadRequest(
+                    f"instance {index}: unknown input name(s) {', '.join(map(repr, unknown))}; the model's inputs are {', '.join(map(repr, names))}",
+                    expected=signature_summary(signature),
+                )
+            missing = [n for n in names if n not in instance]
+            if missing:
+                raise BadRequest(f"instance {index}: missing input(s) {', '.join(map(repr, missing))}", expected=signature_summary(signature))
+            values = instance
+        elif single is not None:
+            values = {single: instance}
+        else:
+            raise BadRequest(
+                f"instance {index}: the model has several inputs, so each instance must be an object keyed by input name",
+                expected=signature_summary(signature),
+            )
+        rows.append({n: _to_array(values[n], inputs[n], f"instance {index}, input {n!r}", batched=False) for n in names})
+    # Variable-length instances (sequences) cannot share one array: group them by shape.
+    groups: dict[tuple, list[int]] = {}
+    for index, row in enumerate(rows):
+        groups.setdefault(tuple(row[n].shape for n in names), []).append(index)
+    return Batch(
+        groups=[(idx, {n: np.stack([rows[i][n] for i in idx]) for n in names}) for idx in groups.values()],
+        size=len(rows),
+    )
+
+
+def batch_from_columns(columns: Any, signature: Signature) -> dict[str, np.ndarray]:
+    """Columnar format: `{"inputs": value}` for one input, `{"inputs": {name: value}}` for several."""
+    names = list(signature.inputs)
+    # One input may be given bare; a dict is taken as keyed by input name unless it is a b64 value.
+    if len(names) == 1 and not (isinstance(columns, dict) and set(columns) != {"b64"}):
+        columns = {names[0]: columns}
+    if not isinstance(columns, dict):
+        raise BadRequest('"inputs" must be an object keyed by input name for a model with several inputs', expected=signature_summary(signature))
+    unknown = sorted(set(columns) - set(names))
+    if unknown:
+        raise BadRequest(f"unknown input name(s) {', '.join(map(repr, unknown))}; the model's inputs are {', '.join(map(repr, names))}", expected=signature_summary(signature))
+    missing = [n for n in names if n not in columns]
+    if missing:
+        raise BadRequest(f"missing input(s) {', '.join(map(repr, missing))}", expected=signature_summary(signature))
+    arrays = {n: _to_array(columns[n], signature.inputs[n], f"input {n!r}", batched=True) for n in names}
+    sizes = {a.shape[0] if a.ndim else 0 for a in arrays.values()}
+    if sizes == {0} or 0 in sizes:
+        raise BadRequest("empty batch: send at least one instance", expected=signature_summary(signature))
+    if len(sizes) > 1:
+        raise BadRequest("inputs have different batch sizes")
+    return arrays
+
+
+def jsonable(array: np.ndarray) -> Any:
+    """Numeric arrays go to orjson as they are; string tensors become text (or b64 when not UTF-8)."""
+    if array.dtype.kind in "OS":
+        def conv(v):
+            if isinstance(v, bytes):
+                try:
+                    return v.decode("utf-8")
+                except UnicodeDecodeError:
+                    return {"b64": base64.b64encode(v).decode()}
+            return v
+        return np.vectorize(conv, otypes=[object])(array).tolist() if array.size else array.tolist()
+    return array
+
+
+def dumps(payload: Any) -> bytes:
+    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -1,0 +1,112 @@
+"""Run the serving app under uvicorn: `cloudml serve` and the container entrypoint land here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+from cloudml.errors import CloudMLError, ExitCode, ModelError
+from cloudml.serving.app import DEFAULT_MAX_BODY_BYTES, create_app
+
+log = logging.getLogger("cloudml.serving")
+
+
+def configure_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+
+
+def tcp_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        # Lets a replacement server listen on the same port before the old one stops.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise CloudMLError(f"cannot listen on {host}:{port}: {exc.strerror}", hint="choose another --port, or stop what uses this one") from None
+    return sock
+
+
+def unix_socket(path: Path) -> socket.socket:
+    path.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    return sock
+
+
+def _write_error(error_file: Path | None, exc: BaseException) -> None:
+    if error_file is None:
+        return
+    info = exc.to_dict() if isinstance(exc, CloudMLError) else {"error": type(exc).__name__, "message": str(exc), "exit_code": ExitCode.MODEL}
+    error_file.write_text(json.dumps(info))
+
+
+def prepare_model(model: Path, *, package_dir: Path | None, name: str | None, version: int | None):
+    """A loaded-to-be `ServedModel` for any accepted model path (packaging it when needed)."""
+    from cloudml.packaging import inspect_source, package_model
+    from cloudml.serving.model import ServedModel
+
+    source = inspect_source(model)
+    if source.format == "package":
+        return ServedModel(source.path)
+    out = package_dir or Path(tempfile.mkdtemp(prefix="cloudml-serve-"))
+    log.info("packaging %s into %s", model, out)
+    return ServedModel(package_model(source, out, name=name, version=version, archive=False).folder)
+
+
+def serve(
+    model: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    name: str | None = None,
+    version: int | None = None,
+    package_dir: Path | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    reuse_port: bool = False,
+    unix_socket_path: Path | None = None,
+    error_file: Path | None = None,
+    log_level: str = "info",
+) -> int:
+    """Serve until stopped; returns an exit code (non-zero when the model could not be served)."""
+    import uvicorn
+
+    configure_logging(log_level)
+    try:
+        served = prepare_model(model, package_dir=package_dir, name=name, version=version)
+        sockets = [tcp_socket(host, port, reuse_port=reuse_port)]
+        if unix_socket_path is not None:
+            sockets.append(unix_socket(unix_socket_path))
+    except CloudMLError as exc:
+        log.error("%s", exc)
+        _write_error(error_file, exc)
+        return exc.exit_code
+
+    app = create_app(served, max_body_bytes=max_body_bytes)
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=15, server_header=False)
+    server = uvicorn.Server(config)
+    bound = sockets[0].getsockname()
+    log.info("serving %s (version %s) on http://%s:%s", served.name, served.version, bound[0], bound[1])
+    server.run(sockets=sockets)
+    if unix_socket_path is not None:
+        unix_socket_path.unlink(missing_ok=True)
+    if not server.started:
+        exc = served.load_error or RuntimeError("the server did not start")
+        wrapped = ModelError(f"the model could not be loaded and warmed up: {type(exc).__name__}: {exc}", hint="check the model runs in-process; the log above has the traceback")
+        log.error("%s", wrapped.message)
+        _write_error(error_file, wrapped)
+        return ExitCode.MODEL
+    return ExitCode.OK
