@@ -53,6 +53,26 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
 
 
+def _accepts_json(accept: str) -> bool:
+    """Whether an Accept header admits application/json. It is a list of media ranges, each with
+    an optional q (`text/csv, application/json;q=0.5`), so any range with q > 0 can match."""
+    for item in accept.split(","):
+        media, *params = (part.strip().lower() for part in item.split(";"))
+        if media not in ("application/json", "application/*", "*/*", ""):
+            continue
+        q = next((p.partition("=")[2].strip() for p in params if p.partition("=")[0].strip() == "q"), "1")
+        try:
+            if float(q) > 0:
+                return True
+        except ValueError:
+            return True  # a malformed q is not a reason to refuse the response
+    return False
+
+
+# TF Serving's DataType enum names where they differ from "DT_" + the numpy name.
+_TF_DTYPE_NAMES = {"float16": "DT_HALF", "float32": "DT_FLOAT", "float64": "DT_DOUBLE", "string": "DT_STRING"}
+
+
 class ModelService:
     """The request handlers, bound to one model."""
 
@@ -128,8 +148,8 @@ class ModelService:
     async def invocations(self, request: Request) -> Response:
         self._require_ready()
         media = _media_type(request)
-        accept = request.headers.get("accept", "application/json").split(";")[0].strip().lower()
-        if accept not in ("application/json", "*/*", "application/*", ""):
+        accept = request.headers.get("accept", "application/json")
+        if not _accepts_json(accept):
             raise BadRequest(f"cannot answer with Accept {accept!r}; this endpoint answers application/json", status=406)
         if media in JSONLINES_TYPES:
             instances = parse_jsonlines(await self.body(request))
@@ -177,7 +197,7 @@ class ModelService:
         def tensors(specs):
             return {
                 name: {
-                    "dtype": "DT_" + ("STRING" if spec.dtype == "string" else spec.dtype.upper()),
+                    "dtype": _TF_DTYPE_NAMES.get(spec.dtype, "DT_" + spec.dtype.upper()),
                     "tensor_shape": {"dim": [{"size": str(-1 if d is None else d), "name": ""} for d in (spec.shape or [])], "unknown_rank": spec.shape is None},
                     "name": name,
                 }
@@ -223,7 +243,10 @@ async def _bad_request(request: Request, exc: BadRequest) -> Response:
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
     message = {404: f"no route {request.url.path}", 405: f"method {request.method} is not allowed on {request.url.path}"}.get(exc.status_code, exc.detail)
-    return json_response({"error": message}, status=exc.status_code)
+    response = json_response({"error": message}, status=exc.status_code)
+    # Keep what Starlette attached, such as the Allow header a 405 must carry.
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,23 @@ from cloudml.packaging.manifest import SIGNATURE_NAME, Manifest
 from cloudml.serving.requests import Batch, BadRequest
 
 log = logging.getLogger("cloudml.serving")
+
+_OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\].*$")
+_FUNCTION_PREFIX = re.compile(r"^\{\{function_node [^}]*\}\}\s*")
+
+
+def describe_error(exc: BaseException) -> str:
+    """One readable line for an exception, TensorFlow's included.
+
+    A TF graph error opens with boilerplate ("Graph execution error:", "Detected at node ...",
+    maybe a stack trace) and closes with node names; the line that says what was wrong
+    ("indices[0,1] = 20000 is not in [0, 10000)") is the last one before the node line.
+    """
+    text = (getattr(exc, "message", None) or str(exc)).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("[[")]
+    line = lines[-1] if lines else type(exc).__name__
+    line = _FUNCTION_PREFIX.sub("", _OP_SUFFIX.sub("", line))
+    return line or type(exc).__name__
 
 
 class ServedModel:
@@ -45,7 +63,8 @@ class ServedModel:
         try:
             loaded = tf.saved_model.load(str(self.folder / str(self.version)))
             fn = loaded.signatures[SIGNATURE_NAME]
-            self._call(fn, self._warm_up_inputs())
+            # Called raw: a warm-up failure is the model's fault, not a client's bad request.
+            self._invoke(fn, self._warm_up_inputs())
         except BaseException as exc:
             self.load_error = exc  # the server reports it after uvicorn gives up
             raise
@@ -63,20 +82,19 @@ class ServedModel:
                 inputs[name] = np.zeros(shape, dtype=spec.dtype)
         return inputs
 
-    def _call(self, fn, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _invoke(self, fn, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tf = self._tf
-        try:
-            outputs = fn(**{k: tf.constant(v) for k, v in inputs.items()})
-        except tf.errors.InvalidArgumentError as exc:
-            # Values the signature's types cannot rule out (an out-of-vocabulary token id, say).
-            first_line = (exc.message or str(exc)).strip().splitlines()[0]
-            raise BadRequest(f"the model rejected the input: {first_line}") from None
+        outputs = fn(**{k: tf.constant(v) for k, v in inputs.items()})
         return {k: v.numpy() for k, v in outputs.items()}
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._fn is None:
             raise RuntimeError("model is not loaded")
-        return self._call(self._fn, inputs)
+        try:
+            return self._invoke(self._fn, inputs)
+        except self._tf.errors.InvalidArgumentError as exc:
+            # Values the signature's types cannot rule out (an out-of-vocabulary token id, say).
+            raise BadRequest(f"the model rejected the input: {describe_error(exc)}") from None
 
     def predict(self, batch: Batch) -> dict[str, Any]:
         """Outputs by name, batch first: an array, or a list of per-instance arrays when

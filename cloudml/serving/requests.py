@@ -124,8 +124,13 @@ def _check_dtype(array: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
         elif kind not in _INT_KINDS and kind != "b":
             raise BadRequest(f"{where}: expected integers ({spec.describe()}), got {array.dtype.name} values")
         info = np.iinfo(target)
-        if array.size and (array.min() < info.min or array.max() > info.max):
-            raise BadRequest(f"{where}: values do not fit in {dtype}")
+        # Float values (numpy makes floats of JSON ints past int64) are compared with the exclusive
+        # bound info.max + 1, a power of two and exact as a float: info.max itself rounds up to it
+        # (2**63 for int64), which would let 2**63 through to wrap around in the cast.
+        if array.size:
+            too_big = array.max() >= float(info.max + 1) if kind == "f" else array.max() > info.max
+            if array.min() < info.min or too_big:
+                raise BadRequest(f"{where}: values do not fit in {dtype}")
         return array.astype(target)
     if kind not in _FLOAT_KINDS and kind != "b":
         raise BadRequest(f"{where}: expected numbers ({spec.describe()}), got {array.dtype.name} values")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cloudml.errors import CloudMLError, ExitCode, ModelError
 from cloudml.serving.app import DEFAULT_MAX_BODY_BYTES, create_app
+from cloudml.serving.model import describe_error
 
 log = logging.getLogger("cloudml.serving")
 
@@ -100,12 +101,18 @@ def serve(
     server = uvicorn.Server(config)
     bound = sockets[0].getsockname()
     log.info("serving %s (version %s) on http://%s:%s", served.name, served.version, bound[0], bound[1])
-    server.run(sockets=sockets)
+    try:
+        server.run(sockets=sockets)
+    except SystemExit:
+        # uvicorn exits the process itself when the lifespan (model load and warm-up) fails;
+        # catch that so the reason is logged and written to the error file below.
+        if server.started:
+            raise
     if unix_socket_path is not None:
         unix_socket_path.unlink(missing_ok=True)
     if not server.started:
         exc = served.load_error or RuntimeError("the server did not start")
-        wrapped = ModelError(f"the model could not be loaded and warmed up: {type(exc).__name__}: {exc}", hint="check the model runs in-process; the log above has the traceback")
+        wrapped = ModelError(f"the model could not be loaded and warmed up: {type(exc).__name__}: {describe_error(exc)}", hint="check the model runs in-process; the log above has the traceback")
         log.error("%s", wrapped.message)
         _write_error(error_file, wrapped)
         return ExitCode.MODEL

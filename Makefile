@@ -1,0 +1,38 @@
+# Both entry points create (or reuse) one virtual environment at .venv in the repo root,
+# so .venv/bin/cloudml is the CLI afterwards.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.cloudml-installed
+DEMO_NAME ?= mnist-cnn
+
+.PHONY: install demo demo-clean test test-fast bench
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Train the seed CNN, deploy it on the local provider, print a prediction.
+demo: $(STAMP)
+	$(BIN)/python examples/train_cnn.py --out build/models/cnn.h5
+	$(BIN)/cloudml deploy build/models/cnn.h5 --name $(DEMO_NAME)
+	$(BIN)/cloudml predict $(DEMO_NAME) --file build/models/cnn.sample.json
+
+demo-clean: $(STAMP)
+	$(BIN)/cloudml delete $(DEMO_NAME)
+
+## Every test, slow ones included (what CI runs).
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## Only the fast tests.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/cli_startup.py
+	$(BIN)/python benchmarks/serve.py

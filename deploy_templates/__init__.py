@@ -1,0 +1,1 @@
+"""Templates cloudml renders (see README.md); importable as cloudml.deploy_templates."""

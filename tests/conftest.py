@@ -1,0 +1,114 @@
+"""Shared fixtures: the seed models (trained by the real example scripts), a private
+$CLOUDML_HOME per test, a CLI runner, and one session-wide local deployment per seed model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SEED_SCRIPTS = {"autoencoder": "train_autoencoder.py", "cnn": "train_cnn.py", "lstm": "train_lstm.py"}
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def run_cli(*args: str, home: Path | None = None, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the real `cloudml` CLI in a subprocess, as a user's shell would."""
+    full_env = {**os.environ, **(env or {})}
+    if home is not None:
+        full_env["CLOUDML_HOME"] = str(home)
+    return subprocess.run(
+        [sys.executable, "-m", "cloudml", *map(str, args)],
+        capture_output=True, text=True, input=input, env=full_env, timeout=timeout, cwd=cwd or REPO,
+        stdin=None if input is not None else subprocess.DEVNULL,
+    )
+
+
+def cli_json(*args: str, home: Path, **kwargs) -> Any:
+    result = run_cli(*args, "--output", "json", home=home, **kwargs)
+    assert result.returncode == 0, f"cloudml {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    return json.loads(result.stdout)
+
+
+@dataclass
+class SeedModel:
+    name: str
+    path: Path  # the .h5 the example script saved, as in the original article
+    instances: list[Any]
+    _keras: Any = field(default=None, repr=False)
+
+    def keras_model(self):
+        if self._keras is None:
+            import keras
+
+            self._keras = keras.models.load_model(self.path, compile=False)
+        return self._keras
+
+    def reference(self, instances: list[Any] | None = None) -> list[np.ndarray]:
+        """The in-process model's outputs, one array per instance."""
+        model = self.keras_model()
+        instances = self.instances if instances is None else instances
+        # Sequences of different lengths cannot share a batch: run them one at a time.
+        return [np.asarray(model(np.asarray([inst]), training=False))[0] for inst in instances]
+
+
+@pytest.fixture(scope="session")
+def seed_models(tmp_path_factory) -> dict[str, SeedModel]:
+    out = tmp_path_factory.mktemp("seed-models")
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, str(REPO / "examples" / script), "--out", str(out / f"{name}.h5"), "--epochs", "1", "--limit", "400"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=out,
+        )
+        for name, script in SEED_SCRIPTS.items()
+    }
+    models = {}
+    for name, proc in procs.items():
+        log, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, f"examples/{SEED_SCRIPTS[name]} failed:\n{log}"
+        sample = json.loads((out / f"{name}.sample.json").read_text())
+        models[name] = SeedModel(name=name, path=out / f"{name}.h5", instances=sample["instances"])
+    return models
+
+
+def _cleanup_home(home: Path) -> None:
+    """Stop every server a test left running in `home`."""
+    if not (home / "state.db").exists():
+        return
+    from cloudml.providers.local import LocalDeployer
+
+    deployer = LocalDeployer(home=home)
+    for dep in deployer.list():
+        deployer.delete(dep.name)
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    path = tmp_path / "cloudml-home"
+    yield path
+    _cleanup_home(path)
+
+
+@pytest.fixture(scope="session")
+def session_home(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("session-home")
+    yield path
+    _cleanup_home(path)
+
+
+@pytest.fixture(scope="session")
+def deployed(seed_models, session_home) -> dict[str, dict[str, Any]]:
+    """Each seed model deployed once through the CLI on the local provider (name: seed-<model>)."""
+    result = {}
+    for name, model in seed_models.items():
+        out = cli_json("deploy", model.path, "--name", f"seed-{name}", home=session_home)
+        assert out["deployment"]["status"] == "healthy"
+        result[name] = out["deployment"]
+    return result

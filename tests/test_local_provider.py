@@ -1,0 +1,239 @@
+"""The local provider end to end: deploy, predict, status, list, logs, replace, fail, delete."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from conftest import cli_json, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return False
+
+
+def _predictions(result) -> np.ndarray:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["predictions"]
+
+
+def _allclose_rows(got, expected) -> bool:
+    return len(got) == len(expected) and all(np.allclose(g, e, atol=1e-5) for g, e in zip(got, expected))
+
+
+@pytest.mark.parametrize("model_name", ["autoencoder", "cnn", "lstm"])
+def test_seed_model_lifecycle_through_the_cli(seed_models, home, tmp_path, model_name):
+    model = seed_models[model_name]
+    name = f"life-{model_name}"
+    created = cli_json("deploy", model.path, "--name", name, "--tag", "team=ml", home=home)
+    assert created["action"] == "created"
+    dep = created["deployment"]
+    assert dep["status"] == "healthy" and dep["model_version"] == 1 and dep["tags"] == {"team": "ml"}
+    assert dep["endpoint_url"].startswith("http://127.0.0.1:")
+    pid = dep["details"]["pid"]
+
+    expected = model.reference()
+    request = json.dumps({"instances": model.instances})
+    (tmp_path / "req.json").write_text(request)
+    assert _allclose_rows(_predictions(run_cli("predict", name, request, home=home)), expected)
+    assert _allclose_rows(_predictions(run_cli("predict", name, "--file", tmp_path / "req.json", home=home)), expected)
+    assert _allclose_rows(_predictions(run_cli("predict", name, home=home, input=request)), expected)
+
+    # One request per contract over plain HTTP (the full contract matrix is in test_serving_contracts).
+    url = dep["endpoint_url"]
+    for path, body in [("/invocations", {"instances": model.instances}), ("/predict", {"instances": model.instances}),
+                       ("/score", {"data": model.instances}), (f"/v1/models/{name}:predict", {"instances": model.instances})]:
+        response = httpx.post(url + path, json=body, timeout=30)
+        assert response.status_code == 200, (path, response.text)
+        assert _allclose_rows(response.json()["predictions"], expected), path
+
+    status = cli_json("status", name, home=home)
+    assert status["status"] == "healthy" and status["details"]["pid"] == pid
+    assert [d["name"] for d in cli_json("list", home=home)] == [name]
+    logs = run_cli("logs", name, "--tail", "200", home=home)
+    assert logs.returncode == 0 and '"POST /invocations" 200' in logs.stdout and "ms" in logs.stdout
+
+    deleted = cli_json("delete", name, home=home)
+    assert deleted == {"name": name, "deleted": True}
+    assert not _pid_alive(pid)
+    assert cli_json("list", home=home) == []
+    assert not (home / "deployments" / name).exists()
+    assert run_cli("status", name, home=home).returncode == 4
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url + "/ping", timeout=2)
+
+
+def test_same_model_twice_is_a_no_op(seed_models, home):
+    model = seed_models["cnn"]
+    first = cli_json("deploy", model.path, "--name", "twice", home=home)["deployment"]
+    second = cli_json("deploy", model.path, "--name", "twice", home=home)
+    assert second["action"] == "unchanged"
+    assert second["deployment"]["details"]["pid"] == first["details"]["pid"]
+    assert second["deployment"]["endpoint_url"] == first["endpoint_url"]
+
+
+@pytest.fixture(scope="module")
+def other_cnn(seed_models, tmp_path_factory) -> tuple[Path, list]:
+    """The seed CNN with different output-layer weights: a 'new version' of the same model."""
+    import keras
+
+    model = keras.models.load_model(seed_models["cnn"].path, compile=False)
+    kernel, bias = model.layers[-1].get_weights()
+    model.layers[-1].set_weights([kernel * 0.5, bias + 1.0])
+    path = tmp_path_factory.mktemp("other") / "cnn-v2.h5"
+    model.save(path)
+    outputs = [np.asarray(model(np.asarray([x]), training=False))[0] for x in seed_models["cnn"].instances]
+    return path, outputs
+
+
+def test_replacing_a_model_has_no_downtime(seed_models, other_cnn, home):
+    cnn = seed_models["cnn"]
+    new_path, new_outputs = other_cnn
+    old_outputs = cnn.reference()
+    dep = cli_json("deploy", cnn.path, "--name", "swap", home=home)["deployment"]
+    url = dep["endpoint_url"] + "/invocations"
+    results: list[tuple[int, list | str]] = []
+    stop = threading.Event()
+
+    def hammer():
+        with httpx.Client(timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    response = client.post(url, json={"instances": cnn.instances})
+                    results.append((response.status_code, response.json().get("predictions")))
+                except httpx.TransportError as exc:
+                    results.append((0, repr(exc)))
+                    client.close()
+                    client = httpx.Client(timeout=10)
+
+    threads = [threading.Thread(target=hammer) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        replaced = cli_json("deploy", new_path, "--name", "swap", home=home)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert replaced["action"] == "updated"
+    assert replaced["deployment"]["endpoint_url"] == dep["endpoint_url"]  # clients keep their URL
+    assert not _pid_alive(dep["details"]["pid"])  # the old server stopped
+    failures = [r for r in results if r[0] != 200]
+    assert not failures, f"{len(failures)} of {len(results)} requests failed during the replace: {failures[:3]}"
+    old = [r for r in results if _allclose_rows(r[1], old_outputs)]
+    new = [r for r in results if _allclose_rows(r[1], new_outputs)]
+    assert old and new and len(old) + len(new) == len(results)
+    # Traffic moved once: after the first answer from the new model, no old answers.
+    first_new = next(i for i, r in enumerate(results) if _allclose_rows(r[1], new_outputs))
+    assert len(old) <= first_new + 2  # two threads: each may have one old answer in flight
+
+
+@pytest.fixture(scope="module")
+def unservable_model(tmp_path_factory) -> Path:
+    """A SavedModel that packages fine but fails its warm-up call, like a model with a broken op."""
+    import tensorflow as tf
+
+    class Broken(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 784], tf.float32, name="pixels")])
+        def serve(self, pixels):
+            tf.debugging.assert_equal(tf.reduce_sum(pixels) * 0.0, 1.0, message="this model cannot serve")
+            return {"output_0": pixels[:, :10]}
+
+    module = Broken()
+    path = tmp_path_factory.mktemp("broken") / "broken_model"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def test_failed_replace_keeps_the_old_version_serving(seed_models, unservable_model, home):
+    cnn = seed_models["cnn"]
+    before = cli_json("deploy", cnn.path, "--name", "keep", home=home)["deployment"]
+    result = run_cli("deploy", unservable_model, "--name", "keep", home=home)
+    assert result.returncode == 3, result.stderr
+    assert "could not be loaded and warmed up" in result.stderr
+    assert "the previous version keeps serving" in result.stderr
+    assert "log tail" in result.stderr and "this model cannot serve" in result.stderr  # the new server's log
+    after = cli_json("status", "keep", home=home)
+    assert after["status"] == "healthy"
+    assert after["details"]["pid"] == before["details"]["pid"] and after["model_hash"] == before["model_hash"]
+    assert _allclose_rows(_predictions(run_cli("predict", "keep", json.dumps(cnn.instances), home=home)), cnn.reference())
+    # The failed revision left nothing behind but its log.
+    revisions = [p.name for p in (home / "deployments" / "keep").iterdir()]
+    assert sorted(revisions) == sorted([Path(before["details"]["log"]).parent.name, "last-failed.log"])
+
+
+def test_replacement_that_never_gets_healthy_times_out_and_is_removed(seed_models, other_cnn, home):
+    cnn = seed_models["cnn"]
+    before = cli_json("deploy", cnn.path, "--name", "slow", home=home)["deployment"]
+    result = run_cli("deploy", other_cnn[0], "--name", "slow", "-o", "startup_timeout=0.5", home=home)
+    assert result.returncode == 5
+    assert "did not become healthy within" in result.stderr and "previous version keeps serving" in result.stderr
+    after = cli_json("status", "slow", home=home)
+    assert after["details"]["pid"] == before["details"]["pid"] and after["status"] == "healthy"
+
+
+def test_first_deploy_of_a_broken_model_leaves_nothing(unservable_model, home):
+    result = run_cli("deploy", unservable_model, "--name", "broken", home=home)
+    assert result.returncode == 3
+    assert cli_json("list", home=home) == []
+
+
+def test_a_dead_server_is_reported_as_dead_and_redeploy_restarts_it(seed_models, home):
+    cnn = seed_models["cnn"]
+    dep = cli_json("deploy", cnn.path, "--name", "crash", home=home)["deployment"]
+    os.kill(dep["details"]["pid"], 9)
+    deadline = time.monotonic() + 10
+    while _pid_alive(dep["details"]["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status = run_cli("status", "crash", "--output", "json", home=home)
+    assert status.returncode == 8 and json.loads(status.stdout)["status"] == "dead"
+    predict = run_cli("predict", "crash", json.dumps(cnn.instances), home=home)
+    assert predict.returncode == 8 and "dead" in predict.stderr
+    listed = cli_json("list", home=home)
+    assert listed[0]["status"] == "dead"
+    again = cli_json("deploy", cnn.path, "--name", "crash", home=home)
+    assert again["action"] == "restarted" and again["deployment"]["status"] == "healthy"
+    assert again["deployment"]["endpoint_url"] == dep["endpoint_url"]
+
+
+def test_python_api_lifecycle(seed_models, home):
+    from cloudml import DeploymentNotFound, DeploymentSpec, PredictionRejected, get_deployer
+
+    lstm = seed_models["lstm"]
+    deployer = get_deployer("local", home=home)
+    result = deployer.deploy(DeploymentSpec(name="api-lstm", model=lstm.path, env={"APP_MODE": "test"}))
+    assert result.action == "created" and result.deployment.status.serving
+    prediction = deployer.predict("api-lstm", instances=lstm.instances)
+    assert _allclose_rows(prediction.predictions, lstm.reference())
+    assert json.loads(prediction.to_json())["deployment"] == "api-lstm"
+    with pytest.raises(PredictionRejected) as err:
+        deployer.predict("api-lstm", instances=[[0.5, 1.5]])
+    assert err.value.status_code == 400 and "integers" in err.value.message
+    assert [d.name for d in deployer.list()] == ["api-lstm"]
+    assert any("POST /invocations" in line for line in deployer.logs("api-lstm", tail=50))
+    # Changing the serving environment needs a new server: an update, not a no-op.
+    assert deployer.update(DeploymentSpec(name="api-lstm", model=lstm.path, env={"APP_MODE": "prod"})).action == "updated"
+    assert deployer.delete("api-lstm") is True
+    assert deployer.delete("api-lstm") is False
+    with pytest.raises(DeploymentNotFound):
+        deployer.get("api-lstm")
+    with pytest.raises(DeploymentNotFound):
+        deployer.update(DeploymentSpec(name="api-lstm", model=lstm.path))
