@@ -140,8 +140,10 @@ def main() -> int:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
 
-    print(f"python {sys.version.split()[0]} ({sys.executable}), {os.cpu_count()} CPUs, {args.runs} runs each\n")
+    print(f"python {sys.version.split()[0]} ({sys.executable}), {os.cpu_count()} CPUs, {args.runs} runs each")
+    print("load average at start: {:.2f} {:.2f} {:.2f}\n".format(*os.getloadavg()))  # other work skews timings
     print_table(measure(args.runs))
+    print("load average at end:   {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     return 0 if check_imports() else 1
 
 

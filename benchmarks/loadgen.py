@@ -1,5 +1,5 @@
-"""Closed-loop HTTP load: N clients, each sending one request at a time over a kept-alive
-connection, for a warm-up and then a measured window.
+"""Closed-loop HTTP load: N clients, each sending one request at a time (over a kept-alive
+connection, or a new connection per request), for a warm-up and then a measured window.
 
 Two generators produce the same `LoadResult`:
 
@@ -229,9 +229,8 @@ def run_python(
             proc.join(5)
             if proc.is_alive():
                 proc.terminate()
-    connections = "new connection per request" if new_connection else "keep-alive"
-    label = f"python ({processes} processes x threads, raw sockets, {connections})"
-    return LoadResult(label, clients, duration, len(latencies), dict(errors),
+    most_threads = -(-clients // processes)
+    return LoadResult(f"python, {processes} proc x {most_threads} thr", clients, duration, len(latencies), dict(errors),
                       percentile(latencies, 50), percentile(latencies, 99), cpu)
 
 
@@ -262,7 +261,7 @@ function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
     'BENCH_RESULT {"requests": %d, "duration_us": %d, "not_ok": %d, "connect": %d, "read": %d, ' ..
-    '"write": %d, "timeout": %d, "p50_us": %d, "p99_us": %d}\n',
+    '"write": %d, "timeout": %d, "p50_us": %.0f, "p99_us": %.0f}\n',
     summary.requests, summary.duration, total_not_ok, e.connect, e.read, e.write, e.timeout,
     latency:percentile(50), latency:percentile(99)))
 end
@@ -309,5 +308,5 @@ def run_wrk(host: str, port: int, path: str, body: bytes, *, clients: int, durat
     errors = {"HTTP not 200": stats["not_ok"], "connect": stats["connect"], "read": stats["read"],
               "write": stats["write"], "timeout": stats["timeout"]}
     errors = {kind: count for kind, count in errors.items() if count}
-    return LoadResult(f"wrk ({_wrk_threads(clients)} threads, keep-alive, Lua POST body)", clients, measured,
+    return LoadResult(f"wrk, {_wrk_threads(clients)} thr", clients, measured,
                       stats["requests"] - stats["not_ok"], errors, stats["p50_us"] / 1000, stats["p99_us"] / 1000)
