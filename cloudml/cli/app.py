@@ -349,6 +349,9 @@ def serve(
     name: Optional[str] = typer.Option(None, "--name", "-n", help="Model name in TF Serving routes (default: the manifest's).", show_default=False),
     model_version: Optional[int] = typer.Option(None, "--model-version", show_default=False),
     max_body_bytes: int = typer.Option(8 * 1024 * 1024, "--max-body-bytes", envvar="CLOUDML_MAX_BODY_BYTES", help="Larger requests get 413."),
+    batching: Optional[bool] = typer.Option(None, "--batching/--no-batching", help="Merge concurrent requests into one model call (default on; env CLOUDML_BATCHING).", show_default=False),
+    max_batch_size: Optional[int] = typer.Option(None, "--max-batch-size", help="Most instances per model call (default 64; env CLOUDML_MAX_BATCH_SIZE).", show_default=False),
+    max_batch_wait_ms: Optional[float] = typer.Option(None, "--max-batch-wait-ms", help="How long a lone request may wait for company (default 0; env CLOUDML_MAX_BATCH_WAIT_MS).", show_default=False),
     log_level: str = typer.Option("info", "--log-level"),
     package_dir: Optional[Path] = typer.Option(None, "--package-dir", hidden=True),
     reuse_port: bool = typer.Option(False, "--reuse-port", hidden=True),
@@ -358,11 +361,13 @@ def serve(
     """Serve a model over HTTP with the SageMaker, Vertex AI, Azure ML and TF Serving contracts."""
 
     def body() -> int:
+        from cloudml.serving.batching import BatchingConfig
         from cloudml.serving.server import serve as run_server
 
+        config = BatchingConfig.from_env(enabled=batching, max_batch_size=max_batch_size, max_wait_ms=max_batch_wait_ms)
         return run_server(
             model, host=host, port=port, name=name, version=model_version, package_dir=package_dir,
-            max_body_bytes=max_body_bytes, reuse_port=reuse_port, unix_socket_path=unix_socket,
+            max_body_bytes=max_body_bytes, batching=config, reuse_port=reuse_port, unix_socket_path=unix_socket,
             error_file=error_file, log_level=log_level,
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from cloudml.errors import CloudMLError, ExitCode, ModelError
 from cloudml.serving.app import DEFAULT_MAX_BODY_BYTES, create_app
+from cloudml.serving.batching import BatchingConfig
 from cloudml.serving.model import describe_error
 
 log = logging.getLogger("cloudml.serving")
@@ -58,7 +60,7 @@ def _write_error(error_file: Path | None, exc: BaseException) -> None:
     error_file.write_text(json.dumps(info))
 
 
-def prepare_model(model: Path, *, package_dir: Path | None, name: str | None, version: int | None):
+def prepare_model(model: Path, *, package_dir: Path, name: str | None, version: int | None):
     """A loaded-to-be `ServedModel` for any accepted model path (packaging it when needed)."""
     from cloudml.packaging import inspect_source, package_model
     from cloudml.serving.model import ServedModel
@@ -66,9 +68,8 @@ def prepare_model(model: Path, *, package_dir: Path | None, name: str | None, ve
     source = inspect_source(model)
     if source.format == "package":
         return ServedModel(source.path)
-    out = package_dir or Path(tempfile.mkdtemp(prefix="cloudml-serve-"))
-    log.info("packaging %s into %s", model, out)
-    return ServedModel(package_model(source, out, name=name, version=version, archive=False).folder)
+    log.info("packaging %s into %s", model, package_dir)
+    return ServedModel(package_model(source, package_dir, name=name, version=version, archive=False).folder)
 
 
 def serve(
@@ -80,30 +81,40 @@ def serve(
     version: int | None = None,
     package_dir: Path | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    batching: BatchingConfig | None = None,
     reuse_port: bool = False,
     unix_socket_path: Path | None = None,
     error_file: Path | None = None,
     log_level: str = "info",
 ) -> int:
     """Serve until stopped; returns an exit code (non-zero when the model could not be served)."""
+    configure_logging(log_level)
+    with contextlib.ExitStack() as cleanup:
+        if package_dir is None:
+            # A raw model served without a package folder is packaged into a folder that goes with the server.
+            package_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="cloudml-serve-")))
+        try:
+            served = prepare_model(model, package_dir=package_dir, name=name, version=version)
+            sockets = [tcp_socket(host, port, reuse_port=reuse_port)]
+            if unix_socket_path is not None:
+                sockets.append(unix_socket(unix_socket_path))
+                cleanup.callback(unix_socket_path.unlink, missing_ok=True)
+        except CloudMLError as exc:
+            log.error("%s", exc)
+            _write_error(error_file, exc)
+            return exc.exit_code
+        return _run(served, sockets, max_body_bytes=max_body_bytes, batching=batching or BatchingConfig.from_env(), error_file=error_file)
+
+
+def _run(served, sockets: list[socket.socket], *, max_body_bytes: int, batching: BatchingConfig, error_file: Path | None) -> int:
     import uvicorn
 
-    configure_logging(log_level)
-    try:
-        served = prepare_model(model, package_dir=package_dir, name=name, version=version)
-        sockets = [tcp_socket(host, port, reuse_port=reuse_port)]
-        if unix_socket_path is not None:
-            sockets.append(unix_socket(unix_socket_path))
-    except CloudMLError as exc:
-        log.error("%s", exc)
-        _write_error(error_file, exc)
-        return exc.exit_code
-
-    app = create_app(served, max_body_bytes=max_body_bytes)
+    app = create_app(served, max_body_bytes=max_body_bytes, batching=batching)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=15, server_header=False)
     server = uvicorn.Server(config)
     bound = sockets[0].getsockname()
-    log.info("serving %s (version %s) on http://%s:%s", served.name, served.version, bound[0], bound[1])
+    mode = f"batching up to {batching.max_batch_size} instances" if batching.enabled else "batching off"
+    log.info("serving %s (version %s) on http://%s:%s (%s)", served.name, served.version, bound[0], bound[1], mode)
     try:
         server.run(sockets=sockets)
     except SystemExit:
@@ -111,8 +122,6 @@ def serve(
         # catch that so the reason is logged and written to the error file below.
         if server.started:
             raise
-    if unix_socket_path is not None:
-        unix_socket_path.unlink(missing_ok=True)
     if not server.started:
         exc = served.load_error or RuntimeError("the server did not start")
         wrapped = ModelError(f"the model could not be loaded and warmed up: {type(exc).__name__}: {describe_error(exc)}", hint="check the model runs in-process; the log above has the traceback")
