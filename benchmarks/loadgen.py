@@ -8,7 +8,8 @@ Two generators produce the same `LoadResult`:
   one `sendall`, and a response is parsed only as far as its status line and Content-Length,
   so a request costs the client a few tens of microseconds; each process reports the CPU it
   used so the report can show the generator was not the bottleneck.
-* `run_wrk`: wrk with a Lua script for the POST body, when `wrk` is on PATH.
+* `run_wrk`: wrk with a Lua script for the POST body, when `wrk` is on PATH (its CPU comes
+  from getrusage(RUSAGE_CHILDREN) around the measured run).
 
 Only responses with status 200 count as successes; everything else is counted by kind.
 """
@@ -19,6 +20,7 @@ import json
 import multiprocessing
 import os
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -303,10 +305,14 @@ def run_wrk(host: str, port: int, path: str, body: bytes, *, clients: int, durat
         if on_window:
             start = time.monotonic()
             on_window(start, start + duration)
+        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         stats = _wrk(url, script, body_file, clients=clients, seconds=duration, timeout=timeout)
+        children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # wrk is the only child that ends in that interval, so the delta is its CPU (measured run only).
+    wrk_cpu = (children_after.ru_utime + children_after.ru_stime) - (children_before.ru_utime + children_before.ru_stime)
     measured = stats["duration_us"] / 1e6
     errors = {"HTTP not 200": stats["not_ok"], "connect": stats["connect"], "read": stats["read"],
               "write": stats["write"], "timeout": stats["timeout"]}
     errors = {kind: count for kind, count in errors.items() if count}
     return LoadResult(f"wrk, {_wrk_threads(clients)} thr", clients, measured,
-                      stats["requests"] - stats["not_ok"], errors, stats["p50_us"] / 1000, stats["p99_us"] / 1000)
+                      stats["requests"] - stats["not_ok"], errors, stats["p50_us"] / 1000, stats["p99_us"] / 1000, wrk_cpu)

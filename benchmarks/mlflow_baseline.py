@@ -150,9 +150,9 @@ def _quiet_env() -> dict[str, str]:
 class MlflowServer:
     """`mlflow models serve` on 127.0.0.1:port, in its own process group, logging to `log_path`."""
 
-    def __init__(self, venv: Path, model_dir: Path, port: int, log_path: Path):
+    def __init__(self, venv: Path, model_dir: Path, port: int, log_path: Path, workers: int = 1):
         self.argv = [str(venv / "bin" / "mlflow"), "models", "serve", "-m", str(model_dir), "-h", "127.0.0.1",
-                     "-p", str(port), "--env-manager", "local"]
+                     "-p", str(port), "--workers", str(workers), "--env-manager", "local"]
         self.port = port
         self.log_path = log_path
         self.group: ProcessGroup | None = None

@@ -112,3 +112,26 @@ def deployed(seed_models, session_home) -> dict[str, dict[str, Any]]:
         assert out["deployment"]["status"] == "healthy"
         result[name] = out["deployment"]
     return result
+
+
+@pytest.fixture(scope="module")
+def client():
+    import httpx
+
+    # trust_env=False: no proxy from the environment; these tests talk to 127.0.0.1 only.
+    with httpx.Client(timeout=60, trust_env=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def references(seed_models):
+    """The in-process model's outputs for each seed's sample instances (computed once)."""
+    return {name: model.reference() for name, model in seed_models.items()}
+
+
+def endpoint(deployed, name: str) -> str:
+    from urllib.parse import urlsplit
+
+    url = deployed[name]["endpoint_url"]
+    assert urlsplit(url).hostname == "127.0.0.1", f"local deployments must listen on loopback: {url}"
+    return url

@@ -237,3 +237,24 @@ def test_python_api_lifecycle(seed_models, home):
         deployer.get("api-lstm")
     with pytest.raises(DeploymentNotFound):
         deployer.update(DeploymentSpec(name="api-lstm", model=lstm.path))
+
+
+def test_logs_follow_streams_new_requests_until_the_deployment_goes(seed_models, home):
+    import subprocess
+    import sys
+
+    cnn = seed_models["cnn"]
+    dep = cli_json("deploy", cnn.path, "--name", "tail", home=home)["deployment"]
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "cloudml", "logs", "tail", "--tail", "0", "--follow"],
+        env={**os.environ, "CLOUDML_HOME": str(home)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        time.sleep(1.0)  # let it reach the end of the log
+        httpx.get(dep["endpoint_url"] + "/v1/models/tail", timeout=10, trust_env=False)
+        line = follower.stdout.readline()
+        assert '"GET /v1/models/tail" 200' in line
+        cli_json("delete", "tail", home=home)
+        assert follower.wait(timeout=15) == 0  # the deployment is gone: nothing more to follow
+    finally:
+        follower.kill()

@@ -16,9 +16,9 @@ import pytest
 
 from cloudml.errors import ModelError, UnsafeArchiveError
 from cloudml.packaging import inspect_source, package_model
-from cloudml.packaging.archive import extract_archive, write_archive
+from cloudml.packaging.archive import extract_archive
 from cloudml.packaging.hashing import content_hash
-from conftest import REPO, run_cli
+from conftest import run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -8,11 +8,12 @@ in-process Keras model computes for the same instances.
 from __future__ import annotations
 
 import json
-from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
 import pytest
+
+from conftest import endpoint
 
 pytestmark = pytest.mark.slow
 
@@ -25,25 +26,6 @@ SIGNATURES = {
     "cnn": ("pixels", "DT_FLOAT", [-1, 784], [-1, 10]),
     "lstm": ("tokens", "DT_INT64", [-1, -1], [-1, 10]),
 }
-
-
-@pytest.fixture(scope="module")
-def client():
-    # trust_env=False: no proxy from the environment; these tests talk to 127.0.0.1 only.
-    with httpx.Client(timeout=60, trust_env=False) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def references(seed_models):
-    """The in-process model's outputs for each seed's sample instances (computed once)."""
-    return {name: model.reference() for name, model in seed_models.items()}
-
-
-def endpoint(deployed, name: str) -> str:
-    url = deployed[name]["endpoint_url"]
-    assert urlsplit(url).hostname == "127.0.0.1", f"local deployments must listen on loopback: {url}"
-    return url
 
 
 def json_body(response: httpx.Response, status: int = 200):

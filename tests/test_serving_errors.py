@@ -19,6 +19,8 @@ import httpx
 import numpy as np
 import pytest
 
+from conftest import endpoint
+
 from cloudml.errors import ExitCode
 
 pytestmark = pytest.mark.slow
@@ -26,24 +28,6 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 MAX_BODY = 10_000
 CNN_EXPECTED = {"pixels": "float32[784] per instance"}
-
-
-@pytest.fixture(scope="module")
-def client():
-    # trust_env=False: no proxy from the environment; these tests talk to 127.0.0.1 only.
-    with httpx.Client(timeout=60, trust_env=False) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def references(seed_models):
-    return {name: model.reference() for name, model in seed_models.items()}
-
-
-def endpoint(deployed, name: str) -> str:
-    url = deployed[name]["endpoint_url"]
-    assert urlsplit(url).hostname == "127.0.0.1"
-    return url
 
 
 def assert_error(response: httpx.Response, status: int, *fragments: str) -> dict:

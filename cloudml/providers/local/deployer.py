@@ -53,6 +53,8 @@ class LocalDeployer(Deployer):
     # --- deploy ---------------------------------------------------------------------------
     def deploy(self, spec: DeploymentSpec) -> DeployResult:
         source = inspect_source(spec.model)
+        if spec.resources.instance_type or spec.resources.max_replicas or spec.resources.min_replicas != 1:
+            self.progress.note("note: the local provider runs one server process; resources apply to cloud providers")
         with self.progress.step(f"hashing {source.path.name}"):
             model_hash = source_hash(source)
         fingerprint = _fingerprint(model_hash, spec)

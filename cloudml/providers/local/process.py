@@ -114,6 +114,8 @@ def _alive(pid: int) -> bool:
 
 def tail(path: Path, lines: int = 40) -> str:
     """The last `lines` lines of a file, read from its end (logs can grow large)."""
+    if lines <= 0:
+        return ""
     try:
         with path.open("rb") as handle:
             handle.seek(0, os.SEEK_END)
