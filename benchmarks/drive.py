@@ -55,6 +55,19 @@ class ProcessCPU:
         return self.seconds
 
 
+class MachineCPU(ProcessCPU):
+    """CPU the whole machine was busy (all processes, from /proc/stat) over the same window, so
+    the report shows when something besides the server and the load generator was running."""
+
+    def __init__(self):
+        super().__init__([])
+
+    def _read(self) -> float:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # user..steal; guest is inside user
+
+
 def read_metrics(port: int) -> dict[str, float]:
     return {name: float(value) for name, value in METRIC_LINE.findall(get_text(port, "/metrics"))}
 
@@ -80,15 +93,20 @@ def use_wrk(choice: str) -> bool:
 def drive(name: str, port: int, body: bytes, *, clients: int, server_pids: list[int], args,
           request_timeout: float | None = None, cloudml_metrics: bool = True) -> dict:
     timeout = request_timeout or args.request_timeout
-    cpu = ProcessCPU(server_pids)
-    common = dict(clients=clients, duration=args.duration, warmup=args.warmup, timeout=timeout, on_window=cpu.watch)
+    cpu, machine = ProcessCPU(server_pids), MachineCPU()
+
+    def on_window(start: float, end: float) -> None:
+        cpu.watch(start, end)
+        machine.watch(start, end)
+
+    common = dict(clients=clients, duration=args.duration, warmup=args.warmup, timeout=timeout, on_window=on_window)
     print(f"  {name}: {args.warmup:g}s warm-up + {args.duration:g}s, {clients} client(s) ...", flush=True)
     before = read_metrics(port) if cloudml_metrics else None
     if use_wrk(args.generator):
         result = loadgen.run_wrk(LOOPBACK, port, "/invocations", body, **common)
     else:
         result = loadgen.run_python(LOOPBACK, port, "/invocations", body, max_requests=args.max_requests, **common)
-    server_cpu = cpu.result()
+    server_cpu, machine_cpu = cpu.result(), machine.result()
     row = {
         "scenario": name, "generator": result.generator, "clients": clients,
         "requests_per_s": result.requests_per_s, "samples_per_s": result.requests_per_s,  # one instance each
@@ -96,6 +114,7 @@ def drive(name: str, port: int, body: bytes, *, clients: int, server_pids: list[
         "errors": result.errors, "duration_s": result.duration_s, "request_timeout_s": timeout,
         "server_cpu_cores": server_cpu / result.duration_s if server_cpu is not None else None,
         "client_cpu_cores": result.client_cpu_s / result.duration_s if result.client_cpu_s is not None else None,
+        "machine_busy_cores": machine_cpu / result.duration_s if machine_cpu is not None else None,
     }
     if cloudml_metrics:
         row.update(batching_figures(before, read_metrics(port)))

@@ -149,15 +149,17 @@ def _print_cpu(report: dict) -> None:
     if not served:
         return
     print()
-    print("CPU used over each measured window (cores), and the server's own view of its model calls:")
+    print(f"CPU used over each measured window (cores of {report['machine']['nproc']}; 'whole machine' minus server and"
+          " load generator = anything else running), and the server's own view of its model calls:")
     for key, row in served.items():
-        label = ROW_LABELS.get(key, "mlflow models serve") + ("" if key != "cloudml_batching_1" else "")
+        label = ROW_LABELS.get(key, "mlflow models serve")
         extra = ""
         if row.get("mean_model_call_ms") is not None:
             extra = (f", {row['model_calls']} model calls, mean {row['mean_model_call_ms']:.2f} ms/call,"
                      f" mean queue {row['mean_queue_ms']:.2f} ms")
         print(f"  {label:<46} server {fmt(row['server_cpu_cores'], '.2f')}, load generator "
-              f"{fmt(row['client_cpu_cores'], '.2f')} ({row['generator']}){extra}")
+              f"{fmt(row['client_cpu_cores'], '.2f')} ({row['generator']}), whole machine "
+              f"{fmt(row.get('machine_busy_cores'), '.2f')}{extra}")
 
 
 def _print_ratios(report: dict) -> None:

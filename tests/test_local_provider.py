@@ -258,3 +258,22 @@ def test_logs_follow_streams_new_requests_until_the_deployment_goes(seed_models,
         assert follower.wait(timeout=15) == 0  # the deployment is gone: nothing more to follow
     finally:
         follower.kill()
+
+
+def test_cloudml_yaml_env_and_flags_drive_a_real_deploy(seed_models, home, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "cloudml.yaml").write_text(f"name: from-yaml\nmodel: {seed_models['cnn'].path}\nlocal:\n  port: 1\n")
+    # The file says port 1; CLOUDML_LOCAL_PORT overrides it; --name overrides the file's name.
+    result = run_cli("deploy", "--name", "from-flag", "--output", "json", home=home, cwd=project,
+                     env={"CLOUDML_LOCAL_PORT": str(port)})
+    assert result.returncode == 0, result.stderr
+    dep = json.loads(result.stdout)["deployment"]
+    assert dep["name"] == "from-flag" and dep["endpoint_url"] == f"http://127.0.0.1:{port}"
+    status = run_cli("status", "from-flag", home=home, cwd=project)
+    assert status.returncode == 0 and "healthy" in status.stdout
