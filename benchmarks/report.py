@@ -93,8 +93,9 @@ def _rows(report: dict) -> list[tuple]:
     for key, row in report.get("served", {}).items():
         rows.append((ROW_LABELS[key], str(row["clients"]), row["requests_per_s"], row["samples_per_s"], row["p50_ms"],
                      row["p99_ms"], row.get("mean_batch_size"), _errors(row)))
+    ceiling = (report.get("raw", {}).get("model_ceiling") or {}).get("batch_size")
     for b in report.get("raw", {}).get("batches", []):
-        label = f"raw signature, batch {b['batch_size']}" + (" (model ceiling)" if b is report["raw"].get("model_ceiling") else "")
+        label = f"raw signature, batch {b['batch_size']}" + (" (model ceiling)" if b["batch_size"] == ceiling else "")
         rows.append((label, "-", b["calls_per_s"], b["samples_per_s"], b["p50_ms"], b["p99_ms"], float(b["batch_size"]), "-"))
     mlflow = report.get("mlflow") or {}
     if mlflow.get("served"):
@@ -148,18 +149,18 @@ def _print_cpu(report: dict) -> None:
         served["mlflow"] = report["mlflow"]["served"]
     if not served:
         return
+    labels = {key: ROW_LABELS.get(key, "mlflow models serve") for key in served}
+    width = max(len(label) for label in labels.values())
     print()
-    print(f"CPU used over each measured window (cores of {report['machine']['nproc']}; 'whole machine' minus server and"
-          " load generator = anything else running), and the server's own view of its model calls:")
+    print(f"CPU over each measured window, in cores of {report['machine']['nproc']} (machine = everything busy; machine - server -")
+    print("generator = anything else running), and the server's /metrics over the scenario (warm-up included):")
+    print(f"{'scenario':<{width}} | server | generator | machine | model calls | ms/call | queue ms")
+    print(f"{'-' * width}-|--------|-----------|---------|-------------|---------|---------")
     for key, row in served.items():
-        label = ROW_LABELS.get(key, "mlflow models serve")
-        extra = ""
-        if row.get("mean_model_call_ms") is not None:
-            extra = (f", {row['model_calls']} model calls, mean {row['mean_model_call_ms']:.2f} ms/call,"
-                     f" mean queue {row['mean_queue_ms']:.2f} ms")
-        print(f"  {label:<46} server {fmt(row['server_cpu_cores'], '.2f')}, load generator "
-              f"{fmt(row['client_cpu_cores'], '.2f')} ({row['generator']}), whole machine "
-              f"{fmt(row.get('machine_busy_cores'), '.2f')}{extra}")
+        calls = row.get("model_calls")
+        print(f"{labels[key]:<{width}} | {fmt(row['server_cpu_cores'], '6.2f', 6)} | {fmt(row['client_cpu_cores'], '9.2f', 9)} | "
+              f"{fmt(row.get('machine_busy_cores'), '7.2f', 7)} | {'-' if calls is None else calls:>11} | "
+              f"{fmt(row.get('mean_model_call_ms'), '7.2f', 7)} | {fmt(row.get('mean_queue_ms'), '8.2f', 8)}")
 
 
 def _print_ratios(report: dict) -> None:
@@ -209,8 +210,7 @@ def _print_cold_start(report: dict) -> None:
 
 
 def _print_targets(report: dict) -> None:
-    rows = targets(report)
-    report["targets"] = rows
+    rows = report.get("targets") or targets(report)
     width = max(len(t["target"]) for t in rows)
     print()
     print(f"targets at {report['settings']['concurrency']} clients (measured, not asserted):")

@@ -46,7 +46,7 @@ import mlflow_baseline
 from deployments import CLI, CLI_TIMEOUT_S, tf_env
 from drive import drive, use_wrk
 from procs import ProcessGroup, free_port, wait_for_prediction
-from report import print_report
+from report import print_report, targets
 
 REPO = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
@@ -265,9 +265,9 @@ class Run:
             info["served"] = drive("mlflow models serve", port, self.body, clients=self.args.concurrency,
                                    server_pids=info["processes"], args=self.args,
                                    request_timeout=self.args.mlflow_request_timeout, cloudml_metrics=False)
-        except mlflow_baseline.MlflowUnavailable as exc:
-            info["skipped"] = str(exc)
-            print(f"mlflow skipped: {exc}", flush=True)
+        except (mlflow_baseline.MlflowUnavailable, OSError, subprocess.SubprocessError, RuntimeError) as exc:
+            info["skipped"] = str(exc) if isinstance(exc, mlflow_baseline.MlflowUnavailable) else f"{type(exc).__name__}: {exc}"
+            print(f"mlflow skipped: {info['skipped']}", flush=True)
         finally:
             if server and server.group:
                 server.stop()
@@ -304,6 +304,7 @@ def main() -> int:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     report = bench.report
     report["total_s"] = time.perf_counter() - started
+    report["targets"] = targets(report)
     print_report(report)
     print(f"\n(the whole run took {report['total_s']:.0f} s)")
     if args.json:
