@@ -277,3 +277,32 @@ def test_cloudml_yaml_env_and_flags_drive_a_real_deploy(seed_models, home, tmp_p
     assert dep["name"] == "from-flag" and dep["endpoint_url"] == f"http://127.0.0.1:{port}"
     status = run_cli("status", "from-flag", home=home, cwd=project)
     assert status.returncode == 0 and "healthy" in status.stdout
+
+
+def test_several_serving_processes_share_the_port_and_stop_together(seed_models, home):
+    cnn = seed_models["cnn"]
+    dep = cli_json("deploy", cnn.path, "--name", "multi", "--env", "CLOUDML_WORKERS=2", home=home)["deployment"]
+    parent = dep["details"]["pid"]
+    expected = cnn.reference()
+    answered_by: set[int] = set()
+    deadline = time.monotonic() + 90
+    # The second process starts once the first is warm; new connections spread over both.
+    while len(answered_by) < 2 and time.monotonic() < deadline:
+        with httpx.Client(timeout=30, trust_env=False) as fresh:
+            answered_by.add(fresh.get(dep["endpoint_url"] + "/ping").json()["pid"])
+            response = fresh.post(dep["endpoint_url"] + "/invocations", json={"instances": cnn.instances})
+        assert response.status_code == 200 and _allclose_rows(response.json()["predictions"], expected)
+        time.sleep(0.05)
+    assert parent in answered_by and len(answered_by) == 2, answered_by
+    (worker,) = answered_by - {parent}
+    # A serving process that dies is replaced.
+    os.kill(worker, 9)
+    replacement = None
+    while replacement is None and time.monotonic() < deadline:
+        with httpx.Client(timeout=30, trust_env=False) as fresh:
+            pid = fresh.get(dep["endpoint_url"] + "/ping").json()["pid"]
+        replacement = pid if pid not in (parent, worker) else None
+        time.sleep(0.05)
+    assert replacement is not None, "the dead serving process was not replaced"
+    cli_json("delete", "multi", home=home)
+    assert not any(_pid_alive(pid) for pid in (parent, worker, replacement))

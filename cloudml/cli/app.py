@@ -352,6 +352,7 @@ def serve(
     batching: Optional[bool] = typer.Option(None, "--batching/--no-batching", help="Merge concurrent requests into one model call (default on; env CLOUDML_BATCHING).", show_default=False),
     max_batch_size: Optional[int] = typer.Option(None, "--max-batch-size", help="Most instances per model call (default 64; env CLOUDML_MAX_BATCH_SIZE).", show_default=False),
     max_batch_wait_ms: Optional[float] = typer.Option(None, "--max-batch-wait-ms", help="How long a lone request may wait for company (default 0; env CLOUDML_MAX_BATCH_WAIT_MS).", show_default=False),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Serving processes (default: 1 per 4 cores, at most 8; env CLOUDML_WORKERS).", show_default=False),
     log_level: str = typer.Option("info", "--log-level"),
     package_dir: Optional[Path] = typer.Option(None, "--package-dir", hidden=True),
     reuse_port: bool = typer.Option(False, "--reuse-port", hidden=True),
@@ -367,7 +368,7 @@ def serve(
         config = BatchingConfig.from_env(enabled=batching, max_batch_size=max_batch_size, max_wait_ms=max_batch_wait_ms)
         return run_server(
             model, host=host, port=port, name=name, version=model_version, package_dir=package_dir,
-            max_body_bytes=max_body_bytes, batching=config, reuse_port=reuse_port, unix_socket_path=unix_socket,
+            max_body_bytes=max_body_bytes, batching=config, workers=workers, reuse_port=reuse_port, unix_socket_path=unix_socket,
             error_file=error_file, log_level=log_level,
         )
 

@@ -28,6 +28,7 @@ from starlette.routing import Route
 from cloudml.serving.batching import Batcher, BatchingConfig
 from cloudml.serving.metrics import ServingMetrics
 from cloudml.serving.model import ServedModel
+from cloudml.serving.workers import WorkerPool
 from cloudml.serving.requests import (
     BadRequest,
     Batch,
@@ -159,7 +160,7 @@ class ModelService:
     # --- health ---------------------------------------------------------------------------
     async def ping(self, request: Request) -> Response:
         if self.model.ready:
-            return json_response({"status": "ready", "model": self.model.name, "version": self.model.version})
+            return json_response({"status": "ready", "model": self.model.name, "version": self.model.version, "pid": os.getpid()})
         return json_response({"status": "loading"}, status=503)
 
     async def prometheus(self, request: Request) -> Response:
@@ -371,6 +372,7 @@ def create_app(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     batching: BatchingConfig | None = None,
+    workers: "WorkerPool | None" = None,
     load: bool = True,
 ):
     metrics = ServingMetrics()
@@ -400,7 +402,11 @@ def create_app(
         if load and not model.ready:
             # Loading before the server listens means nothing is routed here until it can answer.
             await run_in_threadpool(model.load)
+        if workers is not None:
+            await workers.start()
         yield
+        if workers is not None:
+            await workers.stop()
         await service.batcher.close()
 
     app = Starlette(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import socket
 import sys
 import tempfile
@@ -14,6 +15,7 @@ from cloudml.errors import CloudMLError, ExitCode, ModelError
 from cloudml.serving.app import DEFAULT_MAX_BODY_BYTES, create_app
 from cloudml.serving.batching import BatchingConfig
 from cloudml.serving.model import describe_error
+from cloudml.serving.workers import WorkerPool, default_workers, tensorflow_threads
 
 log = logging.getLogger("cloudml.serving")
 
@@ -82,6 +84,7 @@ def serve(
     package_dir: Path | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     batching: BatchingConfig | None = None,
+    workers: int | None = None,
     reuse_port: bool = False,
     unix_socket_path: Path | None = None,
     error_file: Path | None = None,
@@ -89,6 +92,14 @@ def serve(
 ) -> int:
     """Serve until stopped; returns an exit code (non-zero when the model could not be served)."""
     configure_logging(log_level)
+    batching = batching or BatchingConfig.from_env()
+    workers = workers or int(os.environ.get("CLOUDML_WORKERS") or 0) or default_workers()
+    if workers > 1:
+        # Before TensorFlow starts (packaging may start it): each process gets its share of cores.
+        threads = tensorflow_threads(workers)
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
+        os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(min(2, threads)))
+        reuse_port = True  # the other processes listen on the same port
     with contextlib.ExitStack() as cleanup:
         if package_dir is None:
             # A raw model served without a package folder is packaged into a folder that goes with the server.
@@ -103,17 +114,25 @@ def serve(
             log.error("%s", exc)
             _write_error(error_file, exc)
             return exc.exit_code
-        return _run(served, sockets, max_body_bytes=max_body_bytes, batching=batching or BatchingConfig.from_env(), error_file=error_file)
+        pool = None
+        if workers > 1:
+            bound_host, bound_port = sockets[0].getsockname()[:2]
+            serve_args = ["--max-body-bytes", str(max_body_bytes), "--log-level", log_level,
+                          "--max-batch-size", str(batching.max_batch_size), "--max-batch-wait-ms", str(batching.max_wait_ms),
+                          "--batching" if batching.enabled else "--no-batching"]
+            pool = WorkerPool(package=served.folder, host=bound_host, port=bound_port, count=workers - 1, serve_args=serve_args)
+        return _run(served, sockets, max_body_bytes=max_body_bytes, batching=batching, error_file=error_file, workers=pool)
 
 
-def _run(served, sockets: list[socket.socket], *, max_body_bytes: int, batching: BatchingConfig, error_file: Path | None) -> int:
+def _run(served, sockets: list[socket.socket], *, max_body_bytes: int, batching: BatchingConfig, error_file: Path | None, workers: WorkerPool | None = None) -> int:
     import uvicorn
 
-    app = create_app(served, max_body_bytes=max_body_bytes, batching=batching)
+    app = create_app(served, max_body_bytes=max_body_bytes, batching=batching, workers=workers)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=15, server_header=False)
     server = uvicorn.Server(config)
     bound = sockets[0].getsockname()
     mode = f"batching up to {batching.max_batch_size} instances" if batching.enabled else "batching off"
+    mode += f", {workers.count + 1} processes" if workers else ", 1 process"
     log.info("serving %s (version %s) on http://%s:%s (%s)", served.name, served.version, bound[0], bound[1], mode)
     try:
         server.run(sockets=sockets)
