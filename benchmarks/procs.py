@@ -8,6 +8,7 @@ All traffic goes to 127.0.0.1.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import subprocess
@@ -117,3 +118,24 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
         return sock.getsockname()[1]
+
+
+def wait_for_serving_pids(port: int, count: int, *, timeout: float) -> set[int]:
+    """The pids answering GET /ping on `port` (one new connection each), once `count` have."""
+    deadline = time.monotonic() + timeout
+    pids: set[int] = set()
+    while len(pids) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(pids)} of {count} serving processes answered within {timeout:g}s")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", "/ping")
+            response = conn.getresponse()
+            if response.status == 200:
+                pids.add(int(json.loads(response.read())["pid"]))
+        except (OSError, ValueError, KeyError):
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.05)
+    return pids

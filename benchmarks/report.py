@@ -84,6 +84,7 @@ ROW_LABELS = {
     "cloudml_batching_1": "cloudml, batching (default), 1 client",
     "cloudml_batching": "cloudml, batching (default)",
     "cloudml_no_batching": "cloudml, batching off (CLOUDML_BATCHING=0)",
+    "cloudml_two_processes": "cloudml, batching, 2 processes (CLOUDML_WORKERS=2)",
     "noop": "no-op model, same server (HTTP+JSON ceiling)",
 }
 

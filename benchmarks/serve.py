@@ -45,12 +45,12 @@ import loadgen
 import mlflow_baseline
 from deployments import CLI, CLI_TIMEOUT_S, tf_env
 from drive import drive, use_wrk
-from procs import ProcessGroup, free_port, wait_for_prediction
+from procs import ProcessGroup, free_port, wait_for_prediction, wait_for_serving_pids
 from report import print_report, targets
 
 REPO = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
-BATCHED, UNBATCHED = "bench-cnn", "bench-cnn-nobatch"
+BATCHED, UNBATCHED, TWO_PROCESSES = "bench-cnn", "bench-cnn-nobatch", "bench-cnn-2proc"
 TRAIN_TIMEOUT_S = 900
 NOOP_START_TIMEOUT_S = 60
 RAW_SECONDS_PER_BATCH = 3.0
@@ -179,6 +179,8 @@ class Run:
         self.cli.delete(BATCHED)  # one model server at a time
         self.phase_cloudml_no_batching(model)
         self.cli.delete(UNBATCHED)
+        self.phase_cloudml_two_processes(model)
+        self.cli.delete(TWO_PROCESSES)
         if args.skip_mlflow:
             report["mlflow"] = {"skipped": "--skip-mlflow"}
             print("mlflow skipped: --skip-mlflow", flush=True)
@@ -244,6 +246,15 @@ class Run:
         self.report["served"]["cloudml_no_batching"] = drive(
             "cloudml, batching off", deployed.port, self.body, clients=self.args.concurrency,
             server_pids=[deployed.pid], args=self.args)
+
+    def phase_cloudml_two_processes(self, model: Path) -> None:
+        """The scaling knob: two serving processes on one port (not the 2-core default)."""
+        print(f"deploying {model.name} as {TWO_PROCESSES} with CLOUDML_WORKERS=2 ...", flush=True)
+        deployed = self.cli.deploy(model, TWO_PROCESSES, self.body, env={"CLOUDML_WORKERS": "2"})
+        pids = wait_for_serving_pids(deployed.port, 2, timeout=90)
+        self.report["served"]["cloudml_two_processes"] = drive(
+            "cloudml, batching, 2 processes", deployed.port, self.body, clients=self.args.concurrency,
+            server_pids=sorted(pids), args=self.args)
 
     def phase_mlflow(self, model: Path) -> None:
         info: dict = {}
