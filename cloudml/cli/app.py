@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, NamedTuple, Optional
 
 import typer
 
@@ -34,12 +34,12 @@ def _config_path(config: Optional[Path]) -> Optional[Path]:
     return default if default.is_file() else None
 
 
-def _json(output: str) -> bool:
-    if output not in ("text", "json"):
-        from cloudml.errors import ConfigError
+class Result(NamedTuple):
+    """What a command prints: `data` as JSON for scripts, `text` for people; and its exit code."""
 
-        raise ConfigError(f"--output must be text or json, not {output!r}")
-    return output == "json"
+    data: Any
+    text: str
+    code: int = 0
 
 
 def _settings(provider: Optional[str], config: Optional[Path], options: Optional[List[str]], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -74,12 +74,21 @@ def _name(name: Optional[str], data: dict[str, Any]) -> str:
     return resolved
 
 
-def _run(as_json: bool, fn) -> None:
-    """Run a command body, turning cloudml errors into a message and an exit code."""
-    from cloudml.errors import CloudMLError, ExitCode
+def _run(output: str, fn) -> None:
+    """Run a command body, print its `Result`, and turn cloudml errors into a message and an exit code."""
+    from cloudml.errors import CloudMLError, ConfigError, ExitCode
 
+    as_json = output == "json"
     try:
-        code = fn()
+        if output not in ("text", "json"):
+            raise ConfigError(f"--output must be text or json, not {output!r}")
+        result = fn()
+        code = result
+        if isinstance(result, Result):
+            from cloudml.cli.output import emit
+
+            emit(result.data, as_json=as_json, text=result.text)
+            code = result.code
     except CloudMLError as exc:
         from cloudml.cli.output import report_error
 
@@ -127,12 +136,9 @@ def deploy(
     the new server's log tail.
     """
 
-    as_json = output == "json"
-
-    def body() -> int:
+    def body() -> Result:
         from cloudml.spec import parse_key_values, validate_spec
 
-        _json(output)
         overrides: dict[str, Any] = {"name": name, "model": str(model) if model else None, "model_version": model_version}
         resources = {k: v for k, v in {"instance_type": instance_type, "min_replicas": min_replicas, "max_replicas": max_replicas}.items() if v is not None}
         if resources:
@@ -143,14 +149,9 @@ def deploy(
             overrides["tags"] = parse_key_values(tag, what="tag")
         data = _settings(provider, config, option, overrides)
         result = _deployer(data).deploy(validate_spec(data))
-        dep = result.deployment
-        emit_text = f"{result.action}: {_describe(dep)}"
-        from cloudml.cli.output import emit
+        return Result(result, f"{result.action}: {_describe(result.deployment)}")
 
-        emit(result, as_json=as_json, text=emit_text)
-        return 0
-
-    _run(as_json, body)
+    _run(output, body)
 
 
 @app.command()
@@ -164,21 +165,16 @@ def predict(
     output: str = OutputOpt,
 ) -> None:
     """Send instances to a deployment and print its predictions."""
-    as_json = output == "json"
 
-    def body() -> int:
-        from cloudml.cli.output import emit
-
-        _json(output)
+    def body() -> Result:
         data = _settings(provider, config, option)
         payload = _read_instances(instances, file)
         result = _deployer(data, progress=False).predict(_name(name, data), instances=payload["instances"], parameters=payload.get("parameters"))
         import json
 
-        emit(result, as_json=as_json, text=json.dumps({"predictions": result.predictions}))
-        return 0
+        return Result(result, json.dumps({"predictions": result.predictions}))
 
-    _run(as_json, body)
+    _run(output, body)
 
 
 def _read_instances(inline: Optional[str], file: Optional[Path]) -> dict[str, Any]:
@@ -220,19 +216,15 @@ def status(
     output: str = OutputOpt,
 ) -> None:
     """Show a deployment; exits 8 when it exists but is not serving."""
-    as_json = output == "json"
 
-    def body() -> int:
-        from cloudml.cli.output import emit
+    def body() -> Result:
         from cloudml.errors import ExitCode
 
-        _json(output)
         data = _settings(provider, config, option)
         dep = _deployer(data, progress=False).get(_name(name, data))
-        emit(dep, as_json=as_json, text=_describe(dep))
-        return ExitCode.OK if dep.status.serving else ExitCode.NOT_HEALTHY
+        return Result(dep, _describe(dep), ExitCode.OK if dep.status.serving else ExitCode.NOT_HEALTHY)
 
-    _run(as_json, body)
+    _run(output, body)
 
 
 @app.command("list")
@@ -243,21 +235,16 @@ def list_(
     output: str = OutputOpt,
 ) -> None:
     """List the deployments cloudml made on a provider."""
-    as_json = output == "json"
 
-    def body() -> int:
+    def body() -> Result:
         from rich.markup import escape
 
-        from cloudml.cli.output import emit
-
-        _json(output)
         data = _settings(provider, config, option)
         deployments = _deployer(data, progress=False).list()
         rows = [f"{escape(d.name):<32} {d.status.value:<10} v{d.model_version or '-':<4} {escape(d.endpoint_url or '-')}" for d in deployments]
-        emit(deployments, as_json=as_json, text="\n".join(rows) if rows else f"no deployments on {data['provider']}")
-        return 0
+        return Result(deployments, "\n".join(rows) if rows else f"no deployments on {data['provider']}")
 
-    _run(as_json, body)
+    _run(output, body)
 
 
 @app.command()
@@ -278,7 +265,7 @@ def logs(
             sys.stdout.flush()
         return 0
 
-    _run(False, body)
+    _run("text", body)
 
 
 @app.command()
@@ -290,20 +277,15 @@ def delete(
     output: str = OutputOpt,
 ) -> None:
     """Delete a deployment and everything cloudml created for it (idempotent)."""
-    as_json = output == "json"
 
-    def body() -> int:
-        from cloudml.cli.output import emit
-
-        _json(output)
+    def body() -> Result:
         data = _settings(provider, config, option)
         target = _name(name, data)
         deleted = _deployer(data).delete(target)
         text = f"deleted {target}" if deleted else f"nothing to delete: no deployment named {target}"
-        emit({"name": target, "deleted": deleted}, as_json=as_json, text=text)
-        return 0
+        return Result({"name": target, "deleted": deleted}, text)
 
-    _run(as_json, body)
+    _run(output, body)
 
 
 @app.command()
@@ -316,13 +298,11 @@ def package(
     output: str = OutputOpt,
 ) -> None:
     """Package MODEL: versioned SavedModel + manifest, model.tar.gz, optional Docker context."""
-    as_json = output == "json"
 
-    def body() -> int:
-        from cloudml.cli.output import SpinnerProgress, emit
+    def body() -> Result:
+        from cloudml.cli.output import SpinnerProgress
         from cloudml.packaging import package_model
 
-        _json(output)
         with SpinnerProgress().step(f"packaging {model}"):
             packaged = package_model(model, out, name=name, version=model_version)
         result: dict[str, Any] = {
@@ -335,10 +315,9 @@ def package(
 
             result["container"] = str(render_build_context(packaged, out / "container"))
         text = "\n".join([f"model folder: {result['folder']}", f"model.tar.gz: {result['archive']}"] + ([f"docker context: {result['container']}  (docker build --platform linux/amd64 {result['container']})"] if container else []) + [f"hash: {packaged.manifest.content_hash}", f"tensorflow: {packaged.manifest.tensorflow_version}"])
-        emit(result, as_json=as_json, text=text)
-        return 0
+        return Result(result, text)
 
-    _run(as_json, body)
+    _run(output, body)
 
 
 @app.command()
@@ -372,31 +351,27 @@ def serve(
             error_file=error_file, log_level=log_level,
         )
 
-    _run(False, body)
+    _run("text", body)
 
 
 @app.command()
 def providers(output: str = OutputOpt) -> None:
     """List providers, whether each is ready, and what to install when it is not."""
-    as_json = output == "json"
 
-    def body() -> int:
+    def body() -> Result:
         from rich.markup import escape
 
-        from cloudml.cli.output import emit
         from cloudml.providers.registry import entries
 
-        _json(output)
         rows = []
         for entry in entries().values():
             state = entry.state()
             rows.append({"name": entry.name, "state": state, "source": entry.source, "description": entry.description,
                          "install": entry.install_hint() if state == "missing-extra" else None})
         text = "\n".join(escape(f"{r['name']:<8} {r['state']:<14} {r['description']}" + (f"  ({r['install']})" if r["install"] else "")) for r in rows)
-        emit(rows, as_json=as_json, text=text)
-        return 0
+        return Result(rows, text)
 
-    _run(as_json, body)
+    _run(output, body)
 
 
 def main() -> None:
