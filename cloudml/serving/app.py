@@ -300,6 +300,17 @@ class RawRequest:
                 return
 
 
+def _closing(send):
+    """Answer with `Connection: close`, so a kept-alive client reconnects (to the new server)."""
+
+    async def send_closing(message):
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+        await send(message)
+
+    return send_closing
+
+
 class ServingApp:
     """The ASGI entry point: the prediction and health routes of the clouds' contracts go
     straight to their handlers; everything else (TF Serving's parameterised routes, 404/405,
@@ -319,6 +330,7 @@ class ServingApp:
         self._second = -1
         self._stamp = ""
         self._log_lines: list[str] = []
+        self.draining = False
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -326,6 +338,8 @@ class ServingApp:
         start = time.perf_counter()
         status = 500
         handler = self.direct.get((scope["method"], scope["path"]))
+        if self.draining:
+            send = _closing(send)
         try:
             if handler is None:
                 async def send_and_note_status(message):

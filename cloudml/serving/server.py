@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -124,12 +126,34 @@ def serve(
         return _run(served, sockets, max_body_bytes=max_body_bytes, batching=batching, error_file=error_file, workers=pool)
 
 
+def _drainable_server(config, app):
+    """uvicorn's server, plus SIGUSR1 = drain: stop listening and answer every further request
+    with `Connection: close`, so clients move to a replacement server on the same port before
+    this one is stopped. (Stopping alone closes idle kept-alive connections, and a client that
+    sends on one at that moment gets an error instead of an answer.)"""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets=sockets)
+            if hasattr(signal, "SIGUSR1"):
+                asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.drain)
+
+        def drain(self):
+            log.info("draining: no new connections; kept-alive clients are told to reconnect")
+            app.draining = True
+            for listener in self.servers:
+                listener.close()
+
+    return Server(config)
+
+
 def _run(served, sockets: list[socket.socket], *, max_body_bytes: int, batching: BatchingConfig, error_file: Path | None, workers: WorkerPool | None = None) -> int:
     import uvicorn
 
     app = create_app(served, max_body_bytes=max_body_bytes, batching=batching, workers=workers)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=15, server_header=False)
-    server = uvicorn.Server(config)
+    server = _drainable_server(config, app)
     bound = sockets[0].getsockname()
     mode = f"batching up to {batching.max_batch_size} instances" if batching.enabled else "batching off"
     mode += f", {workers.count + 1} processes" if workers else ", 1 process"

@@ -39,6 +39,7 @@ class LocalOptions(ProviderOptions):
     port: int | None = Field(default=None, ge=0, le=65535, description="Port for a new deployment; a free one when unset.")
     startup_timeout: float = Field(default=180.0, gt=0, description="Seconds to wait for a new server to become healthy.")
     request_timeout: float = Field(default=60.0, gt=0)
+    drain_seconds: float = Field(default=2.0, ge=0, description="On replace: how long kept-alive clients get to move to the new server.")
 
 
 class LocalDeployer(Deployer):
@@ -72,7 +73,8 @@ class LocalDeployer(Deployer):
             record.created_at = current.created_at if current else record.created_at
             self.state.put(record)
             if current:
-                with self.progress.step(f"stopping the previous server (pid {current.pid})"):
+                with self.progress.step(f"moving clients off the previous server (pid {current.pid}) and stopping it"):
+                    process.drain_server(current.pid, current.socket_path, seconds=self.options.drain_seconds)
                     process.stop_server(current.pid, current.socket_path)
                 if current.folder != record.folder:
                     shutil.rmtree(current.folder, ignore_errors=True)

@@ -72,6 +72,18 @@ def ping(socket_path: Path, timeout: float = 2.0) -> bool:
     return result.status == 200
 
 
+def drain_server(pid: int, socket_path: Path, *, seconds: float) -> None:
+    """Ask a server to stop taking connections and to send kept-alive clients elsewhere
+    (SIGUSR1, see cloudml.serving.server), then give its clients `seconds` to move."""
+    if seconds <= 0 or not is_running(pid, socket_path):
+        return
+    try:
+        os.killpg(pid, signal.SIGUSR1)
+    except (ProcessLookupError, PermissionError):
+        return
+    time.sleep(seconds)
+
+
 def stop_server(pid: int, socket_path: Path, *, grace: float = 20.0) -> None:
     """SIGTERM (uvicorn finishes in-flight requests), then SIGKILL after `grace` seconds."""
     if not is_running(pid, socket_path):
