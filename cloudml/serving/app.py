@@ -5,6 +5,7 @@ Routes
   Vertex AI   GET $AIP_HEALTH_ROUTE (/health), POST $AIP_PREDICT_ROUTE (/predict)
   Azure ML    GET / (liveness), GET /ready, POST /score
   TF Serving  GET /v1/models/{m}[/versions/{v}][/metadata], POST /v1/models/{m}[/versions/{v}]:predict
+  cloudml     GET /metrics (Prometheus text), GET /cloudml/manifest
 """
 
 from __future__ import annotations
