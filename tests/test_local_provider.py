@@ -312,3 +312,20 @@ def test_several_serving_processes_share_the_port_and_stop_together(seed_models,
     assert replacement is not None, "the dead serving process was not replaced"
     cli_json("delete", "multi", home=home)
     assert not any(_pid_alive(pid) for pid in (parent, worker, replacement))
+
+
+def test_ctrl_c_during_deploy_leaves_no_server_behind(seed_models, home):
+    import signal
+    import subprocess
+    import sys
+
+    deploy = subprocess.Popen([sys.executable, "-m", "cloudml", "deploy", str(seed_models["cnn"].path), "--name", "ctrlc"],
+                              env={**os.environ, "CLOUDML_HOME": str(home)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    marker = str(home / "deployments" / "ctrlc")
+    deadline = time.monotonic() + 30
+    while not subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the server process exists (it then spends seconds importing TensorFlow)
+    deploy.send_signal(signal.SIGINT)
+    assert deploy.wait(timeout=60) == 130
+    assert cli_json("list", home=home) == []
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout == b""

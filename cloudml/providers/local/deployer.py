@@ -98,15 +98,21 @@ class LocalDeployer(Deployer):
         record.pid = proc.pid
         deadline = time.monotonic() + self.options.startup_timeout
         with self.progress.step(f"starting the server for {spec.name} on {record.url}"):
-            while True:
-                if proc.poll() is not None:
-                    self._fail(record, error_file, f"the new server for {spec.name!r} exited with code {proc.returncode} before it became healthy")
-                if process.ping(record.socket_path):
-                    break
-                if time.monotonic() > deadline:
-                    process.stop_server(proc.pid, record.socket_path, grace=5)
-                    self._fail(record, error_file, f"the new server for {spec.name!r} did not become healthy within {self.options.startup_timeout:.0f}s")
-                time.sleep(0.1)
+            try:
+                while True:
+                    if proc.poll() is not None:
+                        self._fail(record, error_file, f"the new server for {spec.name!r} exited with code {proc.returncode} before it became healthy")
+                    if process.ping(record.socket_path):
+                        break
+                    if time.monotonic() > deadline:
+                        process.stop_server(proc.pid, record.socket_path, grace=5)
+                        self._fail(record, error_file, f"the new server for {spec.name!r} did not become healthy within {self.options.startup_timeout:.0f}s")
+                    time.sleep(0.1)
+            except KeyboardInterrupt:
+                # Ctrl-C while waiting: leave no unrecorded server behind; the old one never stopped.
+                process.stop_server(proc.pid, record.socket_path, grace=5)
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
         manifest = json.loads((folder / "package" / "model" / "cloudml-manifest.json").read_text())
         record.model_version = manifest["model_version"]
         return record
@@ -121,7 +127,10 @@ class LocalDeployer(Deployer):
         structured = json.loads(error_file.read_text()) if error_file.exists() else None
         shutil.rmtree(folder, ignore_errors=True)
         previous = self.state.get(record.name)
-        kept = f"; the previous version keeps serving at {previous.url}" if previous else ""
+        kept = ""
+        if previous is not None:
+            state = self._status(previous)
+            kept = f"; the previous version keeps serving at {previous.url}" if state.serving else f"; the previous version is left as it was ({state.value})"
         hint = f"full log: {kept_log}"
         if structured and structured.get("exit_code") == ModelError.exit_code:
             raise ModelError(f"{message}: {structured.get('message')}{kept}", hint=structured.get("hint") or hint, details=log_tail)
