@@ -74,6 +74,12 @@ def _name(name: Optional[str], data: dict[str, Any]) -> str:
     return resolved
 
 
+def _target(name: Optional[str], provider: Optional[str], config: Optional[Path], options: Optional[List[str]], *, progress: bool = False) -> tuple["Deployer", str]:
+    """The deployer and deployment name a command acts on (flags, env and cloudml.yaml merged)."""
+    data = _settings(provider, config, options)
+    return _deployer(data, progress=progress), _name(name, data)
+
+
 def _run(output: str, fn) -> None:
     """Run a command body, print its `Result`, and turn cloudml errors into a message and an exit code."""
     from cloudml.errors import CloudMLError, ConfigError, ExitCode
@@ -167,9 +173,9 @@ def predict(
     """Send instances to a deployment and print its predictions."""
 
     def body() -> Result:
-        data = _settings(provider, config, option)
         payload = _read_instances(instances, file)
-        result = _deployer(data, progress=False).predict(_name(name, data), instances=payload["instances"], parameters=payload.get("parameters"))
+        deployer, target = _target(name, provider, config, option)
+        result = deployer.predict(target, instances=payload["instances"], parameters=payload.get("parameters"))
         import json
 
         return Result(result, json.dumps({"predictions": result.predictions}))
@@ -220,8 +226,8 @@ def status(
     def body() -> Result:
         from cloudml.errors import ExitCode
 
-        data = _settings(provider, config, option)
-        dep = _deployer(data, progress=False).get(_name(name, data))
+        deployer, target = _target(name, provider, config, option)
+        dep = deployer.get(target)
         return Result(dep, _describe(dep), ExitCode.OK if dep.status.serving else ExitCode.NOT_HEALTHY)
 
     _run(output, body)
@@ -259,8 +265,8 @@ def logs(
     """Print the deployment's serving log."""
 
     def body() -> int:
-        data = _settings(provider, config, option)
-        for line in _deployer(data, progress=False).logs(_name(name, data), tail=tail, follow=follow):
+        deployer, target = _target(name, provider, config, option)
+        for line in deployer.logs(target, tail=tail, follow=follow):
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
         return 0
@@ -279,9 +285,8 @@ def delete(
     """Delete a deployment and everything cloudml created for it (idempotent)."""
 
     def body() -> Result:
-        data = _settings(provider, config, option)
-        target = _name(name, data)
-        deleted = _deployer(data).delete(target)
+        deployer, target = _target(name, provider, config, option, progress=True)
+        deleted = deployer.delete(target)
         text = f"deleted {target}" if deleted else f"nothing to delete: no deployment named {target}"
         return Result({"name": target, "deleted": deleted}, text)
 

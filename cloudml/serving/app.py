@@ -262,8 +262,17 @@ def jsonable_rows(values: Any) -> Any:
     return jsonable(values)
 
 
-async def _bad_request(request: Request, exc: BadRequest) -> Response:
+def client_error(exc: BadRequest) -> Response:
     return json_response(exc.body(), status=exc.status)
+
+
+def internal_error(exc: Exception, method: str, path: str) -> Response:
+    log.exception("unexpected error while serving %s %s", method, path)
+    return json_response({"error": f"internal error: {type(exc).__name__}"}, status=500)
+
+
+async def _bad_request(request: Request, exc: BadRequest) -> Response:
+    return client_error(exc)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
@@ -275,8 +284,7 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error while serving %s %s", request.method, request.url.path)
-    return json_response({"error": f"internal error: {type(exc).__name__}"}, status=500)
+    return internal_error(exc, request.method, request.url.path)
 
 
 class RawRequest:
@@ -323,9 +331,8 @@ class ServingApp:
     the log cost about a sixth of the throughput).
     """
 
-    def __init__(self, starlette: Starlette, service: ModelService, metrics: ServingMetrics, direct: dict[tuple[str, str], Any]):
+    def __init__(self, starlette: Starlette, metrics: ServingMetrics, direct: dict[tuple[str, str], Any]):
         self.starlette = starlette
-        self.service = service
         self.metrics = metrics
         self.direct = direct
         self._second = -1
@@ -363,12 +370,11 @@ class ServingApp:
         try:
             return await handler(RawRequest(scope, receive))
         except BadRequest as exc:
-            return json_response(exc.body(), status=exc.status)
+            return client_error(exc)
         except ClientDisconnect:
             return Response(status_code=499)  # nobody is listening; only the log sees it
         except Exception as exc:
-            log.exception("unexpected error while serving %s %s", scope["method"], scope["path"])
-            return json_response({"error": f"internal error: {type(exc).__name__}"}, status=500)
+            return internal_error(exc, scope["method"], scope["path"])
 
     def _timestamp(self, now: float) -> str:
         second = int(now)
@@ -441,7 +447,6 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={BadRequest: _bad_request, HTTPException: _http_error, Exception: _server_error},
     )
-    app.state.service = service
     direct = {(method, route.path): route.endpoint for route in routes if "{" not in route.path for method in route.methods if method != "HEAD"}
-    serving = ServingApp(app, service, metrics, direct)
+    serving = ServingApp(app, metrics, direct)
     return serving
