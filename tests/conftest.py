@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The offline AWS (and later GCP, Azure) fixtures users get too: aws_emulator, ...
+pytest_plugins = ["cloudml.testing"]
 SEED_SCRIPTS = {"autoencoder": "train_autoencoder.py", "cnn": "train_cnn.py", "lstm": "train_lstm.py"}
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -76,6 +78,37 @@ def seed_models(tmp_path_factory) -> dict[str, SeedModel]:
         sample = json.loads((out / f"{name}.sample.json").read_text())
         models[name] = SeedModel(name=name, path=out / f"{name}.h5", instances=sample["instances"])
     return models
+
+
+@pytest.fixture(scope="session")
+def other_cnn(seed_models, tmp_path_factory) -> tuple[Path, list]:
+    """The seed CNN with different output-layer weights: a 'new version' of the same model."""
+    import keras
+
+    model = keras.models.load_model(seed_models["cnn"].path, compile=False)
+    kernel, bias = model.layers[-1].get_weights()
+    model.layers[-1].set_weights([kernel * 0.5, bias + 1.0])
+    path = tmp_path_factory.mktemp("other") / "cnn-v2.h5"
+    model.save(path)
+    outputs = [np.asarray(model(np.asarray([x]), training=False))[0] for x in seed_models["cnn"].instances]
+    return path, outputs
+
+
+@pytest.fixture(scope="session")
+def unservable_model(tmp_path_factory) -> Path:
+    """A SavedModel that packages fine but fails its warm-up call, like a model with a broken op."""
+    import tensorflow as tf
+
+    class Broken(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 784], tf.float32, name="pixels")])
+        def serve(self, pixels):
+            tf.debugging.assert_equal(tf.reduce_sum(pixels) * 0.0, 1.0, message="this model cannot serve")
+            return {"output_0": pixels[:, :10]}
+
+    module = Broken()
+    path = tmp_path_factory.mktemp("broken") / "broken_model"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
 
 
 def _cleanup_home(home: Path) -> None:

@@ -88,20 +88,6 @@ def test_same_model_twice_is_a_no_op(seed_models, home):
     assert second["deployment"]["endpoint_url"] == first["endpoint_url"]
 
 
-@pytest.fixture(scope="module")
-def other_cnn(seed_models, tmp_path_factory) -> tuple[Path, list]:
-    """The seed CNN with different output-layer weights: a 'new version' of the same model."""
-    import keras
-
-    model = keras.models.load_model(seed_models["cnn"].path, compile=False)
-    kernel, bias = model.layers[-1].get_weights()
-    model.layers[-1].set_weights([kernel * 0.5, bias + 1.0])
-    path = tmp_path_factory.mktemp("other") / "cnn-v2.h5"
-    model.save(path)
-    outputs = [np.asarray(model(np.asarray([x]), training=False))[0] for x in seed_models["cnn"].instances]
-    return path, outputs
-
-
 def test_replacing_a_model_has_no_downtime(seed_models, other_cnn, home):
     cnn = seed_models["cnn"]
     new_path, new_outputs = other_cnn
@@ -144,23 +130,6 @@ def test_replacing_a_model_has_no_downtime(seed_models, other_cnn, home):
     # Traffic moved once: after the first answer from the new model, no old answers.
     first_new = next(i for i, r in enumerate(results) if _allclose_rows(r[1], new_outputs))
     assert len(old) <= first_new + 2  # two threads: each may have one old answer in flight
-
-
-@pytest.fixture(scope="module")
-def unservable_model(tmp_path_factory) -> Path:
-    """A SavedModel that packages fine but fails its warm-up call, like a model with a broken op."""
-    import tensorflow as tf
-
-    class Broken(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, 784], tf.float32, name="pixels")])
-        def serve(self, pixels):
-            tf.debugging.assert_equal(tf.reduce_sum(pixels) * 0.0, 1.0, message="this model cannot serve")
-            return {"output_0": pixels[:, :10]}
-
-    module = Broken()
-    path = tmp_path_factory.mktemp("broken") / "broken_model"
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
-    return path
 
 
 def test_failed_replace_keeps_the_old_version_serving(seed_models, unservable_model, home):

@@ -132,6 +132,7 @@ def deploy(
     max_replicas: Optional[int] = typer.Option(None, "--max-replicas", show_default=False),
     env: Optional[List[str]] = typer.Option(None, "--env", "-e", help="Serving environment variable KEY=VALUE (repeatable).", show_default=False),
     tag: Optional[List[str]] = typer.Option(None, "--tag", "-t", help="Tag KEY=VALUE (repeatable).", show_default=False),
+    skip_preflight: bool = typer.Option(False, "--skip-preflight", help="Cloud providers: skip loading the model locally and probing it before uploading."),
     option: Optional[List[str]] = OptionOpt,
     output: str = OutputOpt,
 ) -> None:
@@ -154,10 +155,22 @@ def deploy(
         if tag:
             overrides["tags"] = parse_key_values(tag, what="tag")
         data = _settings(provider, config, option, overrides)
+        if skip_preflight:
+            _skip_preflight(data)
         result = _deployer(data).deploy(validate_spec(data))
         return Result(result, f"{result.action}: {_describe(result.deployment)}")
 
     _run(output, body)
+
+
+def _skip_preflight(data: dict[str, Any]) -> None:
+    from cloudml.errors import ConfigError
+    from cloudml.providers.registry import load_provider
+
+    name = data["provider"]
+    if "preflight" not in load_provider(name).Options.model_fields:
+        raise ConfigError(f"--skip-preflight does not apply to provider {name!r}", hint="it is for cloud providers, whose deploys run a local preflight first")
+    data.setdefault("provider_options", {}).setdefault(name, {})["preflight"] = False
 
 
 @app.command()
@@ -279,6 +292,7 @@ def delete(
     name: Optional[str] = typer.Argument(None, help="Deployment name.", show_default=False),
     provider: Optional[str] = ProviderOpt,
     config: Optional[Path] = ConfigOpt,
+    purge: bool = typer.Option(False, "--purge", help="Also delete the stored model artifacts (S3 objects); kept by default for a redeploy."),
     option: Optional[List[str]] = OptionOpt,
     output: str = OutputOpt,
 ) -> None:
@@ -286,7 +300,7 @@ def delete(
 
     def body() -> Result:
         deployer, target = _target(name, provider, config, option, progress=True)
-        deleted = deployer.delete(target)
+        deleted = deployer.delete(target, purge=purge)
         text = f"deleted {target}" if deleted else f"nothing to delete: no deployment named {target}"
         return Result({"name": target, "deleted": deleted}, text)
 
@@ -377,6 +391,66 @@ def providers(output: str = OutputOpt) -> None:
         return Result(rows, text)
 
     _run(output, body)
+
+
+emulator_app = typer.Typer(
+    help="Offline emulators of the clouds: try and test deployments without an account.",
+    no_args_is_help=True,
+)
+app.add_typer(emulator_app, name="emulator")
+
+
+@emulator_app.command("aws")
+def emulator_aws(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(4566, "--port", help="Port (LocalStack's by default; 0 picks a free one)."),
+    region: str = typer.Option("us-east-1", "--region"),
+    init: bool = typer.Option(True, "--init/--no-init", help="Create the SageMaker execution role and the cloudml-artifacts bucket."),
+    provisioning_delay: float = typer.Option(1.0, "--provisioning-delay", help="Seconds an endpoint stays Creating before its container starts."),
+    health_timeout: float = typer.Option(180.0, "--health-timeout", help="Seconds a container gets to answer /ping before the endpoint fails."),
+    ready_file: Optional[Path] = typer.Option(None, "--ready-file", hidden=True),
+) -> None:
+    """Run an AWS-compatible endpoint (S3, IAM, STS, CloudWatch Logs, Auto Scaling, SageMaker
+    hosting with real predictions) until Ctrl-C. Point clients at it with the printed variables."""
+
+    def body() -> int:
+        import json
+        import signal
+        import threading
+
+        from cloudml.errors import ConfigError, ProviderUnavailable
+        from cloudml.providers.registry import _module_available
+
+        if not (_module_available("moto") and _module_available("boto3")):
+            raise ProviderUnavailable("the AWS emulator needs moto[server] and boto3", hint="pip install 'cloudml[aws-emulator]'")
+        from cloudml.emulators.aws.server import EmulatorServer, client_env
+
+        server = EmulatorServer(host=host, port=port, provisioning_delay=provisioning_delay, health_timeout=health_timeout)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            server.start()
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}", hint="pick another --port (0 for any free one)") from None
+        try:
+            if init:
+                server.init_resources(region=region)
+            env = client_env(server.url, region=region)
+            print(f"AWS emulator listening on {server.url} (Ctrl-C to stop). Use it with:", flush=True)
+            for key, value in env.items():
+                print(f"  export {key}={value}", flush=True)
+            if ready_file is not None:
+                ready_file.write_text(json.dumps({"url": server.url, "env": env}))
+            try:
+                while not stop.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                pass
+        finally:
+            server.stop()
+        return 0
+
+    _run("text", body)
 
 
 def main() -> None:

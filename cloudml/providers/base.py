@@ -6,6 +6,7 @@ specs and options and keyword-only parameters.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Iterator
 
@@ -34,6 +35,7 @@ class Deployer(ABC):
     Options: ClassVar[type[ProviderOptions]] = ProviderOptions
 
     def __init__(self, *, progress: Progress | None = None, **options: Any):
+        options = {**self._environment_options(), **options}
         try:
             self.options = self.Options.model_validate(options)
         except ValidationError as exc:
@@ -42,6 +44,16 @@ class Deployer(ABC):
                 hint=f"see `cloudml providers` and the README for what {self.provider!r} accepts",
             ) from None
         self.progress = progress or SILENT
+
+    @classmethod
+    def _environment_options(cls) -> dict[str, str]:
+        """`CLOUDML_<PROVIDER>_<OPTION>` variables, under options passed in code (as on the CLI)."""
+        prefix = f"CLOUDML_{cls.provider.upper()}_"
+        return {
+            field: os.environ[prefix + field.upper()]
+            for field in cls.Options.model_fields
+            if os.environ.get(prefix + field.upper())
+        }
 
     @abstractmethod
     def deploy(self, spec: DeploymentSpec) -> DeployResult:
@@ -76,10 +88,11 @@ class Deployer(ABC):
         """The serving logs, last `tail` lines first; with `follow`, keep yielding new lines."""
 
     @abstractmethod
-    def delete(self, name: str) -> bool:
+    def delete(self, name: str, *, purge: bool = False) -> bool:
         """Remove the deployment and everything cloudml created for it.
 
-        Idempotent: returns False when there was nothing to delete.
+        Stored model artifacts (an S3 object, a GCS folder) are kept for a later redeploy unless
+        `purge` is true. Idempotent: returns False when there was nothing to delete.
         """
 
     def exists(self, name: str) -> bool:

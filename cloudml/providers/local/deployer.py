@@ -208,7 +208,7 @@ class LocalDeployer(Deployer):
                     return  # deleted or replaced: this log is finished
                 time.sleep(0.2)
 
-    def delete(self, name: str) -> bool:
+    def delete(self, name: str, *, purge: bool = False) -> bool:  # local packages always go
         with self.state.lock(name):
             record = self.state.get(name)
             if record is None:

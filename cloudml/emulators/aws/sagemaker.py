@@ -1,0 +1,282 @@
+"""SageMaker hosting as the service behaves, on top of moto's resource store.
+
+moto keeps Models, EndpointConfigs and Endpoints but accepts duplicate names, makes endpoints
+InService at once, has no UpdateEndpoint and answers invoke_endpoint with canned data. Here:
+names are unique, instance types and roles are checked, an endpoint is Creating until a real
+serving process started from its model.tar.gz answers /ping (Failed otherwise, with the reason
+and the container log in CloudWatch), UpdateEndpoint is blue/green with rollback, and
+invoke_endpoint returns the model's real outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from cloudml.emulators.aws.hosting import HostedModel
+
+HEALTH_CHECK_FAILED = (
+    "The primary container for production variant {variant} did not pass the ping health check "
+    "({why}). Please check CloudWatch logs for this endpoint."
+)
+
+
+class ServiceError(Exception):
+    def __init__(self, code: str, message: str, status: int = 400):
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+class SageMakerHosting:
+    def __init__(self, root: Path, *, account: str, provisioning_delay: float, health_timeout: float):
+        self.root = root
+        self.account = account
+        self.provisioning_delay = provisioning_delay
+        self.health_timeout = health_timeout
+        self.hosted: dict[tuple[str, str], HostedModel] = {}  # (region, endpoint) -> serving process
+        self._lock = threading.RLock()
+        self._threads: list[threading.Thread] = []
+
+    # --- moto's stores ------------------------------------------------------------------
+    def backend(self, region: str):
+        from moto.sagemaker.models import sagemaker_backends
+
+        return sagemaker_backends[self.account][region]
+
+    def _arn(self, kind: str, name: str, region: str) -> str:
+        return f"arn:aws:sagemaker:{region}:{self.account}:{kind}/{name.lower()}"
+
+    # --- control plane ------------------------------------------------------------------
+    def handle(self, action: str, body: dict, region: str) -> dict | None:
+        """The response for actions emulated here; None to let moto answer."""
+        handler = getattr(self, f"_{action}", None)
+        return handler(body, region) if handler else None
+
+    def _CreateModel(self, body: dict, region: str) -> None:
+        name = body["ModelName"]
+        if name in self.backend(region)._models:
+            raise ServiceError("ValidationException", f'Cannot create already existing model "{self._arn("model", name, region)}".')
+        self._check_role(body.get("ExecutionRoleArn", ""))
+        return None
+
+    def _check_role(self, arn: str) -> None:
+        from moto.iam.models import iam_backends
+
+        refusal = ServiceError(
+            "ValidationException",
+            f"Could not assume role {arn}. Please ensure that the role exists and allows principal 'sagemaker.amazonaws.com' to assume the role.",
+        )
+        role = next((r for r in iam_backends[self.account]["global"].get_roles() if r.arn == arn), None)
+        if role is None:
+            raise refusal
+        document = role.assume_role_policy_document
+        trust = json.loads(document) if isinstance(document, str) else document
+        for statement in _listify(trust.get("Statement", [])):
+            services = _listify((statement.get("Principal") or {}).get("Service", []))
+            if statement.get("Effect") == "Allow" and "sagemaker.amazonaws.com" in services and "sts:AssumeRole" in _listify(statement.get("Action", [])):
+                return
+        raise refusal
+
+    def _CreateEndpointConfig(self, body: dict, region: str) -> None:
+        name = body["EndpointConfigName"]
+        if name in self.backend(region).endpoint_configs:
+            raise ServiceError("ValidationException", f'Cannot create already existing endpoint configuration "{self._arn("endpoint-config", name, region)}".')
+        known = _instance_types()
+        for index, variant in enumerate(body.get("ProductionVariants", []), start=1):
+            instance_type = variant.get("InstanceType")
+            if instance_type is not None and instance_type not in known:
+                raise ServiceError(
+                    "ValidationException",
+                    f"1 validation error detected: Value '{instance_type}' at 'productionVariants.{index}.member.instanceType' "
+                    "failed to satisfy constraint: Member must satisfy enum value set",
+                )
+        return None
+
+    def _CreateEndpoint(self, body: dict, region: str) -> dict:
+        backend = self.backend(region)
+        name, config = body["EndpointName"], body["EndpointConfigName"]
+        if name in backend.endpoints:
+            raise ServiceError("ValidationException", f'Cannot create already existing endpoint "{self._arn("endpoint", name, region)}".')
+        if config not in backend.endpoint_configs:
+            raise ServiceError("ValidationException", f"Could not find endpoint configuration \"{self._arn('endpoint-config', config, region)}\".")
+        endpoint = backend.create_endpoint(endpoint_name=name, endpoint_config_name=config, tags=body.get("Tags", []))
+        endpoint.endpoint_status = "Creating"
+        self._provision(region, name, config, previous=None)
+        return {"EndpointArn": endpoint.arn}
+
+    def _UpdateEndpoint(self, body: dict, region: str) -> dict:
+        backend = self.backend(region)
+        name, config = body["EndpointName"], body["EndpointConfigName"]
+        endpoint = backend.endpoints.get(name)
+        if endpoint is None:
+            raise ServiceError("ValidationException", f"Could not find endpoint \"{self._arn('endpoint', name, region)}\".")
+        if config not in backend.endpoint_configs:
+            raise ServiceError("ValidationException", f"Could not find endpoint configuration \"{self._arn('endpoint-config', config, region)}\".")
+        if endpoint.endpoint_status != "InService":
+            raise ServiceError("ValidationException", f"Cannot update in-progress endpoint \"{endpoint.arn}\".")
+        endpoint.endpoint_status = "Updating"
+        endpoint.failure_reason = None
+        endpoint.last_modified_time = _now()
+        self._provision(region, name, config, previous=endpoint.endpoint_config_name, retain=bool(body.get("RetainAllVariantProperties")))
+        return {"EndpointArn": endpoint.arn}
+
+    def _DeleteEndpoint(self, body: dict, region: str) -> dict:
+        backend = self.backend(region)
+        name = body["EndpointName"]
+        if name not in backend.endpoints:
+            raise ServiceError("ValidationException", f"Could not find endpoint \"{self._arn('endpoint', name, region)}\".")
+        backend.delete_endpoint(name)
+        with self._lock:
+            hosted = self.hosted.pop((region, name), None)
+        if hosted is not None:
+            hosted.stop()
+        return {}
+
+    # --- the data plane -----------------------------------------------------------------
+    def _provision(self, region: str, name: str, config: str, *, previous: str | None, retain: bool = False) -> None:
+        thread = threading.Thread(target=self._bring_up, args=(region, name, config, previous, retain), daemon=True, name=f"provision-{name}")
+        self._threads.append(thread)
+        thread.start()
+
+    def _bring_up(self, region: str, name: str, config_name: str, previous: str | None, retain: bool) -> None:
+        backend = self.backend(region)
+        time.sleep(self.provisioning_delay)  # instances take a while to come up
+        config = backend.endpoint_configs.get(config_name)
+        variant = (config.production_variants if config else [{}])[0]
+        variant_name = variant.get("VariantName", "primary")
+        hosted = None
+        try:
+            model = backend._models.get(variant.get("ModelName", ""))
+            if model is None:
+                raise ServiceError("ValidationException", f"Could not find model \"{self._arn('model', variant.get('ModelName', '?'), region)}\".")
+            container = model.primary_container or {}
+            archive = self._download(container.get("ModelDataUrl", ""))
+            hosted = HostedModel(
+                self.root, endpoint=name, config=config_name, variant=variant_name, archive=archive,
+                env=dict(container.get("Environment") or {}), sink=lambda stream, lines: self._ship(region, name, stream, lines),
+            ).start()
+            why = hosted.wait_healthy(self.health_timeout)
+            failure = None if why is None else HEALTH_CHECK_FAILED.format(variant=variant_name, why=why)
+        except ServiceError as exc:
+            failure = exc.message
+        with self._lock:
+            endpoint = backend.endpoints.get(name)
+            if endpoint is None or failure is not None:
+                if hosted is not None:
+                    hosted.stop()
+            if endpoint is None:
+                return  # deleted while it was coming up
+            endpoint.last_modified_time = _now()
+            if failure is not None:
+                endpoint.failure_reason = failure
+                # A failed update is rolled back: the previous fleet never stopped serving.
+                endpoint.endpoint_status = "Failed" if previous is None else "InService"
+                return
+            old_variants = {v["VariantName"]: v for v in endpoint.production_variants}
+            endpoint.endpoint_config_name = config_name
+            endpoint.production_variants = endpoint._process_production_variants(config.production_variants)
+            if retain:
+                for v in endpoint.production_variants:
+                    for key in ("CurrentInstanceCount", "DesiredInstanceCount", "CurrentWeight", "DesiredWeight"):
+                        if key in old_variants.get(v["VariantName"], {}):
+                            v[key] = old_variants[v["VariantName"]][key]
+            endpoint.failure_reason = None
+            endpoint.endpoint_status = "InService"
+            old = self.hosted.get((region, name))
+            self.hosted[(region, name)] = hosted
+        if old is not None:
+            old.stop()
+
+    def _download(self, url: str) -> bytes:
+        from moto.s3.models import s3_backends
+
+        bucket, _, key = url.removeprefix("s3://").partition("/")
+        try:
+            return s3_backends[self.account]["global"].get_object(bucket, key).value
+        except Exception:  # noqa: BLE001 - any miss reads the same to SageMaker
+            raise ServiceError(
+                "ValidationException",
+                f"Failed to download model data (bucket: {bucket}, key: {key}). Please ensure that there is an object "
+                "located at the URL and that the role passed to CreateModel has permissions to download the model.",
+            ) from None
+
+    def _ship(self, region: str, endpoint: str, stream: str, lines: list[str]) -> None:
+        from moto.logs.models import logs_backends
+
+        logs = logs_backends[self.account][region]
+        group = f"/aws/sagemaker/Endpoints/{endpoint}"
+        with self._lock:
+            if group not in logs.groups:
+                logs.create_log_group(group, {})
+            logs.ensure_log_stream(group, stream)
+            now = int(time.time() * 1000)
+            logs.put_log_events(group, stream, [{"timestamp": now, "message": line} for line in lines])
+
+    def invoke(self, region: str, name: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        endpoint = self.backend(region).endpoints.get(name)
+        with self._lock:
+            hosted = self.hosted.get((region, name))
+        if endpoint is None or hosted is None:
+            raise ServiceError("ValidationError", f"Endpoint {name} of account {self.account} not found.")
+        forward = {k: v for k, v in headers.items() if k.lower() in ("content-type", "accept")}
+        try:
+            status, response_headers, payload = hosted.request("POST", "/invocations", body, forward)
+        except OSError as exc:
+            raise ServiceError("ModelNotReadyException", f"Model for endpoint {name} is not ready: {exc}", status=429) from None
+        finally:
+            hosted.ship_logs()
+        if status >= 400:
+            kind = "client" if status < 500 else "server"
+            text = payload.decode(errors="replace")
+            error = {
+                "ErrorCode": f"{kind.upper()}_ERROR_FROM_MODEL",
+                "Message": f'Received {kind} error ({status}) from {hosted.variant} with message "{text}". See CloudWatch logs for this endpoint.',
+                "OriginalMessage": text,
+                "OriginalStatusCode": status,
+                "LogStreamArn": f"arn:aws:logs:{region}:{self.account}:log-group:/aws/sagemaker/Endpoints/{name}",
+            }
+            return 424, {"Content-Type": "application/json", "x-amzn-ErrorType": "ModelError"}, json.dumps(error).encode()
+        return 200, {
+            "Content-Type": response_headers.get("content-type", "application/json"),
+            "x-Amzn-Invoked-Production-Variant": hosted.variant,
+        }, payload
+
+    def describe_fleet(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                {"region": region, "endpoint": name, "endpoint_config": h.config, "port": h.port,
+                 "pid": h.proc.pid if h.proc else None, "log_stream": h.stream}
+                for (region, name), h in self.hosted.items()
+            ]
+
+    def stop_all(self) -> None:
+        with self._lock:
+            hosted, self.hosted = list(self.hosted.values()), {}
+        for h in hosted:
+            h.stop()
+
+
+def _now():
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
+
+
+def _listify(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+_INSTANCE_TYPES: frozenset[str] | None = None
+
+
+def _instance_types() -> frozenset[str]:
+    global _INSTANCE_TYPES
+    if _INSTANCE_TYPES is None:
+        import botocore.session
+
+        model = botocore.session.get_session().get_service_model("sagemaker")
+        _INSTANCE_TYPES = frozenset(model.shape_for("ProductionVariantInstanceType").enum)
+    return _INSTANCE_TYPES

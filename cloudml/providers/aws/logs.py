@@ -1,0 +1,58 @@
+"""The endpoint's CloudWatch log group, `/aws/sagemaker/Endpoints/<name>`."""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+from cloudml.providers.aws.session import AwsSession, aws_errors, is_not_found
+
+
+def log_group(endpoint: str) -> str:
+    return f"/aws/sagemaker/Endpoints/{endpoint}"
+
+
+def _streams(aws: AwsSession, endpoint: str, limit: int = 5) -> list[str]:
+    from botocore.exceptions import ClientError
+
+    try:
+        found = aws.logs.describe_log_streams(logGroupName=log_group(endpoint), orderBy="LastEventTime", descending=True, limit=limit)
+    except ClientError as exc:
+        if is_not_found(exc):
+            return []
+        raise
+    return [s["logStreamName"] for s in found.get("logStreams", [])]
+
+
+def tail(aws: AwsSession, endpoint: str, lines: int = 100) -> list[str]:
+    """The last `lines` lines across the newest log streams, oldest first, each `stream | message`."""
+    events: list[tuple[int, str, str]] = []
+    with aws_errors(f"reading CloudWatch logs of {endpoint}"):
+        for stream in _streams(aws, endpoint):
+            got = aws.logs.get_log_events(logGroupName=log_group(endpoint), logStreamName=stream, limit=lines, startFromHead=False)
+            events += [(e["timestamp"], stream, e["message"].rstrip("\n")) for e in got.get("events", [])]
+    events.sort(key=lambda e: e[0])
+    return [f"{stream} | {message}" for _, stream, message in events[-lines:]] if lines else []
+
+
+def follow(aws: AwsSession, endpoint: str, *, lines: int, poll: float = 2.0) -> Iterator[str]:
+    """`tail`, then every new line as it arrives (filter_log_events from the last timestamp seen)."""
+    from botocore.exceptions import ClientError
+
+    yield from tail(aws, endpoint, lines)
+    since = int(time.time() * 1000)
+    seen: set[str] = set()
+    while True:
+        try:
+            pages = aws.logs.get_paginator("filter_log_events").paginate(logGroupName=log_group(endpoint), startTime=since)
+            for page in pages:
+                for event in page.get("events", []):
+                    if event["eventId"] in seen:
+                        continue
+                    seen.add(event["eventId"])
+                    since = max(since, event["timestamp"])
+                    yield f"{event['logStreamName']} | {event['message'].rstrip()}"
+        except ClientError as exc:
+            if not is_not_found(exc):
+                raise
+        time.sleep(poll)

@@ -1,0 +1,296 @@
+"""The `aws` provider end to end against the offline AWS (cloudml.emulators.aws), through the
+CLI and the Python API, with the seed CNN. Resources are checked with plain boto3 clients, the
+way a user would look at their account."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/cloudml-serving:0.1.0"
+DEFAULT_BUCKET = "cloudml-123456789012-us-east-1"
+
+
+def _close(rows, reference) -> bool:
+    return len(rows) == len(reference) and all(np.allclose(np.asarray(r), np.asarray(e), atol=1e-5) for r, e in zip(rows, reference))
+
+
+def deploy(model, name, *args, home, expect=0):
+    result = run_cli("deploy", model, "--name", name, "--provider", "aws", "-o", f"image_uri={IMAGE}", *args, "--output", "json", home=home)
+    assert result.returncode == expect, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return json.loads(result.stdout) if expect == 0 else result
+
+
+def tagged(name: str) -> dict[str, list[str]]:
+    """Every SageMaker resource, scaling target and S3 object that carries this deployment's tag."""
+    sm, s3 = boto3.client("sagemaker"), boto3.client("s3")
+
+    def owned(arn):
+        return {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=arn)["Tags"]}.get("cloudml:deployment") == name
+
+    found = {
+        "models": [m["ModelName"] for m in sm.list_models()["Models"] if owned(m["ModelArn"])],
+        "configs": [c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"] if owned(c["EndpointConfigArn"])],
+        "endpoints": [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"] if owned(e["EndpointArn"])],
+        "scaling": [t["ResourceId"] for t in boto3.client("application-autoscaling").describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+                    if t["ResourceId"].startswith(f"endpoint/{name}/")],
+        "objects": [],
+    }
+    for bucket in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
+        for obj in s3.list_objects_v2(Bucket=bucket, Prefix=f"cloudml/{name}/").get("Contents", []):
+            found["objects"].append(f"{bucket}/{obj['Key']}")
+    return found
+
+
+NOTHING = {"models": [], "configs": [], "endpoints": [], "scaling": [], "objects": []}
+
+
+def test_lifecycle_through_the_cli(aws_emulator, seed_models, other_cnn, home):
+    cnn = seed_models["cnn"]
+    sm = boto3.client("sagemaker")
+    created = deploy(cnn.path, "cnn-cli", "--min-replicas", "2", "--max-replicas", "4", "-t", "team=vision", home=home)
+    assert created["action"] == "created"
+    dep = created["deployment"]
+    assert dep["status"] == "healthy" and dep["provider"] == "aws" and dep["tags"] == {"team": "vision"}
+    assert dep["endpoint_url"].endswith("/endpoints/cnn-cli/invocations")
+
+    # The artifact: content-addressed, encrypted, in a private bucket cloudml created.
+    s3 = boto3.client("s3")
+    [key] = [o["Key"] for o in s3.list_objects_v2(Bucket=DEFAULT_BUCKET, Prefix="cloudml/cnn-cli/")["Contents"]]
+    head = s3.head_object(Bucket=DEFAULT_BUCKET, Key=key)
+    assert key.endswith("/model.tar.gz") and head["ServerSideEncryption"] == "AES256"
+    assert head["Metadata"]["cloudml-sha256"].startswith("sha256:")
+    assert s3.get_public_access_block(Bucket=DEFAULT_BUCKET)["PublicAccessBlockConfiguration"]["BlockPublicPolicy"] is True
+    rule = s3.get_bucket_encryption(Bucket=DEFAULT_BUCKET)["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+
+    # Model, EndpointConfig, Endpoint, scaling target: the settings asked for, tagged.
+    endpoint = sm.describe_endpoint(EndpointName="cnn-cli")
+    config = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    [variant] = config["ProductionVariants"]
+    assert (variant["InstanceType"], variant["InitialInstanceCount"]) == ("ml.m5.large", 2)
+    model = sm.describe_model(ModelName=variant["ModelName"])
+    assert model["PrimaryContainer"]["Image"] == IMAGE
+    assert model["PrimaryContainer"]["ModelDataUrl"] == f"s3://{DEFAULT_BUCKET}/{key}"
+    assert model["ExecutionRoleArn"] == aws_emulator.role_arn
+    model_hash = dep["model_hash"]
+    assert variant["ModelName"].startswith("cnn-cli-" + model_hash.split(":")[1][:8])
+    tags = {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=endpoint["EndpointArn"])["Tags"]}
+    assert tags["cloudml:deployment"] == "cnn-cli" and tags["cloudml:model-hash"] == model_hash and tags["team"] == "vision"
+    [target] = boto3.client("application-autoscaling").describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    assert (target["ResourceId"], target["MinCapacity"], target["MaxCapacity"]) == ("endpoint/cnn-cli/variant/primary", 2, 4)
+
+    # Real predictions from the uploaded artifact.
+    result = run_cli("predict", "cnn-cli", json.dumps(cnn.instances), "--provider", "aws", "--output", "json", home=home)
+    assert result.returncode == 0, result.stderr
+    assert _close(json.loads(result.stdout)["predictions"], cnn.reference())
+
+    # The same model again changes nothing.
+    before = tagged("cnn-cli")
+    again = deploy(cnn.path, "cnn-cli", "--min-replicas", "2", "--max-replicas", "4", "-t", "team=vision", home=home)
+    assert again["action"] == "unchanged"
+    assert tagged("cnn-cli") == before
+    assert sm.describe_endpoint(EndpointName="cnn-cli")["LastModifiedTime"] == endpoint["LastModifiedTime"]
+
+    # Autoscaling moves the endpoint to 3 instances; an update keeps them and swaps the config.
+    sm.update_endpoint_weights_and_capacities(EndpointName="cnn-cli", DesiredWeightsAndCapacities=[{"VariantName": "primary", "DesiredInstanceCount": 3}])
+    updated = deploy(other_cnn[0], "cnn-cli", "--min-replicas", "2", "--max-replicas", "4", home=home)
+    assert updated["action"] == "updated" and updated["deployment"]["model_hash"] != model_hash
+    after = sm.describe_endpoint(EndpointName="cnn-cli")
+    assert after["EndpointConfigName"] != endpoint["EndpointConfigName"]
+    assert after["ProductionVariants"][0]["CurrentInstanceCount"] == 3
+    new_config = sm.describe_endpoint_config(EndpointConfigName=after["EndpointConfigName"])
+    assert new_config["ProductionVariants"][0]["InitialInstanceCount"] == 3
+    result = run_cli("predict", "cnn-cli", json.dumps(cnn.instances), "--provider", "aws", "--output", "json", home=home)
+    assert _close(json.loads(result.stdout)["predictions"], other_cnn[1])
+    # The previous Model and EndpointConfig are gone; autoscaling is still registered.
+    resources = tagged("cnn-cli")
+    assert resources["configs"] == [after["EndpointConfigName"]] and len(resources["models"]) == 1
+    assert resources["scaling"] == ["endpoint/cnn-cli/variant/primary"]
+
+    logs = run_cli("logs", "cnn-cli", "--provider", "aws", "--tail", "50", home=home)
+    assert logs.returncode == 0 and "loaded and warmed up" in logs.stdout
+    listed = json.loads(run_cli("list", "--provider", "aws", "--output", "json", home=home).stdout)
+    assert "cnn-cli" in [d["name"] for d in listed]
+
+    # delete: everything but the artifact (kept for a redeploy); --purge takes that too.
+    assert run_cli("delete", "cnn-cli", "--provider", "aws", home=home).returncode == 0
+    left = tagged("cnn-cli")
+    assert {k: v for k, v in left.items() if k != "objects"} == {k: [] for k in NOTHING if k != "objects"}
+    assert len(left["objects"]) == 2  # both versions' model.tar.gz
+    purged = run_cli("delete", "cnn-cli", "--provider", "aws", "--purge", home=home)
+    assert purged.returncode == 0 and tagged("cnn-cli") == NOTHING
+    again = run_cli("delete", "cnn-cli", "--provider", "aws", home=home)
+    assert again.returncode == 0 and "nothing to delete" in again.stdout
+    status = run_cli("status", "cnn-cli", "--provider", "aws", home=home)
+    assert status.returncode == 4
+
+
+def test_lifecycle_through_the_python_api(aws_emulator, seed_models, other_cnn, home, monkeypatch):
+    import cloudml
+    from cloudml import DeploymentSpec
+
+    monkeypatch.setenv("CLOUDML_HOME", str(home))
+    cnn = seed_models["cnn"]
+    deployer = cloudml.get_deployer("aws", image_uri=IMAGE, bucket=aws_emulator.bucket, prefix="cloudml", poll_interval=0.5)
+    spec = DeploymentSpec(name="cnn-api", model=cnn.path)
+    result = deployer.deploy(spec)
+    assert result.action == "created" and result.deployment.status.serving
+    assert _close(deployer.predict("cnn-api", instances=cnn.instances).predictions, cnn.reference())
+    assert deployer.deploy(spec).action == "unchanged"
+    assert [d.name for d in deployer.list() if d.name == "cnn-api"] == ["cnn-api"]
+    updated = deployer.update(DeploymentSpec(name="cnn-api", model=other_cnn[0]))
+    assert updated.action == "updated"
+    assert _close(deployer.predict("cnn-api", instances=cnn.instances).predictions, other_cnn[1])
+    assert deployer.get("cnn-api").details["instances"] == 1
+    assert deployer.delete("cnn-api", purge=True) is True
+    assert tagged("cnn-api") == NOTHING
+    assert deployer.delete("cnn-api") is False
+    with pytest.raises(cloudml.DeploymentNotFound):
+        deployer.update(spec)
+
+
+def test_update_whose_model_fails_its_health_check_keeps_the_old_one(aws_emulator, seed_models, unservable_model, home):
+    cnn = seed_models["cnn"]
+    before = deploy(cnn.path, "cnn-keep", home=home)["deployment"]
+    failed = deploy(unservable_model, "cnn-keep", "--skip-preflight", home=home, expect=5)
+    assert "rolled the update of cnn-keep back" in failed.stderr and "did not pass the ping health check" in failed.stderr
+    assert "the previous version" in failed.stderr and "keeps serving" in failed.stderr
+    assert "this model cannot serve" in failed.stderr  # the new container's log tail, from CloudWatch
+    status = json.loads(run_cli("status", "cnn-keep", "--provider", "aws", "--output", "json", home=home).stdout)
+    assert status["status"] == "healthy" and status["model_hash"] == before["model_hash"]
+    assert status["details"]["endpoint_config"] == before["details"]["endpoint_config"]
+    result = run_cli("predict", "cnn-keep", json.dumps(cnn.instances), "--provider", "aws", "--output", "json", home=home)
+    assert _close(json.loads(result.stdout)["predictions"], cnn.reference())
+    # The failed version's Model, EndpointConfig and artifact were removed.
+    resources = tagged("cnn-keep")
+    assert resources["configs"] == [before["details"]["endpoint_config"]] and len(resources["models"]) == 1 and len(resources["objects"]) == 1
+    assert run_cli("delete", "cnn-keep", "--provider", "aws", "--purge", home=home).returncode == 0
+
+
+def test_failed_first_deploy_leaves_nothing_and_shows_the_container_log(aws_emulator, unservable_model, home):
+    failed = deploy(unservable_model, "cnn-broken", "--skip-preflight", home=home, expect=5)
+    assert "failed to start (Failed)" in failed.stderr and "this model cannot serve" in failed.stderr
+    assert tagged("cnn-broken") == NOTHING
+
+
+def test_preflight_refuses_a_model_that_cannot_serve_before_uploading(aws_emulator, unservable_model, home):
+    failed = deploy(unservable_model, "cnn-preflight", home=home, expect=3)
+    assert "preflight" in failed.stderr and "this model cannot serve" in failed.stderr and "--skip-preflight" in failed.stderr
+    assert tagged("cnn-preflight") == NOTHING
+
+
+def test_a_refusal_midway_leaves_no_orphans_and_a_rerun_converges(aws_emulator, seed_models, home):
+    cnn = seed_models["cnn"]
+    aws_emulator.refuse_next("CreateEndpoint", code="ResourceLimitExceeded",
+                             message="The account-level service limit 'ml.m5.large for endpoint usage' is 0 Instances.")
+    failed = deploy(cnn.path, "cnn-quota", home=home, expect=5)
+    assert "service limit" in failed.stderr and "quota increase" in failed.stderr
+    assert tagged("cnn-quota") == NOTHING
+    created = deploy(cnn.path, "cnn-quota", home=home)
+    assert created["action"] == "created" and created["deployment"]["status"] == "healthy"
+    assert run_cli("delete", "cnn-quota", "--provider", "aws", "--purge", home=home).returncode == 0
+
+
+def test_invalid_role_is_refused_and_nothing_is_left(aws_emulator, seed_models, home):
+    failed = deploy(seed_models["cnn"].path, "cnn-role", "-o", "role_arn=arn:aws:iam::123456789012:role/does-not-exist", home=home, expect=2)
+    assert "Could not assume role" in failed.stderr and "sagemaker.amazonaws.com" in failed.stderr
+    assert tagged("cnn-role") == NOTHING
+    malformed = deploy(seed_models["cnn"].path, "cnn-role", "-o", "role_arn=my-role", home=home, expect=2)
+    assert "is not an IAM role ARN" in malformed.stderr
+
+
+def test_missing_bucket_permission_is_reported_before_any_sagemaker_resource(aws_emulator, seed_models, home):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="cloudml-locked")
+    s3.put_bucket_policy(Bucket="cloudml-locked", Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::cloudml-locked/*"}]}))
+    failed = deploy(seed_models["cnn"].path, "cnn-locked", "-o", "bucket=cloudml-locked", home=home, expect=5)
+    assert "access denied" in failed.stderr and "s3://cloudml-locked/" in failed.stderr
+    assert "aws-iam-policy.json" in failed.stderr
+    assert tagged("cnn-locked") == NOTHING
+
+
+def test_unknown_instance_type_is_refused_before_anything_is_made(aws_emulator, seed_models, home):
+    failed = deploy(seed_models["cnn"].path, "cnn-type", "--instance-type", "ml.m5.larg", home=home, expect=2)
+    assert "'ml.m5.larg' is not a SageMaker real-time inference instance type" in failed.stderr
+    assert "ml.m5.large" in failed.stderr  # the suggestion
+    assert tagged("cnn-type") == NOTHING
+
+
+def test_model_saved_by_a_newer_tensorflow_than_any_image_is_refused_before_upload(aws_emulator, seed_models, home):
+    result = run_cli("deploy", seed_models["cnn"].path, "--name", "cnn-tf", "--provider", "aws", home=home)
+    assert result.returncode == 3
+    assert "no SageMaker TensorFlow Serving image can load this model" in result.stderr
+    assert "newest image is tensorflow-inference:2.20" in result.stderr and "image_uri" in result.stderr
+    assert tagged("cnn-tf") == NOTHING
+
+
+def test_the_emulator_refuses_what_sagemaker_refuses(aws_emulator):
+    from botocore.exceptions import ClientError
+
+    sm = boto3.client("sagemaker")
+    container = {"Image": IMAGE, "ModelDataUrl": "s3://nowhere/model.tar.gz"}
+    sm.create_model(ModelName="dup-model", PrimaryContainer=container, ExecutionRoleArn=aws_emulator.role_arn)
+    try:
+        with pytest.raises(ClientError, match="Cannot create already existing model"):
+            sm.create_model(ModelName="dup-model", PrimaryContainer=container, ExecutionRoleArn=aws_emulator.role_arn)
+        variant = {"VariantName": "primary", "ModelName": "dup-model", "InstanceType": "ml.x9.huge", "InitialInstanceCount": 1}
+        with pytest.raises(ClientError, match="failed to satisfy constraint"):
+            sm.create_endpoint_config(EndpointConfigName="bad-type", ProductionVariants=[variant])
+        variant["InstanceType"] = "ml.m5.large"
+        sm.create_endpoint_config(EndpointConfigName="no-data", ProductionVariants=[variant])
+        sm.create_endpoint(EndpointName="no-data", EndpointConfigName="no-data")
+        assert sm.describe_endpoint(EndpointName="no-data")["EndpointStatus"] == "Creating"
+        with pytest.raises(ClientError, match="Cannot update in-progress endpoint"):
+            sm.update_endpoint(EndpointName="no-data", EndpointConfigName="no-data")
+        waiter = sm.get_waiter("endpoint_in_service")
+        with pytest.raises(Exception, match="Failed"):
+            waiter.wait(EndpointName="no-data", WaiterConfig={"Delay": 0.5, "MaxAttempts": 60})
+        assert "Failed to download model data" in sm.describe_endpoint(EndpointName="no-data")["FailureReason"]
+    finally:
+        for call in (lambda: sm.delete_endpoint(EndpointName="no-data"), lambda: sm.delete_endpoint_config(EndpointConfigName="no-data"),
+                     lambda: sm.delete_model(ModelName="dup-model")):
+            try:
+                call()
+            except ClientError:
+                pass
+
+
+def test_localstack_start_script_serves_an_initialised_account(tmp_path):
+    """`localstack/start-emulator.sh`: the Docker-free stack a user starts by hand."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import REPO
+
+    env = {**os.environ, "CLOUDML": str(Path(sys.executable).parent / "cloudml")}
+    proc = subprocess.Popen([str(REPO / "localstack" / "start-emulator.sh"), "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        exports = {}
+        for line in proc.stdout:
+            if line.strip().startswith("export "):
+                key, _, value = line.strip().removeprefix("export ").partition("=")
+                exports[key] = value
+                if key == "CLOUDML_AWS_ROLE_ARN":
+                    break
+        assert exports["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+        session = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+        iam = session.client("iam", endpoint_url=exports["AWS_ENDPOINT_URL"])
+        role = iam.get_role(RoleName="cloudml-sagemaker-execution")["Role"]
+        assert role["Arn"] == exports["CLOUDML_AWS_ROLE_ARN"]
+        buckets = session.client("s3", endpoint_url=exports["AWS_ENDPOINT_URL"]).list_buckets()["Buckets"]
+        assert "cloudml-artifacts" in [b["Name"] for b in buckets]
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
