@@ -20,18 +20,18 @@ def ensure_bucket(aws: AwsSession, bucket: str) -> bool:
     Returns True when it was created."""
     from botocore.exceptions import ClientError
 
-    try:
-        aws.s3.head_bucket(Bucket=bucket)
-        return False
-    except ClientError as exc:
-        code = error_code(exc)
-        if code in ("403", "AccessDenied"):
-            raise DeployFailed(
-                f"no access to S3 bucket {bucket!r} (it exists but belongs to another account, or your credentials lack s3:ListBucket on it)",
-                hint="pass -o bucket=<a bucket you own>, or grant the permissions in deploy_templates/aws-iam-policy.json",
-            ) from None
-        if not is_not_found(exc):
-            raise
+    with aws_errors(f"checking S3 bucket {bucket!r}"):
+        try:
+            aws.s3.head_bucket(Bucket=bucket)
+            return False
+        except ClientError as exc:
+            if error_code(exc) in ("403", "AccessDenied"):
+                raise DeployFailed(
+                    f"no access to S3 bucket {bucket!r} (it exists but belongs to another account, or your credentials lack s3:ListBucket on it)",
+                    hint="pass -o bucket=<a bucket you own>, or grant the permissions in deploy_templates/aws-iam-policy.json",
+                ) from None
+            if not is_not_found(exc):
+                raise
     with aws_errors(f"creating S3 bucket {bucket!r}"):
         kwargs = {} if aws.region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": aws.region}}
         aws.s3.create_bucket(Bucket=bucket, **kwargs)
@@ -56,13 +56,15 @@ def upload_archive(aws: AwsSession, archive: Path, *, bucket: str, key: str, tag
     from botocore.exceptions import ClientError
 
     digest = content_hash(archive)
-    try:
-        head = aws.s3.head_object(Bucket=bucket, Key=key)
-        if head.get("Metadata", {}).get(HASH_METADATA) == digest:
-            return False
-    except ClientError as exc:
-        if not is_not_found(exc) and error_code(exc) not in ("403", "AccessDenied"):
-            raise
+    with aws_errors(f"checking s3://{bucket}/{key}"):
+        try:
+            head = aws.s3.head_object(Bucket=bucket, Key=key)
+            if head.get("Metadata", {}).get(HASH_METADATA) == digest:
+                return False
+        except ClientError as exc:
+            # 403 without s3:ListBucket means "not there" too; the upload then says what is missing.
+            if not is_not_found(exc) and error_code(exc) not in ("403", "AccessDenied"):
+                raise
     extra = {"Metadata": {HASH_METADATA: digest}, "Tagging": urlencode(tags)}
     if aws.options.kms_key_id:
         extra.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=aws.options.kms_key_id)
@@ -90,7 +92,7 @@ def delete_prefix(aws: AwsSession, *, bucket: str, prefix: str) -> int:
     from botocore.exceptions import ClientError
 
     deleted = 0
-    try:
+    try:  # the caller wraps this in aws_errors
         pages = aws.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         for page in pages:
             keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]

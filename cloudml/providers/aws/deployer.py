@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from cloudml.errors import ConfigError, DeployFailed, DeploymentNotFound, EndpointUnavailable, PredictionRejected
-from cloudml.packaging import inspect_source, package_model, source_hash
+from cloudml.packaging import inspect_source, source_hash
+from cloudml.packaging.prepare import prepare_model
 from cloudml.providers.aws import artifacts, logs, scaling
 from cloudml.providers.aws.images import check_instance_type, tensorflow_image
 from cloudml.providers.aws.options import AwsOptions
@@ -106,16 +107,12 @@ class SageMakerDeployer(Deployer):
             current = None
 
         work = Path(self.options.work_dir or Path(os.environ.get("CLOUDML_HOME") or Path.home() / ".cloudml") / "aws-packages") / spec.name / plan.hash_hex[:16]
-        with self.progress.step(f"packaging {source.path.name}"):
-            packaged = package_model(source, work, name=spec.name, version=spec.model_version)
+        checks = " and probing it locally (preflight)" if self.options.preflight else ""
+        with self.progress.step(f"packaging {source.path.name}{checks}"):
+            packaged = prepare_model(source, work, name=spec.name, version=spec.model_version, probe=self.options.preflight)
         image = self.options.image_uri or tensorflow_image(
             region=self.aws.region, tensorflow_version=packaged.manifest.tensorflow_version, instance_type=plan.instance_type,
         )
-        if self.options.preflight:
-            from cloudml.serving.probe import probe_archive
-
-            with self.progress.step("preflight: loading the packaged model and sending it a probe request"):
-                probe_archive(packaged.archive)
 
         bucket = self.options.bucket or artifacts.default_bucket(self.aws)
         key = f"{self.options.prefix}/{spec.name}/{plan.hash_hex[:16]}/model.tar.gz".lstrip("/")
@@ -238,13 +235,13 @@ class SageMakerDeployer(Deployer):
 
         call = {"model": lambda: self.aws.sagemaker.describe_model(ModelName=name),
                 "config": lambda: self.aws.sagemaker.describe_endpoint_config(EndpointConfigName=name)}[kind]
-        try:
-            call()
-            return True
-        except ClientError as exc:
-            if is_not_found(exc):
-                return False
-            with aws_errors(f"looking up {kind} {name}"):
+        with aws_errors(f"looking up {kind} {name}"):
+            try:
+                call()
+                return True
+            except ClientError as exc:
+                if is_not_found(exc):
+                    return False
                 raise
 
     def _update(self, current: dict, plan: Plan) -> None:
@@ -273,7 +270,7 @@ class SageMakerDeployer(Deployer):
         final = self._wait(plan.name, "to finish the blue/green update")
         if final.get("EndpointConfigName") != plan.config_name:
             raise DeployFailed(
-                f"SageMaker rolled the update of {plan.name} back: {final.get('FailureReason') or 'no reason given'}; "
+                f"SageMaker rolled the update of {plan.name} back: {(final.get('FailureReason') or 'no reason given').rstrip('.')}; "
                 f"the previous version ({previous}) keeps serving",
                 hint=f"see the new model's log below and `cloudml logs {plan.name} --provider aws`",
                 details=self._log_tail(plan.name),
@@ -377,12 +374,12 @@ class SageMakerDeployer(Deployer):
     def _endpoint(self, name: str) -> dict | None:
         from botocore.exceptions import ClientError
 
-        try:
-            return self.aws.sagemaker.describe_endpoint(EndpointName=name)
-        except ClientError as exc:
-            if is_not_found(exc):
-                return None
-            with aws_errors(f"describing endpoint {name}"):
+        with aws_errors(f"describing endpoint {name}"):
+            try:
+                return self.aws.sagemaker.describe_endpoint(EndpointName=name)
+            except ClientError as exc:
+                if is_not_found(exc):
+                    return None
                 raise
 
     def _tags(self, arn: str) -> dict[str, str]:
@@ -449,7 +446,8 @@ class SageMakerDeployer(Deployer):
             body["parameters"] = parameters
         started = time.perf_counter()
         try:
-            response = self.aws.runtime.invoke_endpoint(EndpointName=name, ContentType="application/json", Accept="application/json", Body=json.dumps(body))
+            with aws_errors(f"invoking endpoint {name}", error=EndpointUnavailable, passthrough=ClientError):
+                response = self.aws.runtime.invoke_endpoint(EndpointName=name, ContentType="application/json", Accept="application/json", Body=json.dumps(body))
         except ClientError as exc:
             code, message = error_code(exc), error_message(exc)
             if code == "ModelError":
@@ -505,12 +503,12 @@ class SageMakerDeployer(Deployer):
     def _delete_endpoint(self, name: str) -> None:
         from botocore.exceptions import ClientError
 
-        try:
-            self.aws.sagemaker.delete_endpoint(EndpointName=name)
-        except ClientError as exc:
-            if is_not_found(exc):
-                return
-            with aws_errors(f"deleting endpoint {name}"):
+        with aws_errors(f"deleting endpoint {name}"):
+            try:
+                self.aws.sagemaker.delete_endpoint(EndpointName=name)
+            except ClientError as exc:
+                if is_not_found(exc):
+                    return
                 raise
         deadline = time.monotonic() + self.options.wait_timeout
         while self._endpoint(name) is not None and time.monotonic() < deadline:

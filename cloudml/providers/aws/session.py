@@ -6,7 +6,7 @@ import contextlib
 from functools import cached_property
 from typing import Any, Iterator
 
-from cloudml.errors import CloudMLError, ConfigError, DeployFailed
+from cloudml.errors import CloudMLError, ConfigError, DeployFailed, ProviderUnavailable
 from cloudml.providers.aws.options import AwsOptions
 
 POLICY_HINT = "the least-privilege policy cloudml needs is in deploy_templates/aws-iam-policy.json"
@@ -88,13 +88,16 @@ ACCESS_DENIED = {"AccessDenied", "AccessDeniedException", "403", "UnauthorizedOp
 
 
 @contextlib.contextmanager
-def aws_errors(doing: str, *, error: type[CloudMLError] = DeployFailed) -> Iterator[None]:
-    """Translate botocore failures while `doing` something into errors that say what to do."""
+def aws_errors(doing: str, *, error: type[CloudMLError] = DeployFailed, passthrough: type[BaseException] | tuple = ()) -> Iterator[None]:
+    """Translate botocore failures while `doing` something into errors that say what to do
+    (`passthrough`: exception types the caller handles itself)."""
     from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError
 
     try:
         yield
     except CloudMLError:
+        raise
+    except passthrough:
         raise
     except NoCredentialsError:
         raise ConfigError(
@@ -104,7 +107,7 @@ def aws_errors(doing: str, *, error: type[CloudMLError] = DeployFailed) -> Itera
     except NoRegionError:
         raise ConfigError("no AWS region configured", hint="pass -o region=... or export AWS_REGION") from None
     except EndpointConnectionError as exc:
-        raise DeployFailed(f"cannot reach AWS while {doing}: {exc}", hint="check the network, the region and endpoint_url / AWS_ENDPOINT_URL") from None
+        raise ProviderUnavailable(f"cannot reach AWS while {doing}: {exc}", hint="check the network, the region and endpoint_url / AWS_ENDPOINT_URL") from None
     except ClientError as exc:
         code, message = error_code(exc), error_message(exc)
         if code in ACCESS_DENIED:
