@@ -135,21 +135,27 @@ def test_lifecycle_through_the_cli(aws_emulator, seed_models, other_cnn, home):
 
 def test_lifecycle_through_the_python_api(aws_emulator, seed_models, other_cnn, home, monkeypatch):
     import cloudml
-    from cloudml import DeploymentSpec
+    from cloudml import DeploymentSpec, Resources
 
     monkeypatch.setenv("CLOUDML_HOME", str(home))
     cnn = seed_models["cnn"]
     deployer = cloudml.get_deployer("aws", image_uri=IMAGE, bucket=aws_emulator.bucket, prefix="cloudml", poll_interval=0.5)
-    spec = DeploymentSpec(name="cnn-api", model=cnn.path)
+    spec = DeploymentSpec(name="cnn-api", model=cnn.path, resources=Resources(max_replicas=2))
     result = deployer.deploy(spec)
     assert result.action == "created" and result.deployment.status.serving
     assert _close(deployer.predict("cnn-api", instances=cnn.instances).predictions, cnn.reference())
     assert deployer.deploy(spec).action == "unchanged"
     assert [d.name for d in deployer.list() if d.name == "cnn-api"] == ["cnn-api"]
-    updated = deployer.update(DeploymentSpec(name="cnn-api", model=other_cnn[0]))
+    # A new model on another instance type: SageMaker refuses that for an autoscaled variant, so
+    # the registration is lifted for the update and comes back.
+    updated = deployer.update(DeploymentSpec(name="cnn-api", model=other_cnn[0], resources=Resources(instance_type="ml.c5.xlarge", max_replicas=2)))
     assert updated.action == "updated"
     assert _close(deployer.predict("cnn-api", instances=cnn.instances).predictions, other_cnn[1])
-    assert deployer.get("cnn-api").details["instances"] == 1
+    details = deployer.get("cnn-api").details
+    assert details["instances"] == 1 and details["autoscaling"] == "1-2 instances"
+    sm = boto3.client("sagemaker")
+    config = sm.describe_endpoint_config(EndpointConfigName=details["endpoint_config"])
+    assert config["ProductionVariants"][0]["InstanceType"] == "ml.c5.xlarge"
     assert deployer.delete("cnn-api", purge=True) is True
     assert tagged("cnn-api") == NOTHING
     assert deployer.delete("cnn-api") is False

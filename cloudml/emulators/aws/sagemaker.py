@@ -117,11 +117,30 @@ class SageMakerHosting:
             raise ServiceError("ValidationException", f"Could not find endpoint configuration \"{self._arn('endpoint-config', config, region)}\".")
         if endpoint.endpoint_status != "InService":
             raise ServiceError("ValidationException", f"Cannot update in-progress endpoint \"{endpoint.arn}\".")
+        self._check_autoscaled_instance_types(region, name, backend.endpoint_configs.get(endpoint.endpoint_config_name), backend.endpoint_configs[config])
         endpoint.endpoint_status = "Updating"
         endpoint.failure_reason = None
         endpoint.last_modified_time = _now()
         self._provision(region, name, config, previous=endpoint.endpoint_config_name, retain=bool(body.get("RetainAllVariantProperties")))
         return {"EndpointArn": endpoint.arn}
+
+    def _check_autoscaled_instance_types(self, region: str, name: str, current, new) -> None:
+        """SageMaker refuses an update that changes the instance type of a variant registered
+        with Application Auto Scaling (changing only the model is allowed)."""
+        from moto.applicationautoscaling.models import applicationautoscaling_backends
+
+        if current is None:
+            return
+        targets = {t.resource_id for t in applicationautoscaling_backends[self.account][region].describe_scalable_targets("sagemaker", None, None)}
+        before = {v["VariantName"]: v.get("InstanceType") for v in current.production_variants}
+        for variant in new.production_variants:
+            scaled = f"endpoint/{name}/variant/{variant['VariantName']}" in targets
+            if scaled and variant["VariantName"] in before and before[variant["VariantName"]] != variant.get("InstanceType"):
+                raise ServiceError(
+                    "ValidationException",
+                    f"The variant {variant['VariantName']} of endpoint {name} is registered with Application Auto Scaling; "
+                    "deregister the scalable target before changing its instance type.",
+                )
 
     def _DeleteEndpoint(self, body: dict, region: str) -> dict:
         backend = self.backend(region)

@@ -260,14 +260,24 @@ class SageMakerDeployer(Deployer):
         if opts.rollback_alarms:
             deployment_config["AutoRollbackConfiguration"] = {"Alarms": [{"AlarmName": a} for a in opts.rollback_alarms]}
         previous = current["EndpointConfigName"]
-        autoscaled = scaling.current_target(self.aws, plan.name, VARIANT) is not None
-        with aws_errors(f"updating endpoint {plan.name}"):
-            self.aws.sagemaker.update_endpoint(
-                EndpointName=plan.name, EndpointConfigName=plan.config_name, DeploymentConfig=deployment_config,
-                # With autoscaling on, keep the instance count it chose rather than the config's.
-                RetainAllVariantProperties=autoscaled,
-            )
-        final = self._wait(plan.name, "to finish the blue/green update")
+        target = scaling.current_target(self.aws, plan.name, VARIANT)
+        # SageMaker refuses to change the instance type of an autoscaled variant: the registration
+        # is lifted for the update and put back afterwards (whatever the outcome).
+        lifted = target is not None and self._instance_type(previous) != plan.instance_type
+        if lifted:
+            scaling.deregister(self.aws, plan.name, VARIANT)
+        try:
+            with aws_errors(f"updating endpoint {plan.name}"):
+                self.aws.sagemaker.update_endpoint(
+                    EndpointName=plan.name, EndpointConfigName=plan.config_name, DeploymentConfig=deployment_config,
+                    # With autoscaling on, keep the instance count it chose rather than the config's.
+                    RetainAllVariantProperties=target is not None and not lifted,
+                )
+            final = self._wait(plan.name, "to finish the blue/green update")
+        finally:
+            if lifted:
+                scaling.register(self.aws, plan.name, VARIANT, min_replicas=int(target["MinCapacity"]), max_replicas=int(target["MaxCapacity"]),
+                                 target_value=self.options.target_invocations_per_instance)
         if final.get("EndpointConfigName") != plan.config_name:
             raise DeployFailed(
                 f"SageMaker rolled the update of {plan.name} back: {(final.get('FailureReason') or 'no reason given').rstrip('.')}; "
@@ -280,6 +290,11 @@ class SageMakerDeployer(Deployer):
                 f"endpoint {plan.name} ended the update {final['EndpointStatus']}: {final.get('FailureReason') or 'no reason given'}",
                 details=self._log_tail(plan.name),
             )
+
+    def _instance_type(self, config_name: str) -> str | None:
+        with aws_errors(f"reading endpoint configuration {config_name}"):
+            variants = self.aws.sagemaker.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"]
+        return next((v.get("InstanceType") for v in variants if v["VariantName"] == VARIANT), None)
 
     def _check_created(self, name: str, endpoint: dict) -> None:
         if endpoint["EndpointStatus"] == "InService":
