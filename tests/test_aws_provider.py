@@ -49,6 +49,22 @@ def tagged(name: str) -> dict[str, list[str]]:
     return found
 
 
+def _next_matching(lines, text: str, *, timeout: float) -> bool:
+    """Read an endless line iterator in a thread until a line contains `text` (or time runs out)."""
+    import threading
+
+    found = threading.Event()
+
+    def read():
+        for line in lines:
+            if text in line:
+                found.set()
+                return
+
+    threading.Thread(target=read, daemon=True).start()
+    return found.wait(timeout)
+
+
 NOTHING = {"models": [], "configs": [], "endpoints": [], "scaling": [], "objects": []}
 
 
@@ -145,6 +161,11 @@ def test_lifecycle_through_the_python_api(aws_emulator, seed_models, other_cnn, 
     assert result.action == "created" and result.deployment.status.serving
     assert _close(deployer.predict("cnn-api", instances=cnn.instances).predictions, cnn.reference())
     assert deployer.deploy(spec).action == "unchanged"
+    # logs --follow: the tail, then new lines as the container writes them.
+    follow = deployer.logs("cnn-api", tail=3, follow=True)
+    assert len([next(follow) for _ in range(3)]) == 3
+    deployer.predict("cnn-api", instances=cnn.instances[:1])
+    assert _next_matching(follow, '"POST /invocations" 200', timeout=30)
     assert [d.name for d in deployer.list() if d.name == "cnn-api"] == ["cnn-api"]
     # A new model on another instance type: SageMaker refuses that for an autoscaled variant, so
     # the registration is lifted for the update and comes back.
@@ -229,6 +250,41 @@ def test_unknown_instance_type_is_refused_before_anything_is_made(aws_emulator, 
     assert "'ml.m5.larg' is not a SageMaker real-time inference instance type" in failed.stderr
     assert "ml.m5.large" in failed.stderr  # the suggestion
     assert tagged("cnn-type") == NOTHING
+
+
+@pytest.fixture(scope="module")
+def cnn_saved_by_tf_2_16(seed_models, tmp_path_factory):
+    """The seed CNN as a SavedModel whose metadata says TensorFlow 2.16 wrote it."""
+    import shutil
+
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from cloudml.packaging import package_model
+
+    out = tmp_path_factory.mktemp("tf216")
+    packaged = package_model(seed_models["cnn"].path, out / "package", archive=False)
+    target = out / "cnn_tf216"
+    shutil.copytree(packaged.version_dir, target / "1")
+    pb = target / "1" / "saved_model.pb"
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString(pb.read_bytes())
+    for graph in saved.meta_graphs:
+        graph.meta_info_def.tensorflow_version = "2.16.1"
+    pb.write_bytes(saved.SerializeToString())
+    return target
+
+
+def test_default_image_is_the_tensorflow_serving_image_for_the_models_version(aws_emulator, seed_models, cnn_saved_by_tf_2_16, home):
+    cnn = seed_models["cnn"]
+    result = run_cli("deploy", cnn_saved_by_tf_2_16, "--name", "cnn-tf216", "--provider", "aws", "--instance-type", "ml.g5.xlarge", "--output", "json", home=home)
+    assert result.returncode == 0, result.stderr
+    sm = boto3.client("sagemaker")
+    config = sm.describe_endpoint_config(EndpointConfigName=json.loads(result.stdout)["deployment"]["details"]["endpoint_config"])
+    image = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])["PrimaryContainer"]["Image"]
+    assert image == "763104351884.dkr.ecr.us-east-1.amazonaws.com/tensorflow-inference:2.16-gpu"
+    predicted = run_cli("predict", "cnn-tf216", json.dumps(cnn.instances), "--provider", "aws", "--output", "json", home=home)
+    assert _close(json.loads(predicted.stdout)["predictions"], cnn.reference())
+    assert run_cli("delete", "cnn-tf216", "--provider", "aws", "--purge", home=home).returncode == 0
 
 
 def test_model_saved_by_a_newer_tensorflow_than_any_image_is_refused_before_upload(aws_emulator, seed_models, home):

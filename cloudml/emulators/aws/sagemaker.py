@@ -39,6 +39,16 @@ class SageMakerHosting:
         self.hosted: dict[tuple[str, str], HostedModel] = {}  # (region, endpoint) -> serving process
         self._lock = threading.RLock()
         self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        # Containers log continuously; CloudWatch gets their new lines every half second.
+        threading.Thread(target=self._ship_forever, daemon=True, name="log-shipper").start()
+
+    def _ship_forever(self) -> None:
+        while not self._stopping.wait(0.5):
+            with self._lock:
+                hosted = list(self.hosted.values())
+            for h in hosted:
+                h.ship_logs()
 
     # --- moto's stores ------------------------------------------------------------------
     def backend(self, region: str):
@@ -272,6 +282,7 @@ class SageMakerHosting:
             ]
 
     def stop_all(self) -> None:
+        self._stopping.set()
         with self._lock:
             hosted, self.hosted = list(self.hosted.values()), {}
         for h in hosted:
@@ -286,6 +297,19 @@ def _now():
 
 def _listify(value) -> list:
     return value if isinstance(value, list) else [value]
+
+
+def use_current_instance_types() -> None:
+    """moto checks instance types against a list from an older API version (no ml.g5, say);
+    check them against the list in botocore's current service model instead, as the API does."""
+    from moto.sagemaker.exceptions import ValidationError
+    from moto.sagemaker.models import FakeEndpointConfig
+
+    def validate_instance_type(self, instance_type: str) -> None:
+        if instance_type not in _instance_types():
+            raise ValidationError(message=f"Value '{instance_type}' at 'instanceType' failed to satisfy constraint: Member must satisfy enum value set")
+
+    FakeEndpointConfig.validate_instance_type = validate_instance_type
 
 
 _INSTANCE_TYPES: frozenset[str] | None = None

@@ -23,7 +23,7 @@ from typing import Any
 
 from cloudml.emulators.aws import s3policy
 from cloudml.emulators.aws.faults import Fault, Faults
-from cloudml.emulators.aws.sagemaker import SageMakerHosting, ServiceError
+from cloudml.emulators.aws.sagemaker import SageMakerHosting, ServiceError, use_current_instance_types
 
 ACCOUNT = "123456789012"
 ROLE_NAME = "cloudml-sagemaker-execution"
@@ -157,6 +157,7 @@ class EmulatorServer:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import make_server
 
+        use_current_instance_types()
         app = EmulatorApp(DomainDispatcherApplication(create_backend_app), self.hosting, self.faults)
         self._server = make_server(self.host, self.port, app, threaded=True, request_handler=MotoRequestHandler)
         self.port = self._server.server_address[1]

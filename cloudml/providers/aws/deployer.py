@@ -91,7 +91,7 @@ class SageMakerDeployer(Deployer):
     def deploy(self, spec: DeploymentSpec) -> DeployResult:
         role = self._role()
         source = inspect_source(spec.model)
-        with self.progress.step(f"hashing {source.path.name}"):
+        with self.progress.step(f"hashing {source.display_name}"):
             model_hash = source_hash(source)
         plan = self._plan(spec, model_hash, role)
         current = self._endpoint(spec.name)
@@ -108,7 +108,7 @@ class SageMakerDeployer(Deployer):
 
         work = Path(self.options.work_dir or Path(os.environ.get("CLOUDML_HOME") or Path.home() / ".cloudml") / "aws-packages") / spec.name / plan.hash_hex[:16]
         checks = " and probing it locally (preflight)" if self.options.preflight else ""
-        with self.progress.step(f"packaging {source.path.name}{checks}"):
+        with self.progress.step(f"packaging {source.display_name}{checks}"):
             packaged = prepare_model(source, work, name=spec.name, version=spec.model_version, probe=self.options.preflight)
         image = self.options.image_uri or tensorflow_image(
             region=self.aws.region, tensorflow_version=packaged.manifest.tensorflow_version, instance_type=plan.instance_type,

@@ -24,23 +24,28 @@ def _streams(aws: AwsSession, endpoint: str, limit: int = 5) -> list[str]:
     return [s["logStreamName"] for s in found.get("logStreams", [])]
 
 
-def tail(aws: AwsSession, endpoint: str, lines: int = 100) -> list[str]:
-    """The last `lines` lines across the newest log streams, oldest first, each `stream | message`."""
+def _last_events(aws: AwsSession, endpoint: str, lines: int) -> list[tuple[int, str, str]]:
     events: list[tuple[int, str, str]] = []
     with aws_errors(f"reading CloudWatch logs of {endpoint}"):
         for stream in _streams(aws, endpoint):
-            got = aws.logs.get_log_events(logGroupName=log_group(endpoint), logStreamName=stream, limit=lines, startFromHead=False)
+            got = aws.logs.get_log_events(logGroupName=log_group(endpoint), logStreamName=stream, limit=max(lines, 1), startFromHead=False)
             events += [(e["timestamp"], stream, e["message"].rstrip("\n")) for e in got.get("events", [])]
     events.sort(key=lambda e: e[0])
-    return [f"{stream} | {message}" for _, stream, message in events[-lines:]] if lines else []
+    return events[-lines:] if lines else []
+
+
+def tail(aws: AwsSession, endpoint: str, lines: int = 100) -> list[str]:
+    """The last `lines` lines across the newest log streams, oldest first, each `stream | message`."""
+    return [f"{stream} | {message}" for _, stream, message in _last_events(aws, endpoint, lines)]
 
 
 def follow(aws: AwsSession, endpoint: str, *, lines: int, poll: float = 2.0) -> Iterator[str]:
-    """`tail`, then every new line as it arrives (filter_log_events from the last timestamp seen)."""
+    """`tail`, then every new line as it arrives (filter_log_events after the last line shown)."""
     from botocore.exceptions import ClientError
 
-    yield from tail(aws, endpoint, lines)
-    since = int(time.time() * 1000)
+    last = _last_events(aws, endpoint, lines)
+    since = last[-1][0] + 1 if last else int(time.time() * 1000)
+    yield from (f"{stream} | {message}" for _, stream, message in last)
     seen: set[str] = set()
     while True:
         try:
