@@ -65,12 +65,27 @@ def _next_matching(lines, text: str, *, timeout: float) -> bool:
     return found.wait(timeout)
 
 
+def assert_policy_covers(calls: list[dict[str, str]]) -> set[str]:
+    """Every AWS call cloudml made is allowed by deploy_templates/aws-iam-policy.json."""
+    import fnmatch
+
+    from conftest import REPO
+
+    policy = json.loads((REPO / "deploy_templates" / "aws-iam-policy.json").read_text())
+    allowed = [a.lower() for st in policy["Statement"] if st["Effect"] == "Allow" for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])]
+    made = {c["action"] for c in calls if "cloudml" in c["user_agent"]} - {"sts:GetCallerIdentity"}  # needs no permission
+    missing = sorted(a for a in made if not any(fnmatch.fnmatchcase(a.lower(), pattern) for pattern in allowed))
+    assert not missing, f"aws-iam-policy.json lacks {missing}"
+    return made
+
+
 NOTHING = {"models": [], "configs": [], "endpoints": [], "scaling": [], "objects": []}
 
 
 def test_lifecycle_through_the_cli(aws_emulator, seed_models, other_cnn, home):
     cnn = seed_models["cnn"]
     sm = boto3.client("sagemaker")
+    aws_emulator.calls(clear=True)
     created = deploy(cnn.path, "cnn-cli", "--min-replicas", "2", "--max-replicas", "4", "-t", "team=vision", home=home)
     assert created["action"] == "created"
     dep = created["deployment"]
@@ -147,12 +162,15 @@ def test_lifecycle_through_the_cli(aws_emulator, seed_models, other_cnn, home):
     assert again.returncode == 0 and "nothing to delete" in again.stdout
     status = run_cli("status", "cnn-cli", "--provider", "aws", home=home)
     assert status.returncode == 4
+    made = assert_policy_covers(aws_emulator.calls())
+    assert {"sagemaker:UpdateEndpoint", "s3:PutObject", "application-autoscaling:RegisterScalableTarget", "logs:GetLogEvents", "sagemaker:InvokeEndpoint"} <= made
 
 
 def test_lifecycle_through_the_python_api(aws_emulator, seed_models, other_cnn, home, monkeypatch):
     import cloudml
     from cloudml import DeploymentSpec, Resources
 
+    aws_emulator.calls(clear=True)
     monkeypatch.setenv("CLOUDML_HOME", str(home))
     cnn = seed_models["cnn"]
     deployer = cloudml.get_deployer("aws", image_uri=IMAGE, bucket=aws_emulator.bucket, prefix="cloudml", poll_interval=0.5)
@@ -182,6 +200,7 @@ def test_lifecycle_through_the_python_api(aws_emulator, seed_models, other_cnn, 
     assert deployer.delete("cnn-api") is False
     with pytest.raises(cloudml.DeploymentNotFound):
         deployer.update(spec)
+    assert "application-autoscaling:DeregisterScalableTarget" in assert_policy_covers(aws_emulator.calls())
 
 
 def test_update_whose_model_fails_its_health_check_keeps_the_old_one(aws_emulator, seed_models, unservable_model, home):

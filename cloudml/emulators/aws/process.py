@@ -82,6 +82,10 @@ class AwsEmulator:
         """The serving processes behind the emulated endpoints (port, pid, endpoint config)."""
         return self._call("GET", "fleet")
 
+    def calls(self, *, clear: bool = False) -> list[dict[str, str]]:
+        """Every API call so far as `{"action": "sagemaker:CreateModel", "user_agent": ...}`."""
+        return self._call("DELETE" if clear else "GET", "calls")
+
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGTERM)

@@ -18,6 +18,13 @@ def s3_request(method: str, path: str, query: str, host: str) -> tuple[str | Non
         bucket, key = hostname.split(".", 1)[0], path.lstrip("/") or None
     else:
         bucket, key = (parts[0] or None), (parts[1] if len(parts) > 1 and parts[1] else None)
+    if bucket is None:
+        return None, None, "s3:ListAllMyBuckets"
+    for sub, (read, write) in _SUBRESOURCES.items():
+        if sub in params:
+            if key and sub == "tagging":
+                read, write = "s3:GetObjectTagging", "s3:PutObjectTagging"
+            return bucket, key, read if method in ("GET", "HEAD") else write
     if key:
         if method in ("GET", "HEAD"):
             action = "s3:GetObject"
@@ -32,12 +39,24 @@ def s3_request(method: str, path: str, query: str, host: str) -> tuple[str | Non
     elif method in ("GET", "HEAD"):
         action = "s3:ListBucket"
     elif method == "PUT":
-        action = "s3:CreateBucket" if not query else "s3:PutBucketConfiguration"
+        action = "s3:CreateBucket"
     elif method == "DELETE":
         action = "s3:DeleteBucket"
     else:
         action = "s3:ListBucket"
     return bucket, key, action
+
+
+# Bucket (and object) subresources and the IAM actions that read / write them.
+_SUBRESOURCES = {
+    "publicAccessBlock": ("s3:GetBucketPublicAccessBlock", "s3:PutBucketPublicAccessBlock"),
+    "encryption": ("s3:GetEncryptionConfiguration", "s3:PutEncryptionConfiguration"),
+    "tagging": ("s3:GetBucketTagging", "s3:PutBucketTagging"),
+    "location": ("s3:GetBucketLocation", "s3:GetBucketLocation"),
+    "versioning": ("s3:GetBucketVersioning", "s3:PutBucketVersioning"),
+    "acl": ("s3:GetBucketAcl", "s3:PutBucketAcl"),
+    "lifecycle": ("s3:GetLifecycleConfiguration", "s3:PutLifecycleConfiguration"),
+}
 
 
 def _listify(value) -> list:

@@ -155,14 +155,29 @@ class SageMakerHosting:
     def _DeleteEndpoint(self, body: dict, region: str) -> dict:
         backend = self.backend(region)
         name = body["EndpointName"]
-        if name not in backend.endpoints:
+        endpoint = backend.endpoints.get(name)
+        if endpoint is None:
             raise ServiceError("ValidationException", f"Could not find endpoint \"{self._arn('endpoint', name, region)}\".")
-        backend.delete_endpoint(name)
+        if endpoint.endpoint_status == "Deleting":
+            return {}
+        endpoint.endpoint_status = "Deleting"
+        endpoint.last_modified_time = _now()
+        thread = threading.Thread(target=self._tear_down, args=(region, name, endpoint), daemon=True, name=f"delete-{name}")
+        self._threads.append(thread)
+        thread.start()
+        return {}
+
+    def _tear_down(self, region: str, name: str, endpoint) -> None:
+        """Deleting takes a while too; the endpoint is listed as Deleting until its fleet is gone."""
         with self._lock:
             hosted = self.hosted.pop((region, name), None)
         if hosted is not None:
             hosted.stop()
-        return {}
+        time.sleep(self.provisioning_delay)
+        backend = self.backend(region)
+        with self._lock:
+            if backend.endpoints.get(name) is endpoint:
+                backend.delete_endpoint(name)
 
     # --- the data plane -----------------------------------------------------------------
     def _provision(self, region: str, name: str, config: str, *, previous: str | None, retain: bool = False) -> None:
@@ -193,10 +208,11 @@ class SageMakerHosting:
             failure = exc.message
         with self._lock:
             endpoint = backend.endpoints.get(name)
-            if endpoint is None or failure is not None:
+            gone = endpoint is None or endpoint.endpoint_status == "Deleting"
+            if gone or failure is not None:
                 if hosted is not None:
                     hosted.stop()
-            if endpoint is None:
+            if gone:
                 return  # deleted while it was coming up
             endpoint.last_modified_time = _now()
             if failure is not None:

@@ -8,6 +8,7 @@ Control routes (JSON), for tests:
     POST   /_cloudml/faults     {"action": "CreateEndpoint", "code": "ResourceLimitExceeded", ...}
     DELETE /_cloudml/faults     clear scheduled faults
     GET    /_cloudml/fleet      the serving processes behind the endpoints
+    GET    /_cloudml/calls      every API call as an IAM action, with its user agent (DELETE: and clear)
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ class EmulatorApp:
         self.moto_app = moto_app
         self.hosting = hosting
         self.faults = faults
+        self.calls: list[dict[str, str]] = []  # IAM action and user agent of every API call
+        self._calls_lock = threading.Lock()
+
+    def _record(self, service: str, action: str, environ) -> None:
+        with self._calls_lock:
+            self.calls.append({"action": f"{service}:{action}", "user_agent": environ.get("HTTP_USER_AGENT", "")})
 
     def __call__(self, environ, start_response):
         from werkzeug.wsgi import get_input_stream
@@ -65,6 +72,7 @@ class EmulatorApp:
         region, service = (scope.group(1), scope.group(2)) if scope else ("us-east-1", "")
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         invoke = _INVOKE.match(path) if method == "POST" else None
+        self._record(service or "unknown", _action_name(service, target, method, path, environ, body, invoke), environ)
         try:
             if invoke:
                 return self._invoke(region, invoke.group(1), body, environ, start_response)
@@ -132,7 +140,28 @@ class EmulatorApp:
             return _json(200, self.faults.pending(), start_response)
         if path == "/_cloudml/fleet":
             return _json(200, self.hosting.describe_fleet(), start_response)
+        if path == "/_cloudml/calls":
+            with self._calls_lock:
+                calls = list(self.calls)
+                if method == "DELETE":
+                    self.calls.clear()
+            return _json(200, calls, start_response)
         return _json(404, {"error": f"no control route {path}"}, start_response)
+
+
+def _action_name(service: str, target: str, method: str, path: str, environ, body: bytes, invoke) -> str:
+    """The API action of a request, as IAM names it (after the `service:` prefix)."""
+    if invoke:
+        return "InvokeEndpoint"
+    if target:
+        return target.rsplit(".", 1)[-1]
+    if service == "s3":
+        return s3policy.s3_request(method, path, environ.get("QUERY_STRING", ""), environ.get("HTTP_HOST", ""))[2].removeprefix("s3:")
+    from urllib.parse import parse_qs
+
+    form = parse_qs(body.decode(errors="replace")) if body else {}
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    return (form.get("Action") or query.get("Action") or [f"{method} {path}"])[0]
 
 
 class EmulatorServer:
