@@ -375,3 +375,23 @@ def test_localstack_start_script_serves_an_initialised_account(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
+
+
+def test_an_endpoint_cloudml_did_not_create_is_never_touched(aws_emulator, seed_models, home):
+    sm = boto3.client("sagemaker")
+    container = {"Image": IMAGE, "ModelDataUrl": "s3://nowhere/model.tar.gz"}
+    sm.create_model(ModelName="theirs", PrimaryContainer=container, ExecutionRoleArn=aws_emulator.role_arn)
+    sm.create_endpoint_config(EndpointConfigName="theirs", ProductionVariants=[
+        {"VariantName": "primary", "ModelName": "theirs", "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}])
+    sm.create_endpoint(EndpointName="theirs", EndpointConfigName="theirs")
+    try:
+        refused = deploy(seed_models["cnn"].path, "theirs", home=home, expect=2)
+        assert "was not created by cloudml" in refused.stderr
+        assert run_cli("delete", "theirs", "--provider", "aws", home=home).returncode == 4
+        assert run_cli("status", "theirs", "--provider", "aws", home=home).returncode == 4
+        assert sm.describe_endpoint(EndpointName="theirs")["EndpointConfigName"] == "theirs"
+        assert [m["ModelName"] for m in sm.list_models()["Models"] if m["ModelName"].startswith("theirs")] == ["theirs"]
+    finally:
+        sm.delete_endpoint(EndpointName="theirs")
+        sm.delete_endpoint_config(EndpointConfigName="theirs")
+        sm.delete_model(ModelName="theirs")

@@ -95,6 +95,11 @@ class SageMakerDeployer(Deployer):
             model_hash = source_hash(source)
         plan = self._plan(spec, model_hash, role)
         current = self._endpoint(spec.name)
+        if current is not None and self._tags(current["EndpointArn"]).get(TAG_DEPLOYMENT) != spec.name:
+            raise ConfigError(
+                f"a SageMaker endpoint named {spec.name!r} already exists and was not created by cloudml",
+                hint="cloudml never takes over endpoints it did not make: choose another --name",
+            )
         if current is not None:
             current = self._settle(current, plan)
         if current is not None and self._unchanged(current, plan):
