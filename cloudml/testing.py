@@ -10,13 +10,16 @@ Needs `pip install 'cloudml[aws-emulator]'`.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
+if TYPE_CHECKING:
+    from cloudml.emulators.aws import AwsEmulator
+
 
 @pytest.fixture(scope="session")
-def aws_emulator_session() -> Iterator["AwsEmulator"]:  # noqa: F821
+def aws_emulator_session() -> Iterator["AwsEmulator"]:
     """One AWS emulator process for the whole test session."""
     from cloudml.emulators.aws import AwsEmulator
 
@@ -25,7 +28,7 @@ def aws_emulator_session() -> Iterator["AwsEmulator"]:  # noqa: F821
 
 
 @pytest.fixture
-def aws_emulator(aws_emulator_session, monkeypatch) -> Iterator["AwsEmulator"]:  # noqa: F821
+def aws_emulator(aws_emulator_session, monkeypatch) -> Iterator["AwsEmulator"]:
     """The session's AWS emulator, with this test's environment pointing boto3, the `aws`
     provider and `cloudml` subprocesses at it, and no faults left over from other tests."""
     for key, value in aws_emulator_session.env.items():

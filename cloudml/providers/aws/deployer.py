@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +150,7 @@ class SageMakerDeployer(Deployer):
             self._undo(created, bucket=bucket)
             raise
         self._remove_stale(spec.name, keep={plan.model_name, plan.config_name})
+        shutil.rmtree(work, ignore_errors=True)  # kept only while a re-run could reuse it
         return DeployResult(action=action, deployment=self.get(spec.name))
 
     def _role(self) -> str:
