@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.cloudml-installed
 DEMO_NAME ?= mnist-cnn
 
-.PHONY: install demo demo-clean test test-fast bench
+.PHONY: install demo demo-aws demo-clean test test-fast bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: $(STAMP)
 	$(BIN)/python examples/train_cnn.py --out build/models/cnn.h5
 	$(BIN)/cloudml deploy build/models/cnn.h5 --name $(DEMO_NAME)
 	$(BIN)/cloudml predict $(DEMO_NAME) --file build/models/cnn.sample.json
+
+## The same model on "SageMaker", offline: the AWS emulator, deploy, predict, delete.
+demo-aws: $(STAMP)
+	$(BIN)/python examples/train_cnn.py --out build/models/cnn.h5
+	CLOUDML=$(BIN)/cloudml localstack/demo.sh build/models/cnn.h5 build/models/cnn.sample.json
 
 demo-clean: $(STAMP)
 	$(BIN)/cloudml delete $(DEMO_NAME)

@@ -137,3 +137,9 @@ def test_config_file_in_working_directory_is_used(tmp_path):
     result = run_cli("deploy", home=tmp_path / "home", cwd=tmp_path)
     assert result.returncode == 3
     assert str(tmp_path / "missing.h5") in result.stderr
+
+
+def test_skip_preflight_is_refused_where_there_is_no_preflight(tmp_path):
+    result = run_cli("deploy", tmp_path / "model.h5", "--name", "abc", "--skip-preflight", home=tmp_path)
+    assert result.returncode == 2
+    assert "--skip-preflight does not apply to provider 'local'" in result.stderr
