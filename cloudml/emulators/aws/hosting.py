@@ -4,7 +4,6 @@ Their output goes to the endpoint's CloudWatch log group."""
 
 from __future__ import annotations
 
-import http.client
 import os
 import secrets
 import shutil
@@ -16,6 +15,9 @@ import threading
 import time
 from pathlib import Path
 from typing import Callable
+
+from cloudml import httpclient
+from cloudml.httpclient import HTTPResult
 
 LogSink = Callable[[str, list[str]], None]  # (stream name, lines)
 
@@ -73,19 +75,12 @@ class HostedModel:
 
     def _ping(self) -> bool:
         try:
-            status, _, _ = self.request("GET", "/ping", timeout=2)
+            return self.request("GET", "/ping", timeout=2).status == 200
         except OSError:
             return False
-        return status == 200
 
-    def request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            conn.request(method, path, body=body or None, headers=headers or {})
-            response = conn.getresponse()
-            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-        finally:
-            conn.close()
+    def request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None, timeout: float = 60) -> HTTPResult:
+        return httpclient.request(method, f"http://127.0.0.1:{self.port}{path}", body=body or None, headers=headers, timeout=timeout)
 
     def ship_logs(self) -> None:
         """Send the container's new output lines to CloudWatch."""

@@ -14,10 +14,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from cloudml import httpclient
 from cloudml.emulators.aws.server import BUCKET, ROLE_ARN, client_env
 
 
@@ -63,10 +63,10 @@ class AwsEmulator:
         return self
 
     def _call(self, method: str, route: str, payload: Any = None) -> Any:
-        data = json.dumps(payload).encode() if payload is not None else None
-        request = urllib.request.Request(f"{self.url}/_cloudml/{route}", data=data, method=method, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
+        result = httpclient.request(method, f"{self.url}/_cloudml/{route}", payload=payload, timeout=30)
+        if result.status != 200:
+            raise RuntimeError(f"the AWS emulator refused {method} /_cloudml/{route}: {result.status} {result.body[:300]!r}")
+        return result.json()
 
     def refuse_next(self, action: str, *, code: str = "InternalFailure", message: str | None = None, status: int = 400, times: int = 1) -> None:
         """Make the next `times` calls of `action` (CreateEndpoint, PutObject, ...) fail."""

@@ -59,7 +59,8 @@ _SUBRESOURCES = {
 }
 
 
-def _listify(value) -> list:
+def as_list(value) -> list:
+    """Policy documents allow a string or a list wherever a list may go."""
     return value if isinstance(value, list) else [value]
 
 
@@ -71,13 +72,13 @@ def denied(policy: bytes | str | None, *, bucket: str, key: str | None, action: 
     except ValueError:
         return False
     resource = f"arn:aws:s3:::{bucket}" + (f"/{key}" if key else "")
-    for statement in _listify(document.get("Statement", [])):
+    for statement in as_list(document.get("Statement", [])):
         if statement.get("Effect") != "Deny":
             continue
-        actions = [a.lower() for a in _listify(statement.get("Action", []))]
+        actions = [a.lower() for a in as_list(statement.get("Action", []))]
         if not any(fnmatch.fnmatchcase(action.lower(), a) for a in actions):
             continue
-        if any(fnmatch.fnmatchcase(resource, r) for r in _listify(statement.get("Resource", []))):
+        if any(fnmatch.fnmatchcase(resource, r) for r in as_list(statement.get("Resource", []))):
             return True
     return False
 

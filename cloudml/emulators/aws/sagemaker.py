@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import threading
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from cloudml.emulators.aws.hosting import HostedModel
+from cloudml.emulators.aws.s3policy import as_list
 
 HEALTH_CHECK_FAILED = (
     "The primary container for production variant {variant} did not pass the ping health check "
@@ -84,9 +86,9 @@ class SageMakerHosting:
             raise refusal
         document = role.assume_role_policy_document
         trust = json.loads(document) if isinstance(document, str) else document
-        for statement in _listify(trust.get("Statement", [])):
-            services = _listify((statement.get("Principal") or {}).get("Service", []))
-            if statement.get("Effect") == "Allow" and "sagemaker.amazonaws.com" in services and "sts:AssumeRole" in _listify(statement.get("Action", [])):
+        for statement in as_list(trust.get("Statement", [])):
+            services = as_list((statement.get("Principal") or {}).get("Service", []))
+            if statement.get("Effect") == "Allow" and "sagemaker.amazonaws.com" in services and "sts:AssumeRole" in as_list(statement.get("Action", [])):
                 return
         raise refusal
 
@@ -268,14 +270,15 @@ class SageMakerHosting:
             raise ServiceError("ValidationError", f"Endpoint {name} of account {self.account} not found.")
         forward = {k: v for k, v in headers.items() if k.lower() in ("content-type", "accept")}
         try:
-            status, response_headers, payload = hosted.request("POST", "/invocations", body, forward)
+            answer = hosted.request("POST", "/invocations", body, forward)
         except OSError as exc:
             raise ServiceError("ModelNotReadyException", f"Model for endpoint {name} is not ready: {exc}", status=429) from None
         finally:
             hosted.ship_logs()
+        status = answer.status
         if status >= 400:
             kind = "client" if status < 500 else "server"
-            text = payload.decode(errors="replace")
+            text = answer.body.decode(errors="replace")
             error = {
                 "ErrorCode": f"{kind.upper()}_ERROR_FROM_MODEL",
                 "Message": f'Received {kind} error ({status}) from {hosted.variant} with message "{text}". See CloudWatch logs for this endpoint.',
@@ -285,9 +288,9 @@ class SageMakerHosting:
             }
             return 424, {"Content-Type": "application/json", "x-amzn-ErrorType": "ModelError"}, json.dumps(error).encode()
         return 200, {
-            "Content-Type": response_headers.get("content-type", "application/json"),
+            "Content-Type": answer.headers.get("content-type", "application/json"),
             "x-Amzn-Invoked-Production-Variant": hosted.variant,
-        }, payload
+        }, answer.body
 
     def describe_fleet(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -311,10 +314,6 @@ def _now():
     return datetime.now(timezone.utc)
 
 
-def _listify(value) -> list:
-    return value if isinstance(value, list) else [value]
-
-
 def use_current_instance_types() -> None:
     """moto checks instance types against a list from an older API version (no ml.g5, say);
     check them against the list in botocore's current service model instead, as the API does."""
@@ -328,14 +327,10 @@ def use_current_instance_types() -> None:
     FakeEndpointConfig.validate_instance_type = validate_instance_type
 
 
-_INSTANCE_TYPES: frozenset[str] | None = None
-
-
+@lru_cache(maxsize=1)
 def _instance_types() -> frozenset[str]:
-    global _INSTANCE_TYPES
-    if _INSTANCE_TYPES is None:
-        import botocore.session
+    """What the API accepts, from botocore's service model (the emulator does not ask cloudml's provider)."""
+    import botocore.session
 
-        model = botocore.session.get_session().get_service_model("sagemaker")
-        _INSTANCE_TYPES = frozenset(model.shape_for("ProductionVariantInstanceType").enum)
-    return _INSTANCE_TYPES
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return frozenset(model.shape_for("ProductionVariantInstanceType").enum)

@@ -19,6 +19,7 @@ import re
 import shutil
 import tempfile
 import threading
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,8 @@ class EmulatorApp:
         self.moto_app = moto_app
         self.hosting = hosting
         self.faults = faults
-        self.calls: list[dict[str, str]] = []  # IAM action and user agent of every API call
+        # IAM action and user agent of the latest API calls (bounded: the emulator may run for days).
+        self.calls: deque[dict[str, str]] = deque(maxlen=100_000)
         self._calls_lock = threading.Lock()
 
     def _record(self, service: str, action: str, environ) -> None:

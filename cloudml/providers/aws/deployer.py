@@ -96,21 +96,25 @@ class SageMakerDeployer(Deployer):
             model_hash = source_hash(source)
         plan = self._plan(spec, model_hash, role)
         current = self._endpoint(spec.name)
-        if current is not None and self._tags(current["EndpointArn"]).get(TAG_DEPLOYMENT) != spec.name:
+        current_tags = self._tags(current["EndpointArn"]) if current is not None else {}
+        if current is not None and current_tags.get(TAG_DEPLOYMENT) != spec.name:
             raise ConfigError(
                 f"a SageMaker endpoint named {spec.name!r} already exists and was not created by cloudml",
                 hint="cloudml never takes over endpoints it did not make: choose another --name",
             )
         if current is not None:
             current = self._settle(current, plan)
-        if current is not None and self._unchanged(current, plan):
-            self._retag(current, spec, plan, version=None)
+        # The endpoint's autoscaling registration, as it was before this run (None: not registered).
+        target = scaling.current_target(self.aws, spec.name, VARIANT) if current is not None else None
+        if current is not None and self._unchanged(current, plan, target):
+            self._retag(current, current_tags, spec, plan, version=None)
             return DeployResult(action="unchanged", deployment=self.get(spec.name))
         if current is not None and current["EndpointStatus"] == "Failed":
             # A failed endpoint serves nothing and SageMaker cannot update it: replace it.
             self.progress.note(f"endpoint {spec.name} is Failed ({current.get('FailureReason', 'no reason given')}); recreating it")
             self._delete_endpoint(spec.name)
             current = None
+            target = scaling.current_target(self.aws, spec.name, VARIANT)
 
         work = Path(self.options.work_dir or Path(os.environ.get("CLOUDML_HOME") or Path.home() / ".cloudml") / "aws-packages") / spec.name / plan.hash_hex[:16]
         checks = " and probing it locally (preflight)" if self.options.preflight else ""
@@ -131,7 +135,7 @@ class SageMakerDeployer(Deployer):
                     created.append(("object", key))
             if self._create_model(plan, image=image, model_data=f"s3://{bucket}/{key}", role=role, env=spec.env, tags=tags):
                 created.append(("model", plan.model_name))
-            if self._create_config(plan, count=self._instance_count(current, plan), tags=tags):
+            if self._create_config(plan, count=self._instance_count(current, plan, target), tags=tags):
                 created.append(("config", plan.config_name))
             if current is None:
                 with aws_errors(f"creating endpoint {spec.name}"):
@@ -140,16 +144,16 @@ class SageMakerDeployer(Deployer):
                 self._check_created(spec.name, self._wait(spec.name, "to become InService"))
                 action = "created"
             else:
-                self._update(current, plan)
-                self._retag(current, spec, plan, version=packaged.manifest.model_version)
+                self._update(current, plan, target)
+                self._retag(current, current_tags, spec, plan, version=packaged.manifest.model_version)
                 action = "updated"
-            self._apply_scaling(plan)
+            self._apply_scaling(plan, target)
         except WaitTimedOut:
             raise
         except Exception:
             self._undo(created, bucket=bucket)
             raise
-        self._remove_stale(spec.name, keep={plan.model_name, plan.config_name})
+        self._remove_owned(spec.name, keep=frozenset({plan.model_name, plan.config_name}))
         shutil.rmtree(work, ignore_errors=True)  # kept only while a re-run could reuse it
         return DeployResult(action=action, deployment=self.get(spec.name))
 
@@ -199,21 +203,17 @@ class SageMakerDeployer(Deployer):
         pending = endpoint.get("PendingDeploymentSummary") or {}
         return pending.get("EndpointConfigName") or endpoint.get("EndpointConfigName")
 
-    def _unchanged(self, current: dict, plan: Plan) -> bool:
+    def _unchanged(self, current: dict, plan: Plan, target: dict | None) -> bool:
         if current["EndpointStatus"] != "InService" or current.get("EndpointConfigName") != plan.config_name:
             return False
         if plan.max_replicas is None:
             return True
-        target = scaling.current_target(self.aws, plan.name, VARIANT)
         return bool(target) and (target["MinCapacity"], target["MaxCapacity"]) == (plan.min_replicas, plan.max_replicas)
 
-    def _instance_count(self, current: dict | None, plan: Plan) -> int:
+    def _instance_count(self, current: dict | None, plan: Plan, target: dict | None) -> int:
         """On update, keep the instances autoscaling chose (within the new bounds) instead of
         resetting the endpoint to its initial count."""
-        if current is None:
-            return plan.instance_count
-        target = scaling.current_target(self.aws, plan.name, VARIANT)
-        if target is None:
+        if current is None or target is None:
             return plan.instance_count
         running = next((v.get("CurrentInstanceCount") for v in current.get("ProductionVariants", []) if v["VariantName"] == VARIANT), None)
         low = plan.min_replicas if plan.max_replicas is not None else target["MinCapacity"]
@@ -251,7 +251,7 @@ class SageMakerDeployer(Deployer):
                     return False
                 raise
 
-    def _update(self, current: dict, plan: Plan) -> None:
+    def _update(self, current: dict, plan: Plan, target: dict | None) -> None:
         opts = self.options
         if opts.canary_percent:
             routing = {"Type": "CANARY", "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": opts.canary_percent}, "WaitIntervalInSeconds": opts.canary_wait_seconds}
@@ -267,7 +267,6 @@ class SageMakerDeployer(Deployer):
         if opts.rollback_alarms:
             deployment_config["AutoRollbackConfiguration"] = {"Alarms": [{"AlarmName": a} for a in opts.rollback_alarms]}
         previous = current["EndpointConfigName"]
-        target = scaling.current_target(self.aws, plan.name, VARIANT)
         # SageMaker refuses to change the instance type of an autoscaled variant: the registration
         # is lifted for the update and put back afterwards (whatever the outcome).
         lifted = target is not None and self._instance_type(previous) != plan.instance_type
@@ -330,20 +329,19 @@ class SageMakerDeployer(Deployer):
                     )
                 time.sleep(self.options.poll_interval)
 
-    def _retag(self, current: dict, spec: DeploymentSpec, plan: Plan, *, version: int | None) -> None:
+    def _retag(self, current: dict, have: dict[str, str], spec: DeploymentSpec, plan: Plan, *, version: int | None) -> None:
         wanted = {**spec.tags, TAG_DEPLOYMENT: spec.name, TAG_HASH: plan.model_hash}
         if version is not None:
             wanted[TAG_VERSION] = str(version)
-        have = self._tags(current["EndpointArn"])
         changed = {k: v for k, v in wanted.items() if have.get(k) != v}
         if changed:
             with aws_errors(f"tagging endpoint {spec.name}"):
                 self.aws.sagemaker.add_tags(ResourceArn=current["EndpointArn"], Tags=tag_list(changed))
 
-    def _apply_scaling(self, plan: Plan) -> None:
+    def _apply_scaling(self, plan: Plan, target: dict | None) -> None:
+        """`target`: the registration before this run; an update that lifted it put it back as it was."""
         if plan.max_replicas is None:
             return  # an existing registration is kept: updates never drop autoscaling
-        target = scaling.current_target(self.aws, plan.name, VARIANT)
         if target and (target["MinCapacity"], target["MaxCapacity"]) == (plan.min_replicas, plan.max_replicas):
             return
         with self.progress.step(f"autoscaling {plan.name} between {plan.min_replicas} and {plan.max_replicas} instances"):
@@ -357,25 +355,29 @@ class SageMakerDeployer(Deployer):
             try:
                 if kind == "endpoint":
                     self._delete_endpoint(name)
-                elif kind == "config":
-                    self.aws.sagemaker.delete_endpoint_config(EndpointConfigName=name)
-                elif kind == "model":
-                    self.aws.sagemaker.delete_model(ModelName=name)
                 elif kind == "object":
                     self.aws.s3.delete_object(Bucket=bucket, Key=name)
+                else:
+                    self._delete_resource(kind, name)
             except Exception as exc:  # noqa: BLE001 - report and keep undoing the rest
                 self.progress.note(f"could not remove {kind} {name} after the failure: {exc}")
 
-    def _remove_stale(self, name: str, *, keep: set[str]) -> None:
-        """Models and configs of earlier versions, once the endpoint no longer uses them."""
+    def _remove_owned(self, name: str, *, keep: frozenset[str] = frozenset()) -> bool:
+        """Delete this deployment's Models and EndpointConfigs except those in `keep` (after an
+        update: the previous version's; on delete: all). True when any went."""
+        removed = False
         for kind, resource in self._owned(name):
-            if resource in keep:
-                continue
-            with aws_errors(f"removing the previous {kind} {resource}"):
-                if kind == "config":
-                    self.aws.sagemaker.delete_endpoint_config(EndpointConfigName=resource)
-                else:
-                    self.aws.sagemaker.delete_model(ModelName=resource)
+            if resource not in keep:
+                self._delete_resource(kind, resource)
+                removed = True
+        return removed
+
+    def _delete_resource(self, kind: str, name: str) -> None:
+        with aws_errors(f"deleting {kind} {name}"):
+            if kind == "config":
+                self.aws.sagemaker.delete_endpoint_config(EndpointConfigName=name)
+            else:
+                self.aws.sagemaker.delete_model(ModelName=name)
 
     def _owned(self, name: str) -> list[tuple[str, str]]:
         """(kind, name) of every Model and EndpointConfig tagged as this deployment's."""
@@ -509,13 +511,7 @@ class SageMakerDeployer(Deployer):
                 scaling.deregister(self.aws, name, VARIANT)
                 self._delete_endpoint(name)
             deleted = True
-        for kind, resource in self._owned(name):
-            with aws_errors(f"deleting {kind} {resource}"):
-                if kind == "config":
-                    self.aws.sagemaker.delete_endpoint_config(EndpointConfigName=resource)
-                else:
-                    self.aws.sagemaker.delete_model(ModelName=resource)
-            deleted = True
+        deleted = self._remove_owned(name) or deleted
         if purge:
             bucket = self.options.bucket or artifacts.default_bucket(self.aws)
             with aws_errors(f"deleting the model artifacts in s3://{bucket}"):
