@@ -8,10 +8,12 @@ DEMO_NAME ?= mnist-cnn
 
 .PHONY: install demo demo-aws demo-clean test test-fast bench
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml package.json package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# Azurite (Azure Blob Storage emulator) for the offline Azure ML emulator and its tests.
+	npm ci --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
 install: $(STAMP)
