@@ -50,11 +50,22 @@ def _missing(module: str) -> bool:
 def test_missing_extra_gives_the_install_line(provider, extra, module, tmp_path):
     env = {}
     if not _missing(module):
-        # Installed here: shadow its top-level package with an empty one, as on a machine without the extra.
-        shadow = tmp_path / "shadow" / module.split(".")[0]
-        shadow.mkdir(parents=True)
-        (shadow / "__init__.py").write_text("")
-        env["PYTHONPATH"] = str(shadow.parent)
+        # Installed here: hide it from the CLI process, as on a machine without the extra. (An empty
+        # shadow package is not enough: namespace-package .pth files import `google` at start-up.)
+        hide = tmp_path / "hide"
+        hide.mkdir()
+        (hide / "sitecustomize.py").write_text(textwrap.dedent(f"""
+            import sys
+
+            class HideModule:
+                def find_spec(self, name, path=None, target=None):
+                    if name == {module!r} or name.startswith({module!r} + "."):
+                        raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+                    return None
+
+            sys.meta_path.insert(0, HideModule())
+        """))
+        env["PYTHONPATH"] = str(hide)
     result = run_cli("list", "--provider", provider, home=tmp_path, env=env)
     assert result.returncode == 7
     assert f"pip install 'cloudml[{extra}]'" in result.stderr

@@ -414,43 +414,69 @@ def emulator_aws(
     hosting with real predictions) until Ctrl-C. Point clients at it with the printed variables."""
 
     def body() -> int:
-        import json
-        import signal
-        import threading
+        from cloudml.emulators.foreground import require_modules, serve_until_stopped
 
-        from cloudml.errors import ConfigError, ProviderUnavailable
-        from cloudml.providers.registry import _module_available
-
-        if not (_module_available("moto") and _module_available("boto3")):
-            raise ProviderUnavailable("the AWS emulator needs moto[server] and boto3", hint="pip install 'cloudml[aws-emulator]'")
+        require_modules({"moto": "moto[server]", "boto3": "boto3"}, extra="aws-emulator", title="AWS")
         from cloudml.emulators.aws.server import EmulatorServer, client_env
 
         server = EmulatorServer(host=host, port=port, provisioning_delay=provisioning_delay, health_timeout=health_timeout)
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        try:
-            server.start()
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}", hint="pick another --port (0 for any free one)") from None
-        try:
+
+        def announce():
             if init:
                 server.init_resources(region=region)
-            env = client_env(server.url, region=region)
-            print(f"AWS emulator listening on {server.url} (Ctrl-C to stop). Use it with:", flush=True)
-            for key, value in env.items():
-                print(f"  export {key}={value}", flush=True)
-            if ready_file is not None:
-                ready_file.write_text(json.dumps({"url": server.url, "env": env}))
-            try:
-                while not stop.wait(0.5):
-                    pass
-            except KeyboardInterrupt:
-                pass
-        finally:
-            server.stop()
-        return 0
+            return [f"AWS emulator listening on {server.url} (Ctrl-C to stop). Use it with:"], client_env(server.url, region=region), {}
+
+        return serve_until_stopped(server, address=f"{host}:{port}", ready_file=ready_file, announce=announce)
 
     _run("text", body)
+
+
+@emulator_app.command("gcp")
+def emulator_gcp(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8085, "--port", help="Port of the Vertex AI (and Cloud Logging) API; 0 picks a free one."),
+    storage_port: int = typer.Option(0, "--storage-port", help="Port of the GCS emulator; 0 picks a free one."),
+    project: str = typer.Option("cloudml-emulator", "--project"),
+    location: str = typer.Option("us-central1", "--location"),
+    provisioning_delay: float = typer.Option(1.0, "--provisioning-delay", help="Seconds a long-running operation takes before its work starts."),
+    health_timeout: float = typer.Option(180.0, "--health-timeout", help="Seconds a model server gets to answer its health route before the deployment fails."),
+    ready_file: Optional[Path] = typer.Option(None, "--ready-file", hidden=True),
+) -> None:
+    """Run an offline Vertex AI (REST API with real predictions, Cloud Logging entries:list) and
+    GCS until Ctrl-C. Point clients at it with the printed variables."""
+
+    def body() -> int:
+        from cloudml.emulators.foreground import require_modules, serve_until_stopped
+
+        require_modules({"gcp_storage_emulator": "gcp-storage-emulator", "google.cloud.aiplatform": "google-cloud-aiplatform",
+                         "google.cloud.storage": "google-cloud-storage"}, extra="gcp-emulator", title="GCP")
+        from cloudml.emulators.gcp.server import EmulatorServer, client_env
+
+        server = EmulatorServer(host=host, port=port, storage_port=storage_port, provisioning_delay=provisioning_delay, health_timeout=health_timeout)
+
+        def announce():
+            banner = f"GCP emulator: Vertex AI on {server.url}, GCS on {server.storage_url} (Ctrl-C to stop). Use it with:"
+            return [banner], client_env(server.url, server.storage_url, project=project, location=location), {"storage_url": server.storage_url}
+
+        return serve_until_stopped(server, address=f"{host}:{port}", ready_file=ready_file, announce=announce)
+
+    _run("text", body)
+
+
+@emulator_app.command("azure")
+def emulator_azure(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(0, "--port", help="Port of the Azure Resource Manager / Azure ML endpoint (https; 0 picks a free one)."),
+    provisioning_delay: float = typer.Option(1.0, "--provisioning-delay", help="Seconds a deployment stays Creating before its container starts."),
+    health_timeout: float = typer.Option(180.0, "--health-timeout", help="Seconds a container gets to answer its readiness route before the deployment fails."),
+    ready_file: Optional[Path] = typer.Option(None, "--ready-file", hidden=True),
+) -> None:
+    """Run an Azure ML workspace (ARM and Azure ML REST, online endpoints serving real
+    predictions, Azurite blob storage) until Ctrl-C. Point clients at it with the printed variables."""
+    from cloudml.emulators.azure.process import run_foreground
+
+    _run("text", lambda: run_foreground(host=host, port=port, provisioning_delay=provisioning_delay,
+                                        health_timeout=health_timeout, ready_file=ready_file))
 
 
 def main() -> None:

@@ -58,20 +58,25 @@ class ServingProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, source: Path) -> "ServingProcess":
-        command = [
+    def command(self, source: Path | None) -> list[str]:
+        """What the container runs: `cloudml serve SOURCE` unless a cloud starts it otherwise."""
+        return [
             sys.executable, "-m", "cloudml", "serve", str(source),
             "--host", "127.0.0.1", "--port", str(self.port), "--package-dir", str(self.folder / "package"),
         ]
+
+    def start(self, source: Path | None = None) -> "ServingProcess":
+        command = self.command(source)
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
         return self
 
-    def wait_healthy(self, timeout: float) -> str | None:
-        """None once the health route answers 200; otherwise why it did not."""
+    def wait_healthy(self, timeout: float, stopping: threading.Event | None = None) -> str | None:
+        """None once the health route answers 200; otherwise why it did not (or that the
+        emulator is `stopping`)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (stopping and stopping.is_set()):
             self.ship_logs()
             if self.proc.poll() is not None:
                 self.ship_logs()
@@ -82,6 +87,9 @@ class ServingProcess:
             time.sleep(0.2)
         self.ship_logs()
         return f"the container did not answer {self.health_path} within {timeout:.0f}s"
+
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
 
     def healthy(self) -> bool:
         try:

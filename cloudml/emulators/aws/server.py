@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudml.emulators.aws import s3policy
-from cloudml.emulators.aws.faults import Fault, Faults
+from cloudml.emulators.faults import Fault, Faults
 from cloudml.emulators.aws.sagemaker import SageMakerHosting, ServiceError, use_current_instance_types
 
 ACCOUNT = "123456789012"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import random
 import re
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -63,7 +62,8 @@ def parse(message_cls, data: Any, what: str):
     try:
         json_format.ParseDict(data, message, ignore_unknown_fields=False)
     except json_format.ParseError as exc:
-        raise ApiError("INVALID_ARGUMENT", f"Invalid JSON payload received for {what}. {exc}") from None
+        # The first line names the field; the rest lists every field of the message.
+        raise ApiError("INVALID_ARGUMENT", f"Invalid JSON payload received for {what}. {str(exc).splitlines()[0]}") from None
     return message_cls.wrap(message)
 
 
@@ -145,6 +145,15 @@ class VertexService:
         self.reserved: set[str] = set()  # names of resources whose create operation is running
         self.lock = threading.RLock()
         self.stopping = threading.Event()
+        # Model servers log continuously; Cloud Logging gets their new lines every half second.
+        threading.Thread(target=self._ship_forever, daemon=True, name="log-shipper").start()
+
+    def _ship_forever(self) -> None:
+        while not self.stopping.wait(0.5):
+            with self.lock:
+                nodes = list(self.nodes.values())
+            for node in nodes:
+                node.ship_logs()
 
     # --- helpers --------------------------------------------------------------------------
     def _now(self):
@@ -204,8 +213,9 @@ class VertexService:
                 raise ApiError("INVALID_ARGUMENT", f"There are no files under \"{model.artifact_uri}\" (or the service agent cannot read them).")
             if TF_IMAGE.match(model.container_spec.image_uri) and not any(n.rsplit("/", 1)[-1] in ("saved_model.pb", "saved_model.pbtxt") and n.count("/") == 0 for n in names):
                 raise ApiError("INVALID_ARGUMENT", f'Model directory {model.artifact_uri} is expected to contain exactly one of: [saved_model.pb, saved_model.pbtxt].')
+        if request.model_id:
+            self._check_id(request.model_id, "model")
         model_id = request.model_id or _numeric_id()
-        self._check_id(model_id, "model")
         name = f"{parent}/models/{model_id}"
         with self.lock:
             if name in self.models or name in self.reserved:
@@ -253,8 +263,9 @@ class VertexService:
         if not endpoint.display_name:
             raise ApiError("INVALID_ARGUMENT", "Endpoint display_name must be set.")
         check_labels(dict(endpoint.labels), "Endpoint")
+        if endpoint_id:
+            self._check_id(endpoint_id, "endpoint")
         endpoint_id = endpoint_id or _numeric_id()
-        self._check_id(endpoint_id, "endpoint")
         name = f"{parent}/endpoints/{endpoint_id}"
         with self.lock:
             if name in self.endpoints or name in self.reserved:
@@ -372,8 +383,6 @@ class VertexService:
                 endpoint.deployed_models.append(deployed)
                 if split:
                     endpoint.traffic_split = {(deployed.id if k == "0" else k): v for k, v in split.items()}
-                elif len(endpoint.deployed_models) == 1:
-                    endpoint.traffic_split = {deployed.id: 100}
                 endpoint.update_time = self._now()
                 self.nodes[(endpoint_name, deployed.id)] = node
                 op.finish(response=self.v1.DeployModelResponse(deployed_model=deployed))
@@ -382,11 +391,11 @@ class VertexService:
             del model.deployed_models[:]
             model.deployed_models.extend(refs)
             reason = why or f"Endpoint {endpoint_name} was deleted during the deployment."
+            endpoint_id = endpoint_name.rsplit("/", 1)[-1]
             op.finish(error=ApiError(
                 "FAILED_PRECONDITION",
-                f"Model server never became ready. {reason} Please check the model server logs in Cloud Logging "
-                f'(resource.type="aiplatform.googleapis.com/Endpoint" resource.labels.endpoint_id="{endpoint_name.rsplit("/", 1)[-1]}").'
-                if "never became ready" not in reason else reason + " Please check the model server logs in Cloud Logging.",
+                f"{reason} To find out why, see the model server logs in Cloud Logging "
+                f'(resource.type="aiplatform.googleapis.com/Endpoint" resource.labels.endpoint_id="{endpoint_id}").',
             ))
         node.stop()
 
@@ -434,8 +443,11 @@ class VertexService:
         return op
 
     # --- predict --------------------------------------------------------------------------
-    def predict(self, endpoint_name: str, body: dict, raw: bytes) -> tuple[int, dict]:
-        parse(self.v1.PredictRequest, body, "PredictRequest")
+    def predict(self, endpoint_name: str, body: dict, raw: bytes, *, raw_predict: bool = False) -> tuple[int, dict]:
+        """`predict` checks the body is a PredictRequest and wraps the answer in a PredictResponse;
+        `rawPredict` passes both through as they are."""
+        if not raw_predict:
+            parse(self.v1.PredictRequest, body, "PredictRequest")
         endpoint = self._endpoint(endpoint_name)
         with self.lock:
             split = {k: v for k, v in endpoint.traffic_split.items() if v > 0}
@@ -455,6 +467,8 @@ class VertexService:
             text = result.body.decode(errors="replace")
             raise ApiError("INVALID_ARGUMENT" if result.status < 500 else "INTERNAL", text)
         payload = result.json()
+        if raw_predict:
+            return 200, payload
         model = self.models.get(deployed.model)
         return 200, {
             "predictions": payload.get("predictions"),

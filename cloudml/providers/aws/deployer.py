@@ -8,7 +8,6 @@ and the same model twice changes nothing. Every resource cloudml makes is tagged
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from cloudml.providers.aws.images import check_instance_type, tensorflow_image
 from cloudml.providers.aws.options import AwsOptions
 from cloudml.providers.aws.session import AwsSession, aws_errors, error_code, error_message, is_not_found, tag_list, tags_dict
 from cloudml.providers.base import Deployer
+from cloudml.providers.common import WaitTimedOut, container_error, short_hash
 from cloudml.results import Deployment, DeploymentStatus, DeployResult, Prediction, utcnow
 from cloudml.spec import DeploymentSpec
 
@@ -45,14 +45,6 @@ STATUS = {
     "UpdateRollbackFailed": DeploymentStatus.FAILED,
 }
 LOG_TAIL_LINES = 40
-
-
-class WaitTimedOut(DeployFailed):
-    """SageMaker is still working: what this run made stays, so the next run resumes the wait."""
-
-
-def _short_hash(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -178,9 +170,9 @@ class SageMakerDeployer(Deployer):
         hex_ = model_hash.split(":")[-1]
         # The default image differs between CPU and GPU instances, so the family is part of the model.
         gpu = instance_type.split(".")[1][:1] in ("g", "p")
-        model_key = _short_hash(model_hash, role, self.options.image_uri, gpu, spec.env, self.options.kms_key_id)
+        model_key = short_hash(model_hash, role, self.options.image_uri, gpu, spec.env, self.options.kms_key_id)
         model_name = f"{spec.name}-{hex_[:8]}-{model_key[:6]}"
-        config_key = _short_hash(model_name, instance_type, count, self.options.kms_key_id)
+        config_key = short_hash(model_name, instance_type, count, self.options.kms_key_id)
         return Plan(
             name=spec.name, model_hash=model_hash, model_name=model_name, config_name=f"{spec.name}-{hex_[:8]}-{config_key[:6]}",
             instance_type=instance_type, instance_count=count, min_replicas=max(resources.min_replicas, 1), max_replicas=resources.max_replicas,
@@ -476,7 +468,7 @@ class SageMakerDeployer(Deployer):
             code, message = error_code(exc), error_message(exc)
             if code == "ModelError":
                 original = exc.response.get("OriginalMessage") or message
-                raise PredictionRejected(f"{name} rejected the request: {_model_error(original)}",
+                raise PredictionRejected(f"{name} rejected the request: {container_error(original)}",
                                          status_code=exc.response.get("OriginalStatusCode")) from None
             if is_not_found(exc) or "not found" in message:
                 raise DeploymentNotFound(f"no SageMaker endpoint named {name!r} in {self.aws.region}") from None
@@ -532,10 +524,3 @@ class SageMakerDeployer(Deployer):
         while self._endpoint(name) is not None and time.monotonic() < deadline:
             time.sleep(min(self.options.poll_interval, 5))
 
-
-def _model_error(message: str) -> str:
-    """The container's own error text out of SageMaker's ModelError wrapper."""
-    try:
-        return json.loads(message).get("error", message)
-    except (ValueError, AttributeError):
-        return message

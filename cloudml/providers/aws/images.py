@@ -6,16 +6,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from cloudml.errors import ConfigError, ModelError
-
-
-def _version_tuple(text: str) -> tuple[int, ...]:
-    parts = []
-    for piece in text.split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
+from cloudml.providers.common import version_tuple
 
 
 @lru_cache(maxsize=1)
@@ -26,7 +17,7 @@ def tensorflow_serving_versions() -> list[str]:
 
     versions = image_uris.config_for_framework("tensorflow")["inference"]["versions"]
     minors = {".".join(v.split(".")[:2]) for v in versions}
-    return sorted(minors, key=_version_tuple)
+    return sorted(minors, key=version_tuple)
 
 
 def tensorflow_image(*, region: str, tensorflow_version: str, instance_type: str) -> str:
@@ -37,9 +28,9 @@ def tensorflow_image(*, region: str, tensorflow_version: str, instance_type: str
     """
     from sagemaker.core import image_uris
 
-    wanted = _version_tuple(tensorflow_version)[:2]
+    wanted = version_tuple(tensorflow_version)[:2]
     available = tensorflow_serving_versions()
-    usable = [v for v in available if _version_tuple(v)[0] == wanted[0] and _version_tuple(v) >= wanted]
+    usable = [v for v in available if version_tuple(v)[0] == wanted[0] and version_tuple(v) >= wanted]
     if not usable:
         newest = available[-1]
         raise ModelError(

@@ -1,5 +1,5 @@
-"""Refusals a test can schedule: "the next N calls of ACTION fail with CODE", the way a real
-service refuses midway (a quota hit, throttling, an outage)."""
+"""Refusals a test can schedule on any emulator: "the next N calls of ACTION fail with CODE",
+the way a real service refuses midway (a quota hit, throttling, an outage)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 @dataclass
 class Fault:
-    action: str  # API action name: CreateEndpoint, PutObject, RegisterScalableTarget, ...
+    action: str  # the cloud's API action name: CreateEndpoint, DeployModel, OnlineDeployments_CreateOrUpdate, ...
     code: str = "InternalFailure"
     message: str = "The service refused the request (fault injected by the cloudml emulator)."
     status: int = 400

@@ -1,0 +1,90 @@
+"""What every part of the Azure emulator shares: the emulated workspace's names, ARM-shaped errors
+and responses, long-running operations, and the in-memory resource store."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from cloudml.emulators.azure.hosting import Container
+
+SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
+RESOURCE_GROUP = "cloudml-rg"
+WORKSPACE = "cloudml-ws"
+LOCATION = "eastus"
+CLOUD_NAME = "CloudMLEmulator"
+DATASTORE = "workspaceblobstore"
+PROVIDER = "Microsoft.MachineLearningServices"
+PROBE = {"failureThreshold": 30, "successThreshold": 1, "timeout": "PT2S", "period": "PT10S", "initialDelay": "PT10S"}
+# What Azure ML fills in for a managed deployment's unset settings.
+DEPLOYMENT_DEFAULTS = {
+    "scaleSettings": {"scaleType": "Default"}, "requestSettings": {"requestTimeout": "PT5S", "maxConcurrentRequestsPerInstance": 1},
+    "livenessProbe": PROBE, "readinessProbe": {**PROBE, "failureThreshold": 3}, "appInsightsEnabled": False,
+    "egressPublicNetworkAccess": "Enabled", "environmentVariables": {}, "properties": {},
+}
+# Endpoint and deployment names: 3-32 characters, a letter first, letters/digits/hyphens, no hyphen last.
+ENDPOINT_NAME = DEPLOYMENT_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9-]{1,30}[a-zA-Z0-9]$")
+ASSET_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_.]{0,254}$")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class ArmError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def not_found(kind: str, name: str) -> ArmError:
+    return ArmError(404, "ResourceNotFound", f"The Resource '{PROVIDER}/workspaces/{WORKSPACE}/{kind}/{name}' under resource group '{RESOURCE_GROUP}' was not found.")
+
+
+@dataclass
+class Operation:
+    id: str
+    status: str = "InProgress"  # InProgress | Succeeded | Failed
+    error: dict | None = None
+    started: str = field(default_factory=now)
+    ended: str | None = None
+
+    def finish(self, error: dict | None = None) -> None:
+        self.status, self.error, self.ended = ("Failed", error, now()) if error else ("Succeeded", None, now())
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None
+
+
+Handler = Callable[..., Response]
+
+
+class AzureState:
+    """The workspace's resources, keyed the way ARM addresses them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.models: dict[str, dict] = {}  # container name -> container resource
+        self.model_versions: dict[tuple[str, str], dict] = {}
+        self.environments: dict[str, dict] = {}
+        self.environment_versions: dict[tuple[str, str], dict] = {}
+        self.endpoints: dict[str, dict] = {}
+        self.keys: dict[str, dict[str, str]] = {}
+        self.tokens: dict[str, str] = {}  # aml token -> endpoint
+        self.deployments: dict[tuple[str, str], dict] = {}
+        self.containers: dict[tuple[str, str], Container] = {}
+        self.operations: dict[str, Operation] = {}
+
+
+def _copy(resource: dict) -> dict:
+    """A snapshot for a response, so later state changes do not race the serialisation."""
+    return json.loads(json.dumps(resource))

@@ -1,0 +1,38 @@
+"""Small pieces every cloud provider uses, free of any SDK import."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from cloudml.errors import DeployFailed
+
+
+class WaitTimedOut(DeployFailed):
+    """The cloud is still working past `wait_timeout`: what this run made stays, so the next run
+    resumes the wait instead of starting over."""
+
+
+def short_hash(*parts: Any) -> str:
+    """A stable sha256 hex of JSON-able parts (settings, names) for resource names and no-op checks."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def container_error(message: str) -> str:
+    """The serving container's own error text out of a cloud's wrapper (`{"error": ...}`)."""
+    try:
+        return json.loads(message).get("error", message)
+    except (ValueError, AttributeError):
+        return message
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    """"2.16.1" -> (2, 16, 1); "2.21.0rc1" -> (2, 21, 0): numeric parts until the first non-numeric one."""
+    parts = []
+    for piece in text.split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)

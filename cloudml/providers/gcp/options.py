@@ -1,0 +1,96 @@
+"""Typed options of the `gcp` provider (flags `-o key=value`, `gcp:` in cloudml.yaml,
+`CLOUDML_GCP_<KEY>` variables)."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field, field_validator
+
+from cloudml.providers.base import ProviderOptions
+
+PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+LOCATION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
+SERVICE_ACCOUNT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z0-9.-]+\.iam\.gserviceaccount\.com$|^[0-9]+-compute@developer\.gserviceaccount\.com$")
+MACHINE_TYPE = re.compile(r"^[a-z][a-z0-9]*-[a-z]+-[0-9]+[a-z]*$")
+
+
+def machine_type_problem(value: str) -> str:
+    return f"{value!r} is not a Compute Engine machine type (like n1-standard-2 or e2-standard-4)"
+
+
+def check_machine_type(value: str) -> None:
+    """The form of a machine type (which ones Vertex offers in a region, only the service knows)."""
+    from cloudml.errors import ConfigError
+
+    if not MACHINE_TYPE.match(value):
+        raise ConfigError(machine_type_problem(value), hint="see https://cloud.google.com/vertex-ai/docs/predictions/configure-compute#machine-types")
+
+
+class GcpOptions(ProviderOptions):
+    project: str | None = Field(default=None, description="Google Cloud project id; default: the ADC project or GOOGLE_CLOUD_PROJECT.")
+    location: str = Field(default="us-central1", description="Vertex AI region of the model and endpoint.")
+    staging_bucket: str | None = Field(default=None, description="GCS bucket for the model folders (gs://name or name); default <project>-cloudml, created in `location` if absent.")
+    prefix: str = Field(default="cloudml", description="Object prefix inside the bucket.")
+    machine_type: str = Field(default="n1-standard-2", description="Default when the spec sets no resources.instance_type.")
+    service_account: str | None = Field(default=None, description="Service account the model server runs as (needs roles/iam.serviceAccountUser for the caller); default: Vertex's.")
+    credentials: str | None = Field(default=None, description="Path to a service-account or ADC JSON file, or 'anonymous' (emulators); default: Application Default Credentials.")
+    api_endpoint: str | None = Field(default=None, description="Vertex AI API endpoint override (a private endpoint, the cloudml emulator as http://127.0.0.1:PORT); default <location>-aiplatform.googleapis.com.")
+    logging_endpoint: str | None = Field(default=None, description="Cloud Logging API endpoint override; default https://logging.googleapis.com.")
+    image_uri: str | None = Field(default=None, description="Custom serving image (the cloudml runtime from `cloudml package --container`, pushed to Artifact Registry); default: the Vertex prebuilt TensorFlow image for the model's TensorFlow version.")
+    canary_percent: int | None = Field(default=None, ge=1, le=99, description="Update: give the new model this share of traffic first, the rest after canary_wait_seconds; default all at once.")
+    canary_wait_seconds: int = Field(default=300, ge=0, le=3600, description="How long a canary runs before the rest of the traffic moves.")
+    wait_timeout: float = Field(default=3600.0, gt=0, description="Seconds to wait for a long-running operation (deploying a model takes 10-30 min); a later run resumes the wait.")
+    poll_interval: float = Field(default=10.0, gt=0, description="Seconds between operation polls while waiting.")
+    preflight: bool = Field(default=True, description="Load the packaged model locally and answer a probe request before uploading anything.")
+    work_dir: str | None = Field(default=None, description="Where packages are built; default $CLOUDML_HOME/gcp-packages.")
+
+    @field_validator("project", "credentials", "api_endpoint", "logging_endpoint", "image_uri", "staging_bucket", "service_account", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # An empty CLOUDML_GCP_* variable means "not set", as with the other providers' defaults.
+        return None if value == "" else value
+
+    @field_validator("project")
+    @classmethod
+    def _check_project(cls, value: str | None) -> str | None:
+        if value is not None and not PROJECT_ID.match(value):
+            raise ValueError(f"{value!r} is not a Google Cloud project id (6-30 lowercase letters, digits and hyphens, starting with a letter)")
+        return value
+
+    @field_validator("location")
+    @classmethod
+    def _check_location(cls, value: str) -> str:
+        if not LOCATION.match(value):
+            raise ValueError(f"{value!r} is not a Google Cloud region (like us-central1 or europe-west4)")
+        return value
+
+    @field_validator("staging_bucket")
+    @classmethod
+    def _check_bucket(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        name = value.removeprefix("gs://").strip("/")
+        if not BUCKET_NAME.match(name) or ".." in name:
+            raise ValueError(f"{value!r} is not a valid GCS bucket name (3-63 lowercase letters, digits, dots, hyphens, underscores)")
+        return name
+
+    @field_validator("service_account")
+    @classmethod
+    def _check_service_account(cls, value: str | None) -> str | None:
+        if value is not None and not SERVICE_ACCOUNT.match(value):
+            raise ValueError(f"{value!r} is not a service account email (NAME@PROJECT.iam.gserviceaccount.com)")
+        return value
+
+    @field_validator("machine_type")
+    @classmethod
+    def _check_machine_type(cls, value: str) -> str:
+        if not MACHINE_TYPE.match(value):
+            raise ValueError(machine_type_problem(value))
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _strip_prefix(cls, value: str) -> str:
+        return value.strip("/")
