@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.cloudml-installed
 DEMO_NAME ?= mnist-cnn
 
-.PHONY: install demo demo-aws demo-clean test test-fast bench
+.PHONY: install demo demo-aws demo-gcp demo-azure demo-clean test test-fast bench
 
 $(STAMP): pyproject.toml package.json package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ demo: $(STAMP)
 demo-aws: $(STAMP)
 	$(BIN)/python examples/train_cnn.py --out build/models/cnn.h5
 	CLOUDML=$(BIN)/cloudml localstack/demo.sh build/models/cnn.h5 build/models/cnn.sample.json
+
+## The same on "Vertex AI" and on "Azure ML", against their offline emulators.
+demo-gcp demo-azure: demo-%: $(STAMP)
+	$(BIN)/python examples/train_cnn.py --out build/models/cnn.h5
+	CLOUDML=$(BIN)/cloudml examples/cloud_demo.sh $* build/models/cnn.h5 build/models/cnn.sample.json
 
 demo-clean: $(STAMP)
 	$(BIN)/cloudml delete $(DEMO_NAME)

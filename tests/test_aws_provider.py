@@ -395,27 +395,3 @@ def test_an_endpoint_cloudml_did_not_create_is_never_touched(aws_emulator, seed_
         sm.delete_endpoint(EndpointName="theirs")
         sm.delete_endpoint_config(EndpointConfigName="theirs")
         sm.delete_model(ModelName="theirs")
-
-
-def test_make_demo_aws_script_runs_the_whole_path_offline(seed_models, home, tmp_path):
-    """`localstack/demo.sh` (what `make demo-aws` runs): emulator, deploy, predict, delete."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from conftest import REPO
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cnn = seed_models["cnn"]
-    sample = tmp_path / "sample.json"
-    sample.write_text(json.dumps({"instances": cnn.instances}))
-    env = {**os.environ, "CLOUDML": str(Path(sys.executable).parent / "cloudml"), "AWS_EMULATOR_PORT": str(port), "CLOUDML_HOME": str(home)}
-    result = subprocess.run([str(REPO / "localstack" / "demo.sh"), str(cnn.path), str(sample)], capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    predictions = json.loads(next(line for line in result.stdout.splitlines() if line.startswith('{"predictions"')))["predictions"]
-    assert _close(predictions, cnn.reference())
-    assert "unchanged: mnist-cnn" in result.stdout and "deleted mnist-cnn" in result.stdout
