@@ -61,6 +61,27 @@ class SeedModel:
         return [np.asarray(model(np.asarray([inst]), training=False))[0] for inst in instances]
 
 
+def relabelled_savedmodel(model: Path, out: Path, tensorflow_version: str) -> Path:
+    """`model` exported as a SavedModel folder whose metadata says `tensorflow_version` wrote it
+    (how the image-selection tests get a model an older prebuilt image can load)."""
+    import shutil
+
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from cloudml.packaging import package_model
+
+    packaged = package_model(model, out / "package", archive=False)
+    target = out / "savedmodel"
+    shutil.copytree(packaged.version_dir, target / "1")
+    pb = target / "1" / "saved_model.pb"
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString(pb.read_bytes())
+    for graph in saved.meta_graphs:
+        graph.meta_info_def.tensorflow_version = tensorflow_version
+    pb.write_bytes(saved.SerializeToString())
+    return target
+
+
 @pytest.fixture(scope="session")
 def seed_models(tmp_path_factory) -> dict[str, SeedModel]:
     out = tmp_path_factory.mktemp("seed-models")

@@ -10,7 +10,7 @@ import boto3
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import relabelled_savedmodel, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -274,23 +274,7 @@ def test_unknown_instance_type_is_refused_before_anything_is_made(aws_emulator, 
 @pytest.fixture(scope="module")
 def cnn_saved_by_tf_2_16(seed_models, tmp_path_factory):
     """The seed CNN as a SavedModel whose metadata says TensorFlow 2.16 wrote it."""
-    import shutil
-
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    from cloudml.packaging import package_model
-
-    out = tmp_path_factory.mktemp("tf216")
-    packaged = package_model(seed_models["cnn"].path, out / "package", archive=False)
-    target = out / "cnn_tf216"
-    shutil.copytree(packaged.version_dir, target / "1")
-    pb = target / "1" / "saved_model.pb"
-    saved = saved_model_pb2.SavedModel()
-    saved.ParseFromString(pb.read_bytes())
-    for graph in saved.meta_graphs:
-        graph.meta_info_def.tensorflow_version = "2.16.1"
-    pb.write_bytes(saved.SerializeToString())
-    return target
+    return relabelled_savedmodel(seed_models["cnn"].path, tmp_path_factory.mktemp("tf216"), "2.16.1")
 
 
 def test_default_image_is_the_tensorflow_serving_image_for_the_models_version(aws_emulator, seed_models, cnn_saved_by_tf_2_16, home):

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import relabelled_savedmodel, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -269,23 +269,7 @@ def test_a_client_side_timeout_is_resumed_on_the_same_operation(gcp_emulator, ve
 @pytest.fixture(scope="module")
 def cnn_saved_by_tf_2_12(seed_models, tmp_path_factory):
     """The seed CNN as a SavedModel whose metadata says TensorFlow 2.12 wrote it."""
-    import shutil
-
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    from cloudml.packaging import package_model
-
-    out = tmp_path_factory.mktemp("tf212")
-    packaged = package_model(seed_models["cnn"].path, out / "package", archive=False)
-    target = out / "cnn_tf212"
-    shutil.copytree(packaged.version_dir, target / "1")
-    pb = target / "1" / "saved_model.pb"
-    saved = saved_model_pb2.SavedModel()
-    saved.ParseFromString(pb.read_bytes())
-    for graph in saved.meta_graphs:
-        graph.meta_info_def.tensorflow_version = "2.12.0"
-    pb.write_bytes(saved.SerializeToString())
-    return target
+    return relabelled_savedmodel(seed_models["cnn"].path, tmp_path_factory.mktemp("tf212"), "2.12.0")
 
 
 def test_default_image_is_the_prebuilt_tensorflow_image_for_the_models_version(gcp_emulator, vertex, seed_models, cnn_saved_by_tf_2_12, home):

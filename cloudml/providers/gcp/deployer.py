@@ -475,7 +475,7 @@ class VertexDeployer(Deployer):
             if model is not None:
                 model_hash = next((w for w in model.description.split() if w.startswith("sha256:")), None)
         details: dict[str, Any] = {
-            "endpoint": endpoint.name,
+            "resource": endpoint.name,
             "project": self.gcp.project,
             "location": self.gcp.location,
             "traffic_split": {dm.model.rsplit("/", 1)[-1]: split.get(dm.id, 0) for dm in endpoint.deployed_models},
