@@ -61,6 +61,28 @@ class SeedModel:
         return [np.asarray(model(np.asarray([inst]), training=False))[0] for inst in instances]
 
 
+def rows_close(rows, reference) -> bool:
+    """Prediction rows equal the reference outputs (to float tolerance), row for row."""
+    return len(rows) == len(reference) and all(np.allclose(np.asarray(r), np.asarray(e), atol=1e-5) for r, e in zip(rows, reference))
+
+
+def next_matching(lines, text: str, *, timeout: float) -> bool:
+    """Read an endless line iterator (logs --follow) in a thread until a line contains `text`
+    (or time runs out)."""
+    import threading
+
+    found = threading.Event()
+
+    def read():
+        for line in lines:
+            if text in line:
+                found.set()
+                return
+
+    threading.Thread(target=read, daemon=True).start()
+    return found.wait(timeout)
+
+
 def relabelled_savedmodel(model: Path, out: Path, tensorflow_version: str) -> Path:
     """`model` exported as a SavedModel folder whose metadata says `tensorflow_version` wrote it
     (how the image-selection tests get a model an older prebuilt image can load)."""

@@ -7,19 +7,14 @@ from __future__ import annotations
 import json
 
 import boto3
-import numpy as np
 import pytest
 
-from conftest import relabelled_savedmodel, run_cli
+from conftest import next_matching, relabelled_savedmodel, rows_close, run_cli
 
 pytestmark = pytest.mark.slow
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/cloudml-serving:0.1.0"
 DEFAULT_BUCKET = "cloudml-123456789012-us-east-1"
-
-
-def _close(rows, reference) -> bool:
-    return len(rows) == len(reference) and all(np.allclose(np.asarray(r), np.asarray(e), atol=1e-5) for r, e in zip(rows, reference))
 
 
 def deploy(model, name, *args, home, expect=0):
@@ -47,22 +42,6 @@ def tagged(name: str) -> dict[str, list[str]]:
         for obj in s3.list_objects_v2(Bucket=bucket, Prefix=f"cloudml/{name}/").get("Contents", []):
             found["objects"].append(f"{bucket}/{obj['Key']}")
     return found
-
-
-def _next_matching(lines, text: str, *, timeout: float) -> bool:
-    """Read an endless line iterator in a thread until a line contains `text` (or time runs out)."""
-    import threading
-
-    found = threading.Event()
-
-    def read():
-        for line in lines:
-            if text in line:
-                found.set()
-                return
-
-    threading.Thread(target=read, daemon=True).start()
-    return found.wait(timeout)
 
 
 def assert_policy_covers(calls: list[dict[str, str]]) -> set[str]:
@@ -121,7 +100,7 @@ def test_lifecycle_through_the_cli(aws_emulator, seed_models, other_cnn, home):
     # Real predictions from the uploaded artifact.
     result = run_cli("predict", "cnn-cli", json.dumps(cnn.instances), "--provider", "aws", "--output", "json", home=home)
     assert result.returncode == 0, result.stderr
-    assert _close(json.loads(result.stdout)["predictions"], cnn.reference())
+    assert rows_close(json.loads(result.stdout)["predictions"], cnn.reference())
 
     # The same model again changes nothing.
     before = tagged("cnn-cli")
@@ -140,7 +119,7 @@ def test_lifecycle_through_the_cli(aws_emulator, seed_models, other_cnn, home):
     new_config = sm.describe_endpoint_config(EndpointConfigName=after["EndpointConfigName"])
     assert new_config["ProductionVariants"][0]["InitialInstanceCount"] == 3
     result = run_cli("predict", "cnn-cli", json.dumps(cnn.instances), "--provider", "aws", "--output", "json", home=home)
-    assert _close(json.loads(result.stdout)["predictions"], other_cnn[1])
+    assert rows_close(json.loads(result.stdout)["predictions"], other_cnn[1])
     # The previous Model and EndpointConfig are gone; autoscaling is still registered.
     resources = tagged("cnn-cli")
     assert resources["configs"] == [after["EndpointConfigName"]] and len(resources["models"]) == 1
@@ -177,19 +156,19 @@ def test_lifecycle_through_the_python_api(aws_emulator, seed_models, other_cnn, 
     spec = DeploymentSpec(name="cnn-api", model=cnn.path, resources=Resources(max_replicas=2))
     result = deployer.deploy(spec)
     assert result.action == "created" and result.deployment.status.serving
-    assert _close(deployer.predict("cnn-api", instances=cnn.instances).predictions, cnn.reference())
+    assert rows_close(deployer.predict("cnn-api", instances=cnn.instances).predictions, cnn.reference())
     assert deployer.deploy(spec).action == "unchanged"
     # logs --follow: the tail, then new lines as the container writes them.
     follow = deployer.logs("cnn-api", tail=3, follow=True)
     assert len([next(follow) for _ in range(3)]) == 3
     deployer.predict("cnn-api", instances=cnn.instances[:1])
-    assert _next_matching(follow, '"POST /invocations" 200', timeout=30)
+    assert next_matching(follow, '"POST /invocations" 200', timeout=30)
     assert [d.name for d in deployer.list() if d.name == "cnn-api"] == ["cnn-api"]
     # A new model on another instance type: SageMaker refuses that for an autoscaled variant, so
     # the registration is lifted for the update and comes back.
     updated = deployer.update(DeploymentSpec(name="cnn-api", model=other_cnn[0], resources=Resources(instance_type="ml.c5.xlarge", max_replicas=2)))
     assert updated.action == "updated"
-    assert _close(deployer.predict("cnn-api", instances=cnn.instances).predictions, other_cnn[1])
+    assert rows_close(deployer.predict("cnn-api", instances=cnn.instances).predictions, other_cnn[1])
     details = deployer.get("cnn-api").details
     assert details["instances"] == 1 and details["autoscaling"] == "1-2 instances"
     sm = boto3.client("sagemaker")
@@ -214,7 +193,7 @@ def test_update_whose_model_fails_its_health_check_keeps_the_old_one(aws_emulato
     assert status["status"] == "healthy" and status["model_hash"] == before["model_hash"]
     assert status["details"]["endpoint_config"] == before["details"]["endpoint_config"]
     result = run_cli("predict", "cnn-keep", json.dumps(cnn.instances), "--provider", "aws", "--output", "json", home=home)
-    assert _close(json.loads(result.stdout)["predictions"], cnn.reference())
+    assert rows_close(json.loads(result.stdout)["predictions"], cnn.reference())
     # The failed version's Model, EndpointConfig and artifact were removed.
     resources = tagged("cnn-keep")
     assert resources["configs"] == [before["details"]["endpoint_config"]] and len(resources["models"]) == 1 and len(resources["objects"]) == 1
@@ -286,7 +265,7 @@ def test_default_image_is_the_tensorflow_serving_image_for_the_models_version(aw
     image = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])["PrimaryContainer"]["Image"]
     assert image == "763104351884.dkr.ecr.us-east-1.amazonaws.com/tensorflow-inference:2.16-gpu"
     predicted = run_cli("predict", "cnn-tf216", json.dumps(cnn.instances), "--provider", "aws", "--output", "json", home=home)
-    assert _close(json.loads(predicted.stdout)["predictions"], cnn.reference())
+    assert rows_close(json.loads(predicted.stdout)["predictions"], cnn.reference())
     assert run_cli("delete", "cnn-tf216", "--provider", "aws", "--purge", home=home).returncode == 0
 
 

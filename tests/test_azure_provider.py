@@ -9,20 +9,15 @@ import json
 import threading
 import time
 
-import numpy as np
 import pytest
 import requests
 
-from conftest import REPO, run_cli
+from conftest import REPO, rows_close, run_cli
 
 pytestmark = pytest.mark.slow
 
 IMAGE = "cloudmlacr.azurecr.io/cloudml-serving:0.1.0"
 NOTHING = {"endpoints": [], "deployments": [], "models": [], "blobs": []}
-
-
-def _close(rows, reference) -> bool:
-    return len(rows) == len(reference) and all(np.allclose(np.asarray(r), np.asarray(e), atol=1e-5) for r, e in zip(rows, reference))
 
 
 def deploy(model, name, *args, home, expect=0):
@@ -118,7 +113,7 @@ def test_lifecycle_through_the_cli(azure_emulator, ml, blobs, seed_models, other
     # Real predictions from the files uploaded to the datastore.
     result = run_cli("predict", "cnn-cli", json.dumps(cnn.instances), "--provider", "azure", "--output", "json", home=home)
     assert result.returncode == 0, result.stderr
-    assert _close(json.loads(result.stdout)["predictions"], cnn.reference())
+    assert rows_close(json.loads(result.stdout)["predictions"], cnn.reference())
 
     # The same model again changes nothing.
     before = tagged(ml, blobs, "cnn-cli")
@@ -132,7 +127,7 @@ def test_lifecycle_through_the_cli(azure_emulator, ml, blobs, seed_models, other
     [new] = ml.online_deployments.list("cnn-cli")
     assert new.name != deployment.name and ml.online_endpoints.get("cnn-cli").traffic == {new.name: 100}
     result = run_cli("predict", "cnn-cli", json.dumps(cnn.instances), "--provider", "azure", "--output", "json", home=home)
-    assert _close(json.loads(result.stdout)["predictions"], other_cnn[1])
+    assert rows_close(json.loads(result.stdout)["predictions"], other_cnn[1])
     resources = tagged(ml, blobs, "cnn-cli")
     assert resources["models"] == ["cloudml-cnn-cli:2"] and resources["deployments"] == [new.name]
 
@@ -167,7 +162,7 @@ def test_lifecycle_through_the_python_api_with_token_auth_and_a_canary(azure_emu
     result = deployer.deploy(spec)
     assert result.action == "created" and result.deployment.status.serving
     assert ml.online_endpoints.get("cnn-api").auth_mode.lower() == "aml_token"
-    assert _close(deployer.predict("cnn-api", instances=cnn.instances).predictions, cnn.reference())
+    assert rows_close(deployer.predict("cnn-api", instances=cnn.instances).predictions, cnn.reference())
     assert deployer.deploy(spec).action == "unchanged"
     [old] = [d.name for d in ml.online_deployments.list("cnn-api")]
 
@@ -194,7 +189,7 @@ def test_lifecycle_through_the_python_api_with_token_auth_and_a_canary(azure_emu
     assert creating and all(traffic == {old: 100} for traffic in creating), seen
     canary = [traffic for _, traffic in seen if len(traffic) == 2]
     assert canary and canary[0][old] == 80  # 20% canary before the rest moved
-    assert _close(deployer.predict("cnn-api", instances=cnn.instances).predictions, other_cnn[1])
+    assert rows_close(deployer.predict("cnn-api", instances=cnn.instances).predictions, other_cnn[1])
 
     # A refusal after the canary took its share: traffic goes back, the canary is removed.
     [live] = [d.name for d in ml.online_deployments.list("cnn-api")]
@@ -219,7 +214,7 @@ def test_lifecycle_through_the_python_api_with_token_auth_and_a_canary(azure_emu
     assert [d.name for d in ml.online_deployments.list("cnn-api")] == [live]
     assert {d: v for d, v in ml.online_endpoints.get("cnn-api").traffic.items() if v} == {live: 100}
     assert tagged(ml, blobs, "cnn-api")["models"] == ["cloudml-cnn-api:2"]
-    assert _close(deployer.predict("cnn-api", instances=cnn.instances).predictions, other_cnn[1])
+    assert rows_close(deployer.predict("cnn-api", instances=cnn.instances).predictions, other_cnn[1])
 
     follow = deployer.logs("cnn-api", tail=3, follow=True)
     assert len([next(follow) for _ in range(3)]) == 3
@@ -249,7 +244,7 @@ def test_a_timed_out_wait_keeps_what_it_made_and_the_next_run_resumes(azure_emul
     assert resumed.action == "created" and resumed.deployment.status.serving
     assert [d.name for d in ml.online_deployments.list("cnn-wait")] == [deployment.name]  # waited for, not recreated
     assert tagged(ml, blobs, "cnn-wait")["models"] == ["cloudml-cnn-wait:1"]
-    assert _close(cloudml.get_deployer("azure").predict("cnn-wait", instances=cnn.instances).predictions, cnn.reference())
+    assert rows_close(cloudml.get_deployer("azure").predict("cnn-wait", instances=cnn.instances).predictions, cnn.reference())
     assert cloudml.get_deployer("azure").delete("cnn-wait", purge=True) is True
 
 
@@ -262,7 +257,7 @@ def test_scoring_uri_needs_the_endpoint_key(azure_emulator, ml, seed_models, hom
     assert requests.post(url, json=body).status_code == 401
     answer = requests.post(url, json=body, headers={"Authorization": f"Bearer {key}"})
     assert answer.status_code == 200 and answer.headers["azureml-model-deployment"] == dep["details"]["live_deployment"]
-    assert _close(answer.json()["predictions"], cnn.reference(cnn.instances[:2]))
+    assert rows_close(answer.json()["predictions"], cnn.reference(cnn.instances[:2]))
     # A regenerated key replaces the old one at once.
     ml.online_endpoints.begin_regenerate_keys("cnn-key", key_type="primary").result()
     assert requests.post(url, json=body, headers={"Authorization": f"Bearer {key}"}).status_code == 401
@@ -280,7 +275,7 @@ def test_update_whose_deployment_fails_keeps_traffic_and_shows_the_container_log
     assert status["status"] == "healthy" and status["model_hash"] == before["model_hash"]
     assert status["details"]["traffic"] == before["details"]["traffic"]
     result = run_cli("predict", "cnn-keep", json.dumps(cnn.instances), "--provider", "azure", "--output", "json", home=home)
-    assert _close(json.loads(result.stdout)["predictions"], cnn.reference())
+    assert rows_close(json.loads(result.stdout)["predictions"], cnn.reference())
     # The failed deployment, its model version and its blobs are gone.
     resources = tagged(ml, blobs, "cnn-keep")
     assert resources["deployments"] == [before["details"]["live_deployment"]] and resources["models"] == ["cloudml-cnn-keep:1"]

@@ -9,10 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, rows_close
 
 pytestmark = pytest.mark.slow
 
@@ -31,8 +30,7 @@ def test_cloud_demo_script_runs_the_whole_path_offline(script, args, seed_models
     result = subprocess.run([str(REPO / script), *args, str(cnn.path), str(sample)], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     predictions = json.loads(next(line for line in result.stdout.splitlines() if line.startswith('{"predictions"')))["predictions"]
-    reference = cnn.reference()
-    assert len(predictions) == len(reference) and all(np.allclose(p, r, atol=1e-5) for p, r in zip(predictions, reference))
+    assert rows_close(predictions, cnn.reference())
     assert "unchanged: mnist-cnn" in result.stdout and "deleted mnist-cnn" in result.stdout
 
 

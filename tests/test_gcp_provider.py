@@ -7,19 +7,14 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
-from conftest import relabelled_savedmodel, run_cli
+from conftest import next_matching, relabelled_savedmodel, rows_close, run_cli
 
 pytestmark = pytest.mark.slow
 
 IMAGE = "us-docker.pkg.dev/cloudml-emulator/cloudml/serving:0.1.0"
 BUCKET = "cloudml-emulator-cloudml"  # the default: <project>-cloudml
-
-
-def _close(rows, reference) -> bool:
-    return len(rows) == len(reference) and all(np.allclose(np.asarray(r), np.asarray(e), atol=1e-5) for r, e in zip(rows, reference))
 
 
 def deploy(model, name, *args, home, expect=0, image=IMAGE):
@@ -57,21 +52,6 @@ def labelled(vertex, name: str) -> dict[str, list[str]]:
 
 
 NOTHING = {"endpoints": [], "models": [], "objects": []}
-
-
-def _next_matching(lines, text: str, *, timeout: float) -> bool:
-    import threading
-
-    found = threading.Event()
-
-    def read():
-        for line in lines:
-            if text in line:
-                found.set()
-                return
-
-    threading.Thread(target=read, daemon=True).start()
-    return found.wait(timeout)
 
 
 def test_lifecycle_through_the_cli(gcp_emulator, vertex, seed_models, other_cnn, home):
@@ -114,8 +94,8 @@ def test_lifecycle_through_the_cli(gcp_emulator, vertex, seed_models, other_cnn,
     # Real predictions from the uploaded artifact, through the CLI and the plain SDK alike.
     result = run_cli("predict", "cnn-cli", json.dumps(cnn.instances), "--provider", "gcp", "--output", "json", home=home)
     assert result.returncode == 0, result.stderr
-    assert _close(json.loads(result.stdout)["predictions"], cnn.reference())
-    assert _close(endpoint.predict(instances=cnn.instances[:2]).predictions, cnn.reference()[:2])
+    assert rows_close(json.loads(result.stdout)["predictions"], cnn.reference())
+    assert rows_close(endpoint.predict(instances=cnn.instances[:2]).predictions, cnn.reference()[:2])
 
     # The same model again changes nothing.
     gcp_emulator.calls(clear=True)
@@ -132,7 +112,7 @@ def test_lifecycle_through_the_cli(gcp_emulator, vertex, seed_models, other_cnn,
     actions = [c["action"] for c in gcp_emulator.calls() if c["action"] in ("DeployModel", "UpdateEndpoint", "UndeployModel", "DeleteModel")]
     assert actions.index("DeployModel") < actions.index("UndeployModel") < actions.index("DeleteModel")
     result = run_cli("predict", "cnn-cli", json.dumps(cnn.instances), "--provider", "gcp", "--output", "json", home=home)
-    assert _close(json.loads(result.stdout)["predictions"], other_cnn[1])
+    assert rows_close(json.loads(result.stdout)["predictions"], other_cnn[1])
     endpoint = vertex.Endpoint("cnn-cli")
     [deployed] = endpoint.gca_resource.deployed_models
     resources = labelled(vertex, "cnn-cli")
@@ -167,7 +147,7 @@ def test_lifecycle_through_the_python_api_with_a_canary(gcp_emulator, vertex, se
     spec = DeploymentSpec(name="cnn-api", model=cnn.path)
     result = deployer.deploy(spec)
     assert result.action == "created" and result.deployment.status.serving
-    assert _close(deployer.predict("cnn-api", instances=cnn.instances).predictions, cnn.reference())
+    assert rows_close(deployer.predict("cnn-api", instances=cnn.instances).predictions, cnn.reference())
     assert deployer.deploy(spec).action == "unchanged"
     # The model's own 4xx comes back as PredictionRejected with its message (exit 6 on the CLI).
     with pytest.raises(cloudml.PredictionRejected) as rejected:
@@ -177,13 +157,13 @@ def test_lifecycle_through_the_python_api_with_a_canary(gcp_emulator, vertex, se
     follow = deployer.logs("cnn-api", tail=3, follow=True)
     assert len([next(follow) for _ in range(3)]) == 3
     deployer.predict("cnn-api", instances=cnn.instances[:1])
-    assert _next_matching(follow, '"POST /predict', timeout=30)
+    assert next_matching(follow, '"POST /predict', timeout=30)
     assert [d.name for d in deployer.list() if d.name == "cnn-api"] == ["cnn-api"]
 
     gcp_emulator.calls(clear=True)
     updated = deployer.update(DeploymentSpec(name="cnn-api", model=other_cnn[0]))
     assert updated.action == "updated"
-    assert _close(deployer.predict("cnn-api", instances=cnn.instances).predictions, other_cnn[1])
+    assert rows_close(deployer.predict("cnn-api", instances=cnn.instances).predictions, other_cnn[1])
     assert updated.deployment.details["traffic_split"] == {vertex.Endpoint("cnn-api").gca_resource.deployed_models[0].model.rsplit("/", 1)[-1]: 100}
     # The canary got 25% first (in the deployModel request), then all of it; then the old one went.
     calls = gcp_emulator.calls()
@@ -210,7 +190,7 @@ def test_update_whose_model_cannot_serve_keeps_the_old_one(gcp_emulator, vertex,
     assert status["status"] == "healthy" and status["model_hash"] == before["model_hash"]
     assert status["details"]["model"] == before["details"]["model"]
     result = run_cli("predict", "cnn-keep", json.dumps(cnn.instances), "--provider", "gcp", "--output", "json", home=home)
-    assert _close(json.loads(result.stdout)["predictions"], cnn.reference())
+    assert rows_close(json.loads(result.stdout)["predictions"], cnn.reference())
     # The failed version's Model and files were removed; the endpoint serves the old one alone.
     resources = labelled(vertex, "cnn-keep")
     assert resources["endpoints"] == ["cnn-keep"] and len(resources["models"]) == 1
@@ -261,7 +241,7 @@ def test_a_client_side_timeout_is_resumed_on_the_same_operation(gcp_emulator, ve
     assert [c["action"] for c in gcp_emulator.calls()].count("DeployModel") == 1  # waited for, not started again
     assert "cloudml-operation" not in vertex.Endpoint("cnn-slow").labels
     predicted = run_cli("predict", "cnn-slow", json.dumps(cnn.instances), "--provider", "gcp", "--output", "json", home=home)
-    assert _close(json.loads(predicted.stdout)["predictions"], cnn.reference())
+    assert rows_close(json.loads(predicted.stdout)["predictions"], cnn.reference())
     assert run_cli("delete", "cnn-slow", "--provider", "gcp", "--purge", home=home).returncode == 0
     assert labelled(vertex, "cnn-slow") == NOTHING
 
@@ -284,7 +264,7 @@ def test_default_image_is_the_prebuilt_tensorflow_image_for_the_models_version(g
     finally:
         vertex.init(location=gcp_emulator.location)
     predicted = run_cli("predict", "cnn-tf212", json.dumps(cnn.instances), "--provider", "gcp", "-o", "location=europe-west4", "--output", "json", home=home)
-    assert _close(json.loads(predicted.stdout)["predictions"], cnn.reference())
+    assert rows_close(json.loads(predicted.stdout)["predictions"], cnn.reference())
     assert run_cli("delete", "cnn-tf212", "--provider", "gcp", "-o", "location=europe-west4", "--purge", home=home).returncode == 0
 
 
