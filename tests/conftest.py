@@ -83,6 +83,18 @@ def next_matching(lines, text: str, *, timeout: float) -> bool:
     return found.wait(timeout)
 
 
+def read_exports(stream, *, until: str) -> dict[str, str]:
+    """The `export KEY=VALUE` lines an emulator prints on start, up to and including `until`."""
+    exports = {}
+    for line in stream:
+        if line.strip().startswith("export "):
+            key, _, value = line.strip().removeprefix("export ").partition("=")
+            exports[key] = value
+            if key == until:
+                break
+    return exports
+
+
 def relabelled_savedmodel(model: Path, out: Path, tensorflow_version: str) -> Path:
     """`model` exported as a SavedModel folder whose metadata says `tensorflow_version` wrote it
     (how the image-selection tests get a model an older prebuilt image can load)."""

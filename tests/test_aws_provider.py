@@ -9,7 +9,7 @@ import json
 import boto3
 import pytest
 
-from conftest import next_matching, relabelled_savedmodel, rows_close, run_cli
+from conftest import next_matching, read_exports, relabelled_savedmodel, rows_close, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -321,13 +321,7 @@ def test_localstack_start_script_serves_an_initialised_account(tmp_path):
     proc = subprocess.Popen([str(REPO / "localstack" / "start-emulator.sh"), "--port", "0"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env)
     try:
-        exports = {}
-        for line in proc.stdout:
-            if line.strip().startswith("export "):
-                key, _, value = line.strip().removeprefix("export ").partition("=")
-                exports[key] = value
-                if key == "CLOUDML_AWS_ROLE_ARN":
-                    break
+        exports = read_exports(proc.stdout, until="CLOUDML_AWS_ROLE_ARN")
         assert exports["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
         session = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
         iam = session.client("iam", endpoint_url=exports["AWS_ENDPOINT_URL"])

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from conftest import next_matching, relabelled_savedmodel, rows_close, run_cli
+from conftest import next_matching, read_exports, relabelled_savedmodel, rows_close, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -366,13 +366,7 @@ def test_emulator_command_prints_the_exports_a_client_needs(monkeypatch):
     proc = subprocess.Popen([sys.executable, "-m", "cloudml", "emulator", "gcp", "--port", "0"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        exports = {}
-        for line in proc.stdout:
-            if line.strip().startswith("export "):
-                key, _, value = line.strip().removeprefix("export ").partition("=")
-                exports[key] = value
-                if key == "CLOUDML_GCP_CREDENTIALS":
-                    break
+        exports = read_exports(proc.stdout, until="CLOUDML_GCP_CREDENTIALS")
         assert exports["CLOUDML_GCP_API_ENDPOINT"].startswith("http://127.0.0.1:") and exports["CLOUDML_GCP_CREDENTIALS"] == "anonymous"
         client = aiplatform_v1.EndpointServiceClient(credentials=AnonymousCredentials(), transport="rest",
                                                      client_options={"api_endpoint": exports["CLOUDML_GCP_API_ENDPOINT"]})

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+import time
+from typing import Any, Callable, Collection, TypeVar
 
 from cloudml.errors import DeployFailed
+from cloudml.progress import Progress
+
+T = TypeVar("T")
 
 
 class WaitTimedOut(DeployFailed):
@@ -36,3 +40,22 @@ def version_tuple(text: str) -> tuple[int, ...]:
             break
         parts.append(int(digits))
     return tuple(parts)
+
+
+def wait_while_busy(progress: Progress, goal: str, read: Callable[[], tuple[T | None, str]], *, busy: Collection[str],
+                    what: str, timeout: float, interval: float, hint: str) -> T:
+    """Poll `read()` -> (resource or None, state) every `interval` seconds until the state is not
+    in `busy`, showing it as progress; returns the resource. A resource that vanishes is a
+    DeployFailed; past `timeout` a WaitTimedOut (with `hint`) leaves the cloud working."""
+    deadline = time.monotonic() + timeout
+    with progress.step(f"waiting {goal}") as step:
+        while True:
+            resource, state = read()
+            if resource is None:
+                raise DeployFailed(f"{what} disappeared while waiting {goal}")
+            step.update(f"waiting {goal}: {state}")
+            if state not in busy:
+                return resource
+            if time.monotonic() > deadline:
+                raise WaitTimedOut(f"{what} is still {state} after {timeout:.0f}s", hint=hint)
+            time.sleep(interval)

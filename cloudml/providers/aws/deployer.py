@@ -24,7 +24,7 @@ from cloudml.providers.aws.images import check_instance_type, tensorflow_image
 from cloudml.providers.aws.options import AwsOptions
 from cloudml.providers.aws.session import AwsSession, aws_errors, error_code, error_message, is_not_found, tag_list, tags_dict
 from cloudml.providers.base import Deployer
-from cloudml.providers.common import WaitTimedOut, container_error, short_hash
+from cloudml.providers.common import WaitTimedOut, container_error, short_hash, wait_while_busy
 from cloudml.results import Deployment, DeploymentStatus, DeployResult, Prediction, utcnow
 from cloudml.spec import DeploymentSpec
 
@@ -304,22 +304,15 @@ class SageMakerDeployer(Deployer):
         )
 
     def _wait(self, name: str, goal: str) -> dict:
-        deadline = time.monotonic() + self.options.wait_timeout
-        with self.progress.step(f"waiting for endpoint {name} {goal}") as step:
-            while True:
-                endpoint = self._endpoint(name)
-                if endpoint is None:
-                    raise DeployFailed(f"endpoint {name} disappeared while waiting for it {goal}")
-                status = endpoint["EndpointStatus"]
-                step.update(f"waiting for endpoint {name} {goal}: {status}")
-                if status not in BUSY:
-                    return endpoint
-                if time.monotonic() > deadline:
-                    raise WaitTimedOut(
-                        f"endpoint {name} is still {status} after {self.options.wait_timeout:.0f}s",
-                        hint=f"SageMaker keeps working on it: run the same deploy again to resume waiting, or watch `cloudml status {name} --provider aws`",
-                    )
-                time.sleep(self.options.poll_interval)
+        def read():
+            endpoint = self._endpoint(name)
+            return endpoint, endpoint["EndpointStatus"] if endpoint else ""
+
+        return wait_while_busy(
+            self.progress, f"for endpoint {name} {goal}", read, busy=BUSY, what=f"endpoint {name}",
+            timeout=self.options.wait_timeout, interval=self.options.poll_interval,
+            hint=f"SageMaker keeps working on it: run the same deploy again to resume waiting, or watch `cloudml status {name} --provider aws`",
+        )
 
     def _retag(self, current: dict, have: dict[str, str], spec: DeploymentSpec, plan: Plan, *, version: int | None) -> None:
         wanted = {**spec.tags, TAG_DEPLOYMENT: spec.name, TAG_HASH: plan.model_hash}

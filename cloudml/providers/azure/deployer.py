@@ -29,7 +29,7 @@ from cloudml.providers.azure.environment import check_endpoint_name, check_insta
 from cloudml.providers.azure.options import AzureOptions
 from cloudml.providers.azure.session import azure_errors, error_message, is_not_found, ml_client
 from cloudml.providers.base import Deployer
-from cloudml.providers.common import WaitTimedOut, short_hash
+from cloudml.providers.common import WaitTimedOut, short_hash, wait_while_busy
 from cloudml.results import Deployment, DeploymentStatus, DeployResult, Prediction, utcnow
 from cloudml.spec import DeploymentSpec
 
@@ -216,17 +216,15 @@ class AzureMLDeployer(Deployer):
             return endpoint
         if _state(endpoint) == "deleting":
             raise DeployFailed(f"endpoint {endpoint.name} is being deleted", hint="wait until `cloudml status` says it is gone, then deploy again")
-        deadline = time.monotonic() + self.options.wait_timeout
-        with self.progress.step(f"waiting for endpoint {endpoint.name} to finish {_state(endpoint)}"):
-            while _state(endpoint) in BUSY:
-                if time.monotonic() > deadline:
-                    raise WaitTimedOut(f"endpoint {endpoint.name} is still {_state(endpoint)} after {self.options.wait_timeout:.0f}s",
-                                       hint="run the same deploy again to resume waiting")
-                time.sleep(self.options.poll_interval)
-                endpoint = self._endpoint(endpoint.name)
-                if endpoint is None:
-                    raise DeployFailed("the endpoint disappeared while cloudml waited for it")
-        return endpoint
+        name = endpoint.name
+
+        def read():
+            current = self._endpoint(name)
+            return current, _state(current)
+
+        return wait_while_busy(self.progress, f"for endpoint {name} to finish {_state(endpoint)}", read, busy=BUSY,
+                               what=f"endpoint {name}", timeout=self.options.wait_timeout, interval=self.options.poll_interval,
+                               hint="run the same deploy again to resume waiting")
 
     def _register_model(self, spec: DeploymentSpec, plan: Plan, path: str, model_version: int) -> tuple[Any, bool]:
         """The model version whose tag says it holds this hash, or a new one (True)."""
@@ -294,22 +292,15 @@ class AzureMLDeployer(Deployer):
             self._pollers[plan.deployment_name] = self.ml.online_deployments.begin_create_or_update(deployment, skip_script_validation=True)
 
     def _wait_deployment(self, endpoint: str, name: str) -> Any:
-        deadline = time.monotonic() + self.options.wait_timeout
-        with self.progress.step(f"waiting for deployment {name} to provision") as step:
-            while True:
-                deployment = self._deployment(endpoint, name)
-                if deployment is None:
-                    raise DeployFailed(f"deployment {name} disappeared while waiting for it")
-                state = _state(deployment)
-                step.update(f"waiting for deployment {name}: {state}")
-                if state not in BUSY:
-                    return deployment
-                if time.monotonic() > deadline:
-                    raise WaitTimedOut(
-                        f"deployment {name} of endpoint {endpoint} is still {state} after {self.options.wait_timeout:.0f}s",
-                        hint=f"Azure ML keeps working on it: run the same deploy again to resume waiting, or watch `cloudml status {endpoint} --provider azure`",
-                    )
-                time.sleep(self.options.poll_interval)
+        def read():
+            deployment = self._deployment(endpoint, name)
+            return deployment, _state(deployment)
+
+        return wait_while_busy(
+            self.progress, f"for deployment {name} to provision", read, busy=BUSY, what=f"deployment {name} of endpoint {endpoint}",
+            timeout=self.options.wait_timeout, interval=self.options.poll_interval,
+            hint=f"Azure ML keeps working on it: run the same deploy again to resume waiting, or watch `cloudml status {endpoint} --provider azure`",
+        )
 
     def _check_provisioned(self, endpoint: str, plan: Plan, *, live: str | None, state: Any) -> None:
         if _state(state) == "succeeded":
