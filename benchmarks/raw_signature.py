@@ -1,11 +1,13 @@
-"""In-process throughput of a SavedModel's serving signature: the ceiling for a server.
+"""In-process throughput of a packaged model's serving signature: the ceiling for a server.
 
-    .venv/bin/python benchmarks/raw_signature.py VERSION_DIR [--instance FILE] [--batch-sizes 1,32,128]
+    .venv/bin/python benchmarks/raw_signature.py PACKAGE/VERSION [--instance FILE] [--batch-sizes 1,32,128]
 
-Calls `tf.saved_model.load(VERSION_DIR).signatures["serving_default"]` the way cloudml's
-server does (a tf.constant per input, `.numpy()` on every output), for a fixed time per
-batch size, and prints one JSON object on the last line of stdout. `serve.py` runs it as a
-subprocess so TensorFlow never shares a process (or a GIL) with the load generator.
+Loads the package the way cloudml's server does (`cloudml.serving.model.ServedModel`: the
+SavedModel's "serving_default" signature, warmed up) and calls it the way the server does
+(`ServedModel.run`: a tensor per input, a numpy array per output), for a fixed time per batch
+size, with no HTTP, JSON or batching around it. Prints one JSON object on the last line of
+stdout. `serve.py` runs it as a subprocess so TensorFlow never shares a process (or a GIL) with
+the load generator.
 """
 
 from __future__ import annotations
@@ -15,49 +17,47 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
+
+import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 WARMUP_CALLS = 5
 
 
-def load(version_dir: str):
+def load(version_dir: Path):
+    from cloudml.serving.model import ServedModel
+
     start = time.perf_counter()
-    import tensorflow as tf
-
-    imported = time.perf_counter()
-    loaded = tf.saved_model.load(version_dir)
-    fn = loaded.signatures["serving_default"]
-    done = time.perf_counter()
-    return tf, loaded, fn, {"import_s": imported - start, "load_s": done - imported}
+    model = ServedModel(version_dir.parent)
+    if str(model.version) != version_dir.name:
+        raise SystemExit(f"{version_dir} is not the version {model.version} its package serves")
+    model.load()
+    return model, {"load_s": time.perf_counter() - start}
 
 
-def batch_inputs(tf, fn, instance: list, batch_size: int) -> dict:
+def batch_inputs(model, instance: list, batch_size: int) -> dict:
     """The same instance repeated `batch_size` times, for a single-input signature."""
-    _, specs = fn.structured_input_signature
+    specs = model.signature.inputs
     if len(specs) != 1:
         raise SystemExit(f"the signature has {len(specs)} inputs; this benchmark handles one")
     name, spec = next(iter(specs.items()))
-    import numpy as np
-
-    array = np.asarray([instance] * batch_size, dtype=spec.dtype.as_numpy_dtype)
-    return {name: array}
+    return {name: np.asarray([instance] * batch_size, dtype=spec.dtype)}
 
 
-def call(tf, fn, inputs: dict) -> None:
-    outputs = fn(**{k: tf.constant(v) for k, v in inputs.items()})
-    for value in outputs.values():
-        value.numpy()  # the server converts every output; so do we
+def call(model, inputs: dict) -> None:
+    model.run(inputs)
 
 
-def measure(tf, fn, inputs: dict, seconds: float, max_calls: int) -> dict:
+def measure(model, inputs: dict, seconds: float, max_calls: int) -> dict:
     for _ in range(WARMUP_CALLS):
-        call(tf, fn, inputs)
+        call(model, inputs)
     latencies = []
     end = time.perf_counter() + seconds
     while time.perf_counter() < end and len(latencies) < max_calls:
         start = time.perf_counter()
-        call(tf, fn, inputs)
+        call(model, inputs)
         latencies.append(time.perf_counter() - start)
     total = sum(latencies)
     batch = len(next(iter(inputs.values())))
@@ -81,19 +81,20 @@ def main() -> None:
     parser.add_argument("--max-calls", type=int, default=100_000, help="per batch size (default: %(default)s)")
     args = parser.parse_args()
 
-    tf, _loaded, fn, timings = load(args.version_dir)
+    model, timings = load(Path(args.version_dir))
     if args.instance:
         with open(args.instance) as handle:
             instance = json.load(handle)["instances"][0]
     else:
-        _, specs = fn.structured_input_signature
-        instance = [0.0] * int(next(iter(specs.values())).shape[-1])
+        spec = next(iter(model.signature.inputs.values()))
+        instance = np.zeros([d or 1 for d in (spec.instance_shape or [])]).tolist()
     results = [
-        measure(tf, fn, batch_inputs(tf, fn, instance, size), args.seconds, args.max_calls)
+        measure(model, batch_inputs(model, instance, size), args.seconds, args.max_calls)
         for size in (int(s) for s in args.batch_sizes.split(","))
     ]
-    print(json.dumps({"tensorflow": tf.__version__, **timings, "batches": results}))
+    import tensorflow as tf
 
+    print(json.dumps({"tensorflow": tf.__version__, **timings, "batches": results}))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -177,6 +177,11 @@ def _print_ratios(report: dict) -> None:
     print(f"  cloudml / min(ceilings):   {fmt(r['cloudml_over_ceiling'], '.1%')}"
           f"   ({fmt(f['cloudml_sps'], '.1f')} / min(HTTP {fmt(f['http_ceiling_sps'], '.1f')},"
           f" model {fmt(f['model_ceiling_sps'], '.1f')}))")
+    rounds = report.get("paired_rounds") or []
+    if len(rounds) > 1:
+        pairs = ", ".join(f"{r['cloudml_batching']['requests_per_s']:.0f}/{r['noop']['requests_per_s']:.0f} = {r['ratio']:.1%}" for r in rounds)
+        print(f"  cloudml / no-op ceiling, each paired round (requests/s): {pairs};")
+        print("  the table and the ratios above are the round with the median ratio")
 
 
 def _print_cold_start(report: dict) -> None:

@@ -8,12 +8,15 @@ and the same load (N closed-loop clients over kept-alive connections, one instan
 --warmup s unmeasured then --duration s measured; wrk when on PATH, else benchmarks/loadgen.py):
 
 1. cloudml, batching on (defaults): `cloudml deploy MODEL --name bench-cnn --provider local`,
-   timed to the first 200 (cold start); then 1 client and --concurrency clients, reading the
-   server's GET /metrics before and after for the mean batch size it formed.
-2. Cold-start references: `python -c "import tensorflow"`, and the same plus
+   timed to the first 200 (cold start); then 1 client.
+2. --rounds paired rounds at --concurrency clients: cloudml, then the HTTP + JSON ceiling
+   (benchmarks/noop_server.py: same server, no-op model, on the package), reading each server's
+   GET /metrics before and after for the mean batch size it formed. A VM's speed drifts by 10%
+   or more within minutes, so the two are measured side by side, several times, and the table
+   shows the round with the median ratio.
+3. Cold-start references: `python -c "import tensorflow"`, and the same plus
    `tf.saved_model.load` of the deployed package, three runs each.
-3. The HTTP + JSON ceiling: benchmarks/noop_server.py (same server, no-op model) on the package.
-4. The model ceiling: benchmarks/raw_signature.py at batch 1 and at the mean batch size of 1.
+4. The model ceiling: benchmarks/raw_signature.py at batch 1 and at the mean batch size of 2.
 5. cloudml, batching off: a second deployment, bench-cnn-nobatch, --env CLOUDML_BATCHING=0
    (deployed once the first is deleted, so one model server runs at a time).
 6. mlflow: installed into its own venv (benchmarks/mlflow_baseline.py), the model saved in MLflow
@@ -38,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -62,6 +66,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", type=Path, help=".h5/.keras model to deploy (default: train the seed CNN)")
     parser.add_argument("--concurrency", type=int, default=32, help="clients in the main scenarios (default: %(default)s)")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per scenario (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="paired rounds of cloudml and the no-op ceiling at --concurrency clients (default: %(default)s)")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each scenario (default: %(default)s)")
     parser.add_argument("--request-timeout", type=float, default=10.0, help="seconds per request (default: %(default)s)")
     parser.add_argument("--mlflow-request-timeout", type=float, default=30.0,
@@ -77,8 +83,8 @@ def parse_args() -> argparse.Namespace:
                         help="seconds for creating the mlflow venv (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     args = parser.parse_args()
-    if args.concurrency < 1 or args.duration <= 0 or args.warmup < 0 or args.request_timeout <= 0:
-        parser.error("--concurrency, --duration and --request-timeout must be positive, --warmup not negative")
+    if min(args.concurrency, args.rounds) < 1 or args.duration <= 0 or args.warmup < 0 or args.request_timeout <= 0:
+        parser.error("--concurrency, --rounds, --duration and --request-timeout must be positive, --warmup not negative")
     if args.generator == "wrk" and not loadgen.wrk_available():
         parser.error("--generator wrk: wrk is not on PATH")
     return args
@@ -149,6 +155,12 @@ def raw_signature(version_dir: Path, instance_file: Path, batch_sizes: list[int]
 
 # --- the phases ------------------------------------------------------------------------------
 
+@dataclass
+class NoopServer:
+    group: ProcessGroup
+    port: int
+
+
 class Run:
     """One benchmark run. Fills `report` as it goes; `close` stops whatever is still running."""
 
@@ -173,8 +185,8 @@ class Run:
         self.instance_file.write_bytes(self.body)
 
         batched = self.phase_cloudml_batching(model)
+        self.phase_paired_rounds(batched)
         self.phase_tensorflow_references(batched.version_dir)
-        self.phase_noop(batched.package)
         self.phase_raw(batched.version_dir)
         self.cli.delete(BATCHED)  # one model server at a time
         self.phase_cloudml_no_batching(model)
@@ -201,9 +213,29 @@ class Run:
         if self.args.concurrency > 1:
             served["cloudml_batching_1"] = drive("cloudml, batching", deployed.port, self.body, clients=1,
                                                  server_pids=[deployed.pid], args=self.args)
-        served["cloudml_batching"] = drive("cloudml, batching", deployed.port, self.body, clients=self.args.concurrency,
-                                           server_pids=[deployed.pid], args=self.args)
         return deployed
+
+    def phase_paired_rounds(self, batched) -> None:
+        """cloudml and its HTTP + JSON ceiling, alternately, --rounds times; the table keeps the
+        pair with the median ratio, the report all of them."""
+        noop = self.start_noop(batched.package)
+        rounds = []
+        try:
+            for number in range(1, self.args.rounds + 1):
+                print(f"round {number} of {self.args.rounds}:", flush=True)
+                cloudml = drive("cloudml, batching", batched.port, self.body, clients=self.args.concurrency,
+                                server_pids=[batched.pid], args=self.args)
+                ceiling = drive("no-op model", noop.port, self.body, clients=self.args.concurrency,
+                                server_pids=[noop.group.pid], args=self.args)
+                rounds.append({"cloudml_batching": cloudml, "noop": ceiling,
+                               "ratio": cloudml["samples_per_s"] / ceiling["samples_per_s"] if ceiling["samples_per_s"] else 0.0})
+        finally:
+            noop.group.stop()
+            self.groups.remove(noop.group)
+        self.report["paired_rounds"] = rounds
+        middle = sorted(rounds, key=lambda r: r["ratio"])[(len(rounds) - 1) // 2]
+        self.report["served"]["cloudml_batching"] = middle["cloudml_batching"]
+        self.report["served"]["noop"] = middle["noop"]
 
     def phase_tensorflow_references(self, version_dir: Path) -> None:
         print("timing python -c 'import tensorflow' and 'import tensorflow; tf.saved_model.load(...)' ...", flush=True)
@@ -211,7 +243,7 @@ class Run:
         cold["tensorflow_import_s"] = time_python("import tensorflow")
         cold["tensorflow_import_and_load_s"] = time_python(f"import tensorflow as tf; tf.saved_model.load({str(version_dir)!r})")
 
-    def phase_noop(self, package: Path) -> None:
+    def start_noop(self, package: Path) -> "NoopServer":
         port = free_port()
         print(f"starting benchmarks/noop_server.py on port {port} ...", flush=True)
         env = {k: v for k, v in tf_env().items() if not k.startswith("CLOUDML_")}  # batching on, defaults
@@ -222,11 +254,11 @@ class Run:
         try:
             wait_for_prediction(port, self.body, timeout=NOOP_START_TIMEOUT_S, alive=group.alive,
                                 accept=lambda payload: len(json.loads(payload)["predictions"]) == 1)
-            self.report["served"]["noop"] = drive("no-op model", port, self.body, clients=self.args.concurrency,
-                                                  server_pids=[group.pid], args=self.args)
-        finally:
+        except BaseException:
             group.stop()
             self.groups.remove(group)
+            raise
+        return NoopServer(group, port)
 
     def phase_raw(self, version_dir: Path) -> None:
         mean = self.report["served"]["cloudml_batching"].get("mean_batch_size") or 1.0

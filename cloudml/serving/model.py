@@ -39,6 +39,7 @@ class ServedModel:
         self.manifest = Manifest.read(self.folder)
         self.signature = self.manifest.signature
         self._fn = None
+        self._flat_call = None
         self._tf = None
         self.load_error: BaseException | None = None
 
@@ -70,6 +71,7 @@ class ServedModel:
             raise
         self._loaded = loaded  # keep the object alive: the signature's variables belong to it
         self._fn = fn
+        self._flat_call = self._checked_flat_call(fn)
         # TensorFlow leaves hundreds of thousands of long-lived objects; a full garbage collection
         # scanning them all stalls every in-flight request for ~100 ms. Freezing takes them out
         # of the collector's view (they live as long as the server anyway).
@@ -92,11 +94,42 @@ class ServedModel:
         outputs = fn(**{k: tf.constant(v) for k, v in inputs.items()})
         return {k: v.numpy() for k, v in outputs.items()}
 
+    def _checked_flat_call(self, fn):
+        """A faster way to call the signature, or None.
+
+        The public call binds the keyword arguments to the function's type on every call: ~0.1
+        ms of Python holding the GIL, which the event loop is then denied. `_call_flat` skips that
+        and served 2-5% more requests/s at 32 clients on two cores (seed CNN). It is private
+        TensorFlow API, so it is used only when it exists, takes the inputs in an order the
+        signature states, and returns what the public call returns on the warm-up inputs.
+        """
+        tf = self._tf
+        call_flat, captured = getattr(fn, "_call_flat", None), getattr(fn, "captured_inputs", None)
+        try:
+            order = [spec.name for spec in tf.nest.flatten(fn.structured_input_signature)]
+            if call_flat is None or captured is None or sorted(order) != sorted(self.signature.inputs):
+                return None
+
+            def flat_call(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+                outputs = call_flat([tf.constant(inputs[name]) for name in order], captured)
+                return {k: v.numpy() for k, v in outputs.items()}
+
+            # Distinct values per float input, so inputs fed in the wrong order would show.
+            inputs = {name: (array + 0.25 * (i + 1) if array.dtype.kind == "f" else array)
+                      for i, (name, array) in enumerate(sorted(self._warm_up_inputs().items()))}
+            expected, got = self._invoke(fn, inputs), flat_call(inputs)
+            if expected.keys() != got.keys() or not all(np.array_equal(expected[k], got[k]) for k in expected):
+                return None
+        except Exception as exc:  # any drift in the private API: keep the public call
+            log.debug("using the public signature call: %s", exc)
+            return None
+        return flat_call
+
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._fn is None:
             raise RuntimeError("model is not loaded")
         try:
-            return self._invoke(self._fn, inputs)
+            return self._flat_call(inputs) if self._flat_call else self._invoke(self._fn, inputs)
         except self._tf.errors.InvalidArgumentError as exc:
             # Values the signature's types cannot rule out (an out-of-vocabulary token id, say).
             raise BadRequest(f"the model rejected the input: {describe_error(exc)}") from None
