@@ -298,3 +298,31 @@ def test_ctrl_c_during_deploy_leaves_no_server_behind(seed_models, home):
     assert deploy.wait(timeout=60) == 130
     assert cli_json("list", home=home) == []
     assert subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout == b""
+
+
+def test_a_server_that_does_not_answer_http_fails_the_deploy_and_is_stopped(seed_models, home, tmp_path):
+    """Whatever answers on the new server's socket must speak HTTP to count as healthy; when it
+    never does, the deploy times out, says so, and stops the process it started."""
+    import subprocess
+    import textwrap
+
+    garble = tmp_path / "garble"
+    garble.mkdir()
+    # In the server process only (--env): every response goes out as bytes that are not HTTP.
+    (garble / "sitecustomize.py").write_text(textwrap.dedent("""
+        from cloudml.serving import protocol
+
+        def flush(self):
+            self._pending = []
+            if not self._transport.is_closing():
+                self._transport.write(b"NOT HTTP\\r\\n\\r\\n")
+
+        protocol.CoalescingTransport.flush = flush
+    """))
+    result = run_cli("deploy", seed_models["cnn"].path, "--name", "garbled", "--env", f"PYTHONPATH={garble}",
+                     "-o", "startup_timeout=8", home=home)
+    assert result.returncode == 5, result.stderr
+    assert "did not become healthy within 8s" in result.stderr
+    assert cli_json("list", home=home) == []
+    marker = str(home / "deployments" / "garbled")
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout == b"", "the garbled server was left running"

@@ -108,8 +108,11 @@ class LocalDeployer(Deployer):
                         process.stop_server(proc.pid, record.socket_path, grace=5)
                         self._fail(record, error_file, f"the new server for {spec.name!r} did not become healthy within {self.options.startup_timeout:.0f}s")
                     time.sleep(0.1)
-            except KeyboardInterrupt:
-                # Ctrl-C while waiting: leave no unrecorded server behind; the old one never stopped.
+            except (DeployFailed, ModelError):
+                raise  # _fail has stopped and removed what it started
+            except BaseException:
+                # Ctrl-C, or anything unforeseen while waiting: leave no unrecorded server behind
+                # (nothing would ever stop it); the old one never stopped.
                 process.stop_server(proc.pid, record.socket_path, grace=5)
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
