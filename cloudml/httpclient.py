@@ -50,7 +50,8 @@ def request(
     timeout: float = 60.0,
     unix_socket: str | None = None,
 ) -> HTTPResult:
-    """One request; raises OSError (ConnectionRefusedError, ...) when nothing answers."""
+    """One request; raises OSError (ConnectionRefusedError, ...) when nothing answers, or when
+    what answers does not speak HTTP (ConnectionError): to every caller that is the same."""
     parts = urlsplit(url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     send_headers = {"Accept": "application/json", **(headers or {})}
@@ -71,6 +72,8 @@ def request(
         except (ConnectionResetError, http.client.RemoteDisconnected, BrokenPipeError):
             if attempt == 2:
                 raise
+        except http.client.HTTPException as exc:  # a malformed status line, a body cut short, ...
+            raise ConnectionError(f"no valid HTTP answer from {url}: {exc!r}") from None
         finally:
             conn.close()
     raise AssertionError("unreachable")
