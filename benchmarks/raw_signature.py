@@ -46,18 +46,14 @@ def batch_inputs(model, instance: list, batch_size: int) -> dict:
     return {name: np.asarray([instance] * batch_size, dtype=spec.dtype)}
 
 
-def call(model, inputs: dict) -> None:
-    model.run(inputs)
-
-
 def measure(model, inputs: dict, seconds: float, max_calls: int) -> dict:
     for _ in range(WARMUP_CALLS):
-        call(model, inputs)
+        model.run(inputs)
     latencies = []
     end = time.perf_counter() + seconds
     while time.perf_counter() < end and len(latencies) < max_calls:
         start = time.perf_counter()
-        call(model, inputs)
+        model.run(inputs)
         latencies.append(time.perf_counter() - start)
     total = sum(latencies)
     batch = len(next(iter(inputs.values())))
@@ -95,6 +91,7 @@ def main() -> None:
     import tensorflow as tf
 
     print(json.dumps({"tensorflow": tf.__version__, **timings, "batches": results}))
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -38,8 +39,7 @@ class ServedModel:
         self.folder = Path(package_dir)
         self.manifest = Manifest.read(self.folder)
         self.signature = self.manifest.signature
-        self._fn = None
-        self._flat_call = None
+        self._call = None  # inputs -> outputs, once loaded: the flat call if it checks out
         self._tf = None
         self.load_error: BaseException | None = None
 
@@ -53,7 +53,7 @@ class ServedModel:
 
     @property
     def ready(self) -> bool:
-        return self._fn is not None
+        return self._call is not None
 
     def load(self) -> None:
         """Load the SavedModel and run one warm-up call, so the first request is not the slow one."""
@@ -70,8 +70,7 @@ class ServedModel:
             self.load_error = exc  # the server reports it after uvicorn gives up
             raise
         self._loaded = loaded  # keep the object alive: the signature's variables belong to it
-        self._fn = fn
-        self._flat_call = self._checked_flat_call(fn)
+        self._call = self._checked_flat_call(fn) or functools.partial(self._invoke, fn)
         # TensorFlow leaves hundreds of thousands of long-lived objects; a full garbage collection
         # scanning them all stalls every in-flight request for ~100 ms. Freezing takes them out
         # of the collector's view (they live as long as the server anyway).
@@ -126,10 +125,10 @@ class ServedModel:
         return flat_call
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self._fn is None:
+        if self._call is None:
             raise RuntimeError("model is not loaded")
         try:
-            return self._flat_call(inputs) if self._flat_call else self._invoke(self._fn, inputs)
+            return self._call(inputs)
         except self._tf.errors.InvalidArgumentError as exc:
             # Values the signature's types cannot rule out (an out-of-vocabulary token id, say).
             raise BadRequest(f"the model rejected the input: {describe_error(exc)}") from None
