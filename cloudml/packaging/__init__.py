@@ -17,11 +17,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from cloudml.contract import MANIFEST_NAME, Manifest
 from cloudml.errors import ModelError
 from cloudml.packaging.archive import extract_archive, write_archive
 from cloudml.packaging.hashing import content_hash
-from cloudml.packaging.manifest import Manifest
-from cloudml.packaging.source import MANIFEST_NAME, ModelSource, inspect_source
+from cloudml.packaging.source import ModelSource, inspect_source
 
 __all__ = ["PackagedModel", "package_model", "inspect_source", "source_hash", "Manifest", "ModelSource"]
 

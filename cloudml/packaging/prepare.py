@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cloudml import errors
 from cloudml.packaging import PackagedModel, package_model
-from cloudml.packaging.manifest import Manifest
+from cloudml.contract import Manifest
 from cloudml.packaging.source import ModelSource
 
 _NOISE = ("WARNING: All log messages before absl::InitializeLog()", "oneDNN custom operations", "cpu_feature_guard", "To enable the following instructions")

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from cloudml.errors import ModelError
-from cloudml.packaging.manifest import SIGNATURE_NAME, Signature, TensorSpec
+from cloudml.contract import SIGNATURE_NAME, Signature, TensorSpec
 from cloudml.packaging.source import ModelSource
 
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from cloudml.contract import MANIFEST_NAME
 from cloudml.errors import ModelError
 
 SourceFormat = Literal["keras", "h5", "saved_model", "package", "archive"]
-MANIFEST_NAME = "cloudml-manifest.json"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cloudml.packaging.manifest import SIGNATURE_NAME, Manifest
+from cloudml.contract import SIGNATURE_NAME, Manifest
 from cloudml.serving.requests import BadRequest
 
 log = logging.getLogger("cloudml.serving")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from cloudml.packaging.manifest import Signature, TensorSpec
+from cloudml.contract import Signature, TensorSpec
 
 
 class BadRequest(Exception):

@@ -1,6 +1,8 @@
-"""The manifest written next to every packaged model: what it is and how to call it.
+"""The model contract both packaging and serving speak: the manifest written next to every
+packaged model (what it is and how to call it), its signature and tensor specs.
 
-It holds no timestamps or absolute paths, so packaging the same model twice gives the same bytes.
+Packaging writes it and serving reads it; neither imports the other. It holds no timestamps or
+absolute paths, so packaging the same model twice gives the same bytes.
 """
 
 from __future__ import annotations
@@ -11,8 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloudml.errors import ModelError
-from cloudml.packaging.source import MANIFEST_NAME
-
+MANIFEST_NAME = "cloudml-manifest.json"
 MANIFEST_FORMAT = 1
 SIGNATURE_NAME = "serving_default"
 
