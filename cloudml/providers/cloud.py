@@ -1,0 +1,264 @@
+"""The deploy algorithm every cloud provider shares, written once over a few named hooks.
+
+    check the request -> inspect and hash the model -> plan -> read the endpoint -> refuse one
+    cloudml did not make -> settle (wait for this plan's unfinished change, refuse another's)
+    -> unchanged? -> package + preflight -> image -> stage the artifact -> roll out -> retire
+    the previous version -> clean up the work folder
+
+The failure rules hold for every cloud because they live here, not in the hooks:
+- whatever this run created is undone, newest first, when the run fails (an `UndoJournal` the
+  hooks record into), so a failed deploy leaves the previous version serving and nothing orphaned;
+- a `WaitTimedOut` keeps what it made: the cloud is still working and the next run resumes;
+- a resource without cloudml's deployment tag is never updated or deleted, nor reported.
+
+A cloud is a `CloudDeployer` subclass: its plan, how to read and describe its endpoint, and the
+steps that talk to its API. The hooks see a typed `Rollout`; they never re-implement the sequence.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Literal, TypeVar
+
+from pydantic import Field
+
+from cloudml.errors import ConfigError, DeploymentNotFound
+from cloudml.progress import Progress
+from cloudml.providers.base import Deployer, ProviderOptions
+from cloudml.providers.common import WaitTimedOut
+from cloudml.results import Deployment, DeployResult
+from cloudml.spec import DeploymentSpec
+
+if TYPE_CHECKING:
+    from cloudml.packaging import PackagedModel
+    from cloudml.packaging.source import ModelSource
+
+Action = Literal["created", "updated"]
+
+
+class CloudOptions(ProviderOptions):
+    """What every cloud provider accepts; each cloud's options add their own (and may change a default)."""
+
+    image_uri: str | None = Field(default=None, description="Serving image to use instead of the default one for the model.")
+    canary_percent: int | None = Field(default=None, ge=1, le=99, description="Update: move this share of traffic to the new version first, the rest after canary_wait_seconds; default all at once.")
+    canary_wait_seconds: int = Field(default=300, ge=0, le=3600, description="How long a canary runs before the rest of the traffic moves.")
+    wait_timeout: float = Field(default=3600.0, gt=0, description="Seconds to wait for the cloud; past it the deploy stops waiting and a later run resumes.")
+    poll_interval: float = Field(default=15.0, gt=0, description="Seconds between status polls while waiting.")
+    preflight: bool = Field(default=True, description="Load the packaged model locally and answer a probe request before uploading anything (--skip-preflight turns it off).")
+    work_dir: str | None = Field(default=None, description="Where packages are built; default $CLOUDML_HOME/<provider>-packages.")
+
+
+class UndoJournal:
+    """What a deploy created, each with the call that removes it, undone newest first on failure.
+
+    Undoing is best effort: the error that made the run fail is the one the user must see, so a
+    step that cannot be undone is reported and the rest are still tried."""
+
+    def __init__(self, progress: Progress):
+        self._progress = progress
+        self._steps: list[tuple[str, Callable[[], object]]] = []
+
+    def record(self, what: str, undo: Callable[[], object]) -> None:
+        self._steps.append((what, undo))
+
+    def undo(self) -> None:
+        while self._steps:
+            what, undo = self._steps.pop()
+            try:
+                undo()
+            except Exception as exc:  # noqa: BLE001 - report and keep undoing the rest
+                self._progress.note(f"could not remove {what} after the failure: {exc}")
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+
+@dataclass(frozen=True)
+class CloudPlan:
+    """What a deploy asks for, resolved to the cloud's names. Each cloud extends it."""
+
+    name: str
+    model_hash: str  # "sha256:<hex>" of the model the user gave
+
+    @property
+    def hash_hex(self) -> str:
+        return self.model_hash.split(":")[-1]
+
+
+PlanT = TypeVar("PlanT", bound=CloudPlan)
+EndpointT = TypeVar("EndpointT")
+
+
+@dataclass
+class Rollout(Generic[PlanT, EndpointT]):
+    """One deploy past the unchanged check: what the roll-out hooks work with."""
+
+    spec: DeploymentSpec
+    plan: PlanT
+    current: EndpointT | None  # the endpoint before this run (None: first deploy)
+    packaged: PackagedModel
+    image: str
+    journal: UndoJournal
+    artifact: str = ""  # where stage_artifact put the model (s3://..., gs://..., azureml://...)
+    notes: dict[str, Any] = field(default_factory=dict)  # what one hook hands to a later one
+
+
+class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
+    """A cloud provider: the shared algorithm (`deploy`, `get`, `delete`) over its hooks."""
+
+    Options: ClassVar[type[ProviderOptions]] = CloudOptions
+    options: CloudOptions
+    endpoint_kind: ClassVar[str]  # how the cloud calls what one deployment is: "SageMaker endpoint"
+    ownership_mark: ClassVar[str]  # the tag or label naming the deployment: "cloudml:deployment"
+
+    # --- deploy ---------------------------------------------------------------------------
+    def deploy(self, spec: DeploymentSpec) -> DeployResult:
+        self.check_request(spec)
+        from cloudml.packaging import inspect_source, source_hash
+
+        source = inspect_source(spec.model)
+        with self.progress.step(f"hashing {source.display_name}"):
+            model_hash = source_hash(source)
+        plan = self.plan(spec, model_hash)
+        current = self.read_endpoint(spec.name)
+        if current is not None:
+            if self.owner(current) != spec.name:
+                raise ConfigError(
+                    f"{self.endpoint_kind} {spec.name!r} already exists and was not created by cloudml",
+                    hint="cloudml never takes over endpoints it did not make: choose another --name",
+                )
+            current = self.settle(current, plan)
+        if current is not None and self.is_unchanged(current, plan):
+            self.refresh_tags(current, spec, plan)
+            return DeployResult(action="unchanged", deployment=self.get(spec.name))
+
+        work = self._work_folder(spec.name, plan)
+        packaged = self._package(source, work, spec)
+        image = self.options.image_uri or self.default_image(plan, packaged)
+        rollout: Rollout[PlanT, EndpointT] = Rollout(spec=spec, plan=plan, current=current, packaged=packaged, image=image,
+                                                     journal=UndoJournal(self.progress))
+        try:
+            rollout.artifact = self.stage_artifact(rollout)
+            action = self.roll_out(rollout)
+        except WaitTimedOut:
+            raise  # the cloud is still at it: keep what was made, the next run resumes
+        except Exception:
+            rollout.journal.undo()
+            raise
+        # From here on the new version serves: a failure is reported and the next run converges.
+        self.retire_previous(rollout)
+        shutil.rmtree(work, ignore_errors=True)  # kept only while a re-run could reuse it
+        return DeployResult(action=action, deployment=self.get(spec.name))
+
+    def _work_folder(self, name: str, plan: CloudPlan) -> Path:
+        home = Path(os.environ.get("CLOUDML_HOME") or Path.home() / ".cloudml")
+        root = Path(self.options.work_dir) if self.options.work_dir else home / f"{self.provider}-packages"
+        return root / name / plan.hash_hex[:16]
+
+    def _package(self, source: ModelSource, work: Path, spec: DeploymentSpec) -> PackagedModel:
+        from cloudml.packaging.prepare import prepare_model
+
+        checks = " and probing it locally (preflight)" if self.options.preflight else ""
+        with self.progress.step(f"packaging {source.display_name}{checks}"):
+            return prepare_model(source, work, name=spec.name, version=spec.model_version, probe=self.options.preflight)
+
+    # --- hooks: deciding --------------------------------------------------------------------
+    def check_request(self, spec: DeploymentSpec) -> None:
+        """Refuse what this cloud cannot do before any file is read or any call is made."""
+
+    @abstractmethod
+    def plan(self, spec: DeploymentSpec, model_hash: str) -> PlanT:
+        """The cloud's names and settings for this spec (no cloud calls that change anything)."""
+
+    @abstractmethod
+    def read_endpoint(self, name: str) -> EndpointT | None:
+        """The endpoint of that name as the cloud reports it, whoever made it; None when absent."""
+
+    @abstractmethod
+    def owner(self, endpoint: EndpointT) -> str | None:
+        """The deployment named by the endpoint's ownership tag (None: not cloudml's)."""
+
+    def settle(self, endpoint: EndpointT, plan: PlanT) -> EndpointT | None:
+        """Wait for an unfinished change of this plan (an earlier run timed out), refuse one of
+        another; may replace an endpoint that can serve nothing (then None: deploy afresh)."""
+        return endpoint
+
+    @abstractmethod
+    def is_unchanged(self, endpoint: EndpointT, plan: PlanT) -> bool:
+        """The endpoint serves exactly this plan, healthy: nothing to do."""
+
+    def refresh_tags(self, endpoint: EndpointT, spec: DeploymentSpec, plan: PlanT) -> None:
+        """An unchanged deploy still applies changed user tags."""
+
+    # --- hooks: doing -----------------------------------------------------------------------
+    @abstractmethod
+    def default_image(self, plan: PlanT, packaged: PackagedModel) -> str:
+        """The serving image when none is configured; a ConfigError when none can serve the model."""
+
+    @abstractmethod
+    def stage_artifact(self, rollout: Rollout[PlanT, EndpointT]) -> str:
+        """Upload the packaged model where the cloud reads it; returns its location."""
+
+    @abstractmethod
+    def roll_out(self, rollout: Rollout[PlanT, EndpointT]) -> Action:
+        """Create or update the endpoint so that it serves the new version, recording every
+        resource created into the journal; returns what was done."""
+
+    def retire_previous(self, rollout: Rollout[PlanT, EndpointT]) -> None:
+        """After the new version serves: remove what served before (its models, configs)."""
+
+    # --- reading ----------------------------------------------------------------------------
+    def owned_endpoint(self, name: str) -> EndpointT:
+        """The deployment's endpoint; DeploymentNotFound when absent or not cloudml's."""
+        endpoint = self.read_endpoint(name)
+        if endpoint is None:
+            raise DeploymentNotFound(f"no {self.endpoint_kind} named {name!r} in {self.location()}",
+                                     hint=f"`cloudml list --provider {self.provider}` shows what cloudml deployed")
+        if self.owner(endpoint) != name:
+            raise DeploymentNotFound(
+                f"{self.endpoint_kind} {name!r} was not created by cloudml (no {self.ownership_mark} tag)",
+                hint="cloudml only manages what it created; pick another deployment name",
+            )
+        return endpoint
+
+    def get(self, name: str) -> Deployment:
+        return self.describe(self.owned_endpoint(name))
+
+    @abstractmethod
+    def describe(self, endpoint: EndpointT) -> Deployment:
+        """The endpoint as a provider-neutral Deployment."""
+
+    @abstractmethod
+    def location(self) -> str:
+        """Where this deployer looks (a region, a project/location, a workspace), for messages."""
+
+    # --- delete -----------------------------------------------------------------------------
+    def delete(self, name: str, *, purge: bool = False) -> bool:
+        endpoint = self.read_endpoint(name)
+        deleted = False
+        if endpoint is not None:
+            if self.owner(endpoint) != name:
+                raise DeploymentNotFound(f"{self.endpoint_kind} {name!r} was not created by cloudml; not deleting it")
+            with self.progress.step(f"deleting endpoint {name}"):
+                self.delete_endpoint(endpoint)
+            deleted = True
+        deleted = self.delete_leftovers(name) or deleted
+        if purge:
+            deleted = self.purge_artifacts(name) or deleted
+        return deleted
+
+    @abstractmethod
+    def delete_endpoint(self, endpoint: EndpointT) -> None:
+        """Remove a cloudml endpoint and what serves on it, waiting until it is gone."""
+
+    @abstractmethod
+    def delete_leftovers(self, name: str) -> bool:
+        """Remove the deployment's other tagged resources (models, configs); True when any went."""
+
+    @abstractmethod
+    def purge_artifacts(self, name: str) -> bool:
+        """Remove the deployment's stored model artifacts; True when any went."""
