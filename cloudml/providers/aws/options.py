@@ -7,13 +7,13 @@ import re
 
 from pydantic import Field, field_validator
 
-from cloudml.providers.base import ProviderOptions
+from cloudml.providers.cloud import CloudOptions
 
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
-class AwsOptions(ProviderOptions):
+class AwsOptions(CloudOptions):
     region: str | None = Field(default=None, description="AWS region; default: AWS_REGION / AWS_DEFAULT_REGION / the profile's.")
     profile: str | None = Field(default=None, description="Named profile from ~/.aws/config.")
     endpoint_url: str | None = Field(default=None, description="An AWS-compatible endpoint (LocalStack, the cloudml emulator); AWS_ENDPOINT_URL works too.")
@@ -23,16 +23,9 @@ class AwsOptions(ProviderOptions):
     kms_key_id: str | None = Field(default=None, description="KMS key for the S3 objects and the endpoint's volumes; default SSE-S3 (AES256).")
     instance_type: str = Field(default="ml.m5.large", description="Default when the spec sets no resources.instance_type.")
     instance_count: int = Field(default=1, ge=1, description="Instances a new endpoint starts with (at least min_replicas).")
-    image_uri: str | None = Field(default=None, description="Custom serving image (for example the cloudml runtime from `cloudml package --container`); default: the SageMaker TensorFlow Serving image for the model's TensorFlow version.")
     target_invocations_per_instance: float = Field(default=100.0, gt=0, description="Autoscaling target (invocations per instance per minute) when max_replicas is set.")
-    canary_percent: int | None = Field(default=None, ge=1, le=99, description="Blue/green update: shift this share of capacity first, then the rest; default all at once.")
-    canary_wait_seconds: int = Field(default=300, ge=0, le=3600, description="How long a canary runs before the rest of the traffic moves.")
     rollback_alarms: list[str] = Field(default_factory=list, description="CloudWatch alarms that roll an update back while it runs.")
     termination_wait_seconds: int = Field(default=0, ge=0, le=3600, description="How long the old fleet stays after traffic moved (a window for alarm-driven rollback).")
-    wait_timeout: float = Field(default=3600.0, gt=0, description="Seconds to wait for the endpoint to become InService.")
-    poll_interval: float = Field(default=15.0, gt=0, description="Seconds between DescribeEndpoint calls while waiting.")
-    preflight: bool = Field(default=True, description="Load the packaged model locally and answer a probe request before uploading anything.")
-    work_dir: str | None = Field(default=None, description="Where packages are built; default $CLOUDML_HOME/aws-packages.")
 
     @field_validator("role_arn")
     @classmethod

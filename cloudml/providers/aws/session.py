@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from functools import cached_property
 from typing import Any, Iterator
 
@@ -10,6 +11,15 @@ from cloudml.errors import CloudMLError, ConfigError, DeployFailed, ProviderUnav
 from cloudml.providers.aws.options import AwsOptions
 
 POLICY_HINT = "the least-privilege policy cloudml needs is in deploy_templates/aws-iam-policy.json"
+REGION_HINT = ("pass -o region=us-east-1, set aws: {region: ...} in cloudml.yaml, export AWS_REGION (or AWS_DEFAULT_REGION), "
+               "or set region in your profile (aws configure)")
+
+
+def resolve_region(options: AwsOptions) -> str | None:
+    """The region as the AWS SDKs document it: the option, then AWS_REGION, then AWS_DEFAULT_REGION
+    and the profile's (boto3 reads those two itself, but not AWS_REGION, which the other SDKs and
+    the CLI v2 honour first)."""
+    return options.region or os.environ.get("AWS_REGION") or None
 
 
 class AwsSession:
@@ -19,13 +29,13 @@ class AwsSession:
 
         self.options = options
         try:
-            self._session = boto3.Session(profile_name=options.profile, region_name=options.region)
+            self._session = boto3.Session(profile_name=options.profile, region_name=resolve_region(options))
         except Exception as exc:  # ProfileNotFound and friends
             raise ConfigError(f"cannot open AWS profile {options.profile!r}: {exc}", hint="check ~/.aws/config or drop the profile option") from None
         if not self._session.region_name:
             raise ConfigError(
                 "no AWS region configured",
-                hint="pass -o region=us-east-1, set aws: {region: ...} in cloudml.yaml, or export AWS_REGION",
+                hint=REGION_HINT,
             )
         # Standard retries back off on throttling; a refused call still surfaces quickly.
         self._config = Config(retries={"mode": "standard", "max_attempts": 4}, user_agent_extra="cloudml")
@@ -105,7 +115,7 @@ def aws_errors(doing: str, *, error: type[CloudMLError] = DeployFailed, passthro
             hint="run `aws configure`, set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or start `cloudml emulator aws` for offline use)",
         ) from None
     except NoRegionError:
-        raise ConfigError("no AWS region configured", hint="pass -o region=... or export AWS_REGION") from None
+        raise ConfigError("no AWS region configured", hint=REGION_HINT) from None
     except EndpointConnectionError as exc:
         raise ProviderUnavailable(f"cannot reach AWS while {doing}: {exc}", hint="check the network, the region and endpoint_url / AWS_ENDPOINT_URL") from None
     except ClientError as exc:
