@@ -25,12 +25,12 @@ def spec(**fields) -> DeploymentSpec:
     return DeploymentSpec(**{"name": "mnist-cnn", "model": "model.keras", **fields})
 
 
-def endpoint(plan, *, status="InService", config=None, pending=None, target=None) -> Endpoint:
+def endpoint(plan, *, status="InService", config=None, pending=None, target=None, model_hash=None, resumed=None) -> Endpoint:
     description = {"EndpointName": plan.name, "EndpointArn": f"arn:aws:sagemaker:eu-west-1:123456789012:endpoint/{plan.name}",
                    "EndpointStatus": status, "EndpointConfigName": config or plan.config_name}
     if pending:
         description["PendingDeploymentSummary"] = {"EndpointConfigName": pending}
-    return Endpoint(description, {"cloudml:deployment": plan.name}, target)
+    return Endpoint(description, {"cloudml:deployment": plan.name, "cloudml:model-hash": model_hash or plan.model_hash}, target, resumed)
 
 
 def test_names_carry_the_model_hash_and_are_stable():
@@ -74,6 +74,9 @@ def test_unchanged_means_in_service_with_this_config_and_the_asked_autoscaling()
     assert d.is_unchanged(endpoint(plan), plan)
     assert not d.is_unchanged(endpoint(plan, status="Updating"), plan)
     assert not d.is_unchanged(endpoint(plan, config="mnist-cnn-00000000-000000"), plan)
+    # Serving this config but not finished by cloudml: an earlier run's change still owes its tags and clean-up.
+    assert not d.is_unchanged(endpoint(plan, model_hash=OTHER_HASH), plan)
+    assert not d.is_unchanged(endpoint(plan, resumed="updated"), plan)
     scaled = d.plan(spec(resources=Resources(min_replicas=1, max_replicas=3)), HASH)
     assert not d.is_unchanged(endpoint(scaled), scaled)  # not registered yet
     assert not d.is_unchanged(endpoint(scaled, target={"MinCapacity": 1, "MaxCapacity": 2}), scaled)

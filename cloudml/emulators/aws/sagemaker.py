@@ -133,6 +133,9 @@ class SageMakerHosting:
         endpoint.endpoint_status = "Updating"
         endpoint.failure_reason = None
         endpoint.last_modified_time = _now()
+        # SageMaker names the configuration an update moves to while it runs (DescribeEndpoint's
+        # PendingDeploymentSummary); EndpointConfigName stays the serving one until it is done.
+        endpoint.pending_deployment_summary = {"EndpointConfigName": config, "StartTime": endpoint.last_modified_time}
         self._provision(region, name, config, previous=endpoint.endpoint_config_name, retain=bool(body.get("RetainAllVariantProperties")))
         return {"EndpointArn": endpoint.arn}
 
@@ -217,6 +220,7 @@ class SageMakerHosting:
             if gone:
                 return  # deleted while it was coming up
             endpoint.last_modified_time = _now()
+            endpoint.pending_deployment_summary = None  # the change is over, whichever way it went
             if failure is not None:
                 endpoint.failure_reason = failure
                 # A failed update is rolled back: the previous fleet never stopped serving.

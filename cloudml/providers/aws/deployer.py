@@ -66,6 +66,7 @@ class Endpoint:
     description: dict
     tags: dict[str, str]
     target: dict | None = None
+    resumed: Action | None = None  # settle waited for a create or update an earlier run started
 
     @property
     def status(self) -> str:
@@ -117,7 +118,8 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
                     hint=f"wait until `cloudml status {plan.name} --provider aws` shows it healthy, then deploy again",
                 )
             self.progress.note(f"endpoint {plan.name} is already {endpoint.status} with this model; waiting for it")
-            endpoint = replace(endpoint, description=self._wait(plan.name, "to finish"))
+            resumed: Action = "created" if endpoint.status == "Creating" else "updated"
+            endpoint = replace(endpoint, description=self._wait(plan.name, "to finish"), resumed=resumed)
         if endpoint.status == "Failed":
             # A failed endpoint serves nothing and SageMaker cannot update it: replace it.
             self.progress.note(f"endpoint {plan.name} is Failed ({endpoint.description.get('FailureReason', 'no reason given')}); recreating it")
@@ -126,7 +128,12 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
         return replace(endpoint, target=scaling.current_target(self.aws, plan.name, VARIANT))
 
     def is_unchanged(self, endpoint: Endpoint, plan: Plan) -> bool:
+        """Serving this plan's config, and finished: a change an earlier run started (resumed
+        now, or done by itself since) still owes its tags, scaling and clean-up, which the tags
+        show: the hash tag moves only when a run completes."""
         if endpoint.status != "InService" or endpoint.config_name != plan.config_name:
+            return False
+        if endpoint.resumed or endpoint.tags.get(TAG_HASH) != plan.model_hash:
             return False
         if plan.max_replicas is None:
             return True
@@ -135,6 +142,8 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
 
     def refresh_tags(self, endpoint: Endpoint, spec: DeploymentSpec, plan: Plan) -> None:
         self._retag(endpoint, spec, plan, version=None)
+        # What an earlier, interrupted run of this plan may have left (its predecessor's model and config).
+        self._remove_owned(plan.name, keep=frozenset({plan.model_name, plan.config_name}))
 
     # --- deploy: doing --------------------------------------------------------------------
     def default_image(self, plan: Plan, packaged: PackagedModel) -> str:
@@ -168,9 +177,11 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
             self._check_created(spec.name, self._wait(spec.name, "to become InService"))
             action = "created"
         else:
-            self._update(current, plan, target)
+            if current.config_name != plan.config_name:
+                self._update(current, plan, target)
+            # else: an earlier run's create or update of this very config finished; what it owed follows.
             self._retag(current, spec, plan, version=version)
-            action = "updated"
+            action = current.resumed or "updated"
         self._apply_scaling(plan, target)
         return action
 
