@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from cloudml.errors import ConfigError, DeployFailed, DeploymentNotFound, EndpointUnavailable, PredictionRejected
 from cloudml.packaging import inspect_source, source_hash
-from cloudml.packaging.prepare import prepare_model
+from cloudml.preflight.prepare import prepare_model
 from cloudml.providers.aws import artifacts, logs, scaling
 from cloudml.providers.aws.images import check_instance_type, tensorflow_image
 from cloudml.providers.aws.options import AwsOptions
