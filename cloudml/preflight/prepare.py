@@ -41,15 +41,22 @@ def prepare_model(source: ModelSource, out_dir: Path, *, name: str, version: int
         proc = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL,
                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")})
         result = read_result(result_path)
-    if isinstance(result, Packaged) and proc.returncode == 0:
+    return outcome(result, returncode=proc.returncode, stderr=proc.stderr, model=source.path.name)
+
+
+def outcome(result: Packaged | Failed | None, *, returncode: int, stderr: str, model: str) -> PackagedModel:
+    """The packaged model the child reported, or its error raised here: as itself when the
+    error table knows it, else (an unknown kind, no result or a garbled one) a ModelError that
+    carries the child's stderr."""
+    if isinstance(result, Packaged) and returncode == 0:
         return PackagedModel(folder=result.folder, manifest=result.manifest, archive=result.archive, archive_digest=result.archive_digest)
     if isinstance(result, Failed) and (error := result.error()) is not None:
         raise error
-    what = f"it reported an error cloudml does not know ({result.kind}: {result.message})" if isinstance(result, Failed) else f"exit {proc.returncode}"
+    what = f"{result.kind}: {result.message}" if isinstance(result, Failed) else f"exit {returncode}"
     raise ModelError(
-        f"packaging {source.path.name} failed ({what})",
+        f"packaging {model} failed ({what})",
         hint="`cloudml package MODEL` reproduces it in the foreground",
-        details=_stderr_tail(proc.stderr),
+        details=_stderr_tail(stderr),
     )
 
 
