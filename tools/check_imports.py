@@ -21,6 +21,8 @@ FORBIDDEN = [
     ("cloudml.packaging", "cloudml.serving", "serving and packaging share only cloudml.contract"),
     ("cloudml.serving", "cloudml.providers", "the serving runtime runs in containers without providers"),
     ("cloudml.packaging", "cloudml.providers", "packaging sits below the providers"),
+    ("cloudml.packaging", "cloudml.preflight", "preflight sits above packaging and serving"),
+    ("cloudml.serving", "cloudml.preflight", "preflight sits above packaging and serving"),
 ]
 
 

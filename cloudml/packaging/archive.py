@@ -1,7 +1,8 @@
 """Deterministic `model.tar.gz` (SageMaker TF Serving layout) and safe extraction.
 
 Same folder content, same archive bytes: members are sorted, owners, modes and times are fixed,
-and the gzip header carries no name or time. Files are streamed in and out.
+and the gzip header carries no name or time. Files are streamed in and out, and the archive is
+hashed as it is written, so its digest costs no second read.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 
 from cloudml.errors import UnsafeArchiveError
-from cloudml.packaging.hashing import iter_files
+from cloudml.packaging.hashing import HashingWriter, iter_files
 
 
 def _normalised(info: tarfile.TarInfo, *, mode: int) -> tarfile.TarInfo:
@@ -24,22 +25,25 @@ def _normalised(info: tarfile.TarInfo, *, mode: int) -> tarfile.TarInfo:
     return info
 
 
-def write_archive(folder: Path, target: Path) -> Path:
-    """Write every file below `folder` at the root of the archive `target`."""
+def write_archive(folder: Path, target: Path) -> str:
+    """Write every file below `folder` at the root of the archive `target`; returns the
+    archive's `sha256:<hex>`."""
     files = list(iter_files(folder))
     dirs = sorted({str(parent) for rel, _ in files for parent in PurePosixPath(rel).parents if str(parent) != "."})
     tmp = target.with_name(target.name + ".partial")
-    with tmp.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz:
-        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for rel in dirs:
-                tar.addfile(_dir_info(rel))
-            for rel, full in files:
-                info = _normalised(tarfile.TarInfo(rel), mode=0o644)
-                info.size = full.stat().st_size
-                with full.open("rb") as handle:
-                    tar.addfile(info, handle)
+    with tmp.open("wb") as raw:
+        hashed = HashingWriter(raw)
+        with gzip.GzipFile(filename="", mode="wb", fileobj=hashed, mtime=0, compresslevel=6) as gz:
+            with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                for rel in dirs:
+                    tar.addfile(_dir_info(rel))
+                for rel, full in files:
+                    info = _normalised(tarfile.TarInfo(rel), mode=0o644)
+                    info.size = full.stat().st_size
+                    with full.open("rb") as handle:
+                        tar.addfile(info, handle)
     os.replace(tmp, target)
-    return target
+    return hashed.digest
 
 
 def _dir_info(rel: str) -> tarfile.TarInfo:

@@ -6,7 +6,6 @@ This is the one packaging module that imports TensorFlow, and only inside its fu
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from cloudml.errors import ModelError
@@ -18,13 +17,14 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def export_keras(source: ModelSource, target: Path) -> None:
-    """Load a .keras/.h5 file and export its inference function as a SavedModel at `target`."""
+def export_keras(source: ModelSource, target: Path, *, copy: Path | None = None) -> None:
+    """Load a .keras/.h5 file (from `copy`, cloudml's copy of it, when given) and export its
+    inference function as a SavedModel at `target`. Errors name the user's file."""
     _quiet_tensorflow()
     import keras
 
     try:
-        model = keras.models.load_model(source.path, compile=False)
+        model = keras.models.load_model(copy or source.path, compile=False)
     except Exception as exc:  # Keras raises many types for unreadable files
         raise ModelError(
             f"Keras could not load {source.path}: {exc}",
@@ -34,10 +34,6 @@ def export_keras(source: ModelSource, target: Path) -> None:
         model.export(str(target), format="tf_saved_model", verbose=False)
     except Exception as exc:
         raise ModelError(f"could not export {source.path} as a SavedModel: {exc}") from exc
-
-
-def copy_saved_model(source: ModelSource, target: Path) -> None:
-    shutil.copytree(source.path, target, symlinks=False)
 
 
 def _tensor_spec(info) -> TensorSpec:

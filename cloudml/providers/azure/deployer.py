@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 from cloudml.errors import ConfigError, DeployFailed, DeploymentNotFound, EndpointUnavailable, PredictionRejected
 from cloudml.packaging import inspect_source, source_hash
-from cloudml.packaging.prepare import prepare_model
+from cloudml.preflight.prepare import prepare_model
 from cloudml.providers.azure import artifacts, logs
 from cloudml.providers.azure.environment import check_endpoint_name, check_instance_type, serving_environment
 from cloudml.providers.azure.options import AzureOptions

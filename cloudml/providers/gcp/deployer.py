@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 from cloudml.errors import ConfigError, DeployFailed, DeploymentNotFound, EndpointUnavailable, PredictionRejected
 from cloudml.packaging import inspect_source, source_hash
-from cloudml.packaging.prepare import prepare_model
+from cloudml.preflight.prepare import prepare_model
 from cloudml.providers.base import Deployer
 from cloudml.providers.common import WaitTimedOut, container_error, short_hash
 from cloudml.providers.gcp import artifacts, logs

@@ -1,4 +1,4 @@
-"""Preflight: load a packaged `model.tar.gz` the way a serving container would and answer one
+"""The probe: load a packaged `model.tar.gz` the way a serving container would and answer one
 request, so a model that cannot serve fails here in seconds instead of after a 15-minute
 endpoint creation in the cloud. Needs no account."""
 
