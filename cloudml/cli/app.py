@@ -48,7 +48,8 @@ def _resolve(provider: Optional[str], config: Optional[Path], options: Optional[
     layers = [option_flags(options)]
     if skip_preflight:
         layers.append(OptionLayer({"preflight": False}, labels={"preflight": "--skip-preflight"},
-                                  hint="--skip-preflight is for cloud providers, whose deploys run a local preflight first"))
+                                  refusal="--skip-preflight does not apply to provider {provider}: it has no preflight option",
+                                  hint="it is for cloud providers, whose deploys run a local preflight first"))
     return resolve(config=config, provider=provider, spec=spec, spec_labels=SPEC_FLAGS, options=layers, default_config=DEFAULT_CONFIG)
 
 

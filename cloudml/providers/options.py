@@ -39,7 +39,8 @@ class OptionLayer:
     values: Mapping[str, Any]
     labels: Mapping[str, str] = field(default_factory=dict)  # option -> "environment variable CLOUDML_AWS_REGION"
     spell: Callable[[str], str] = str  # how a user would give `option` here (for suggestions)
-    hint: str | None = None  # what to say when a provider has none of these options
+    refusal: str | None = None  # the message when a provider has none of these options ({provider} filled in)
+    hint: str | None = None  # and the hint then
 
     def label(self, option: str) -> str:
         return self.labels.get(option) or self.spell(option)
@@ -96,7 +97,8 @@ def unknown_option(provider: str, option: str, layer: OptionLayer, known: Sequen
         hint = f"did you mean {layer.spell(suggestion)}? {listing}"
     else:
         hint = f"{layer.hint}; {listing}" if layer.hint else listing
-    return ConfigError(f"{layer.label(option)}: provider {provider!r} has no option {option!r}", hint=hint)
+    message = layer.refusal.format(provider=repr(provider)) if layer.refusal else f"{layer.label(option)}: provider {provider!r} has no option {option!r}"
+    return ConfigError(message, hint=hint)
 
 
 def describe_options(options_cls: type[ProviderOptions], provider: str) -> list[dict[str, Any]]:
