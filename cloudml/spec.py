@@ -22,7 +22,7 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
 
 
 class Resources(ConfigModel):
-    title = "resources"
+    config_title = "resources"
 
     instance_type: str | None = Field(default=None, description="Machine type; provider default when unset.")
     min_replicas: int = Field(default=1, ge=0)
@@ -44,7 +44,7 @@ class DeploymentSpec(ConfigModel):
     another provider refuses it (so a spec written for aws never lands on local by mistake).
     """
 
-    title = "deployment spec"
+    config_title = "deployment spec"
 
     name: str
     model: Path = Field(description="A .keras or .h5 file, or a SavedModel folder.")

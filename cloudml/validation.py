@@ -69,7 +69,7 @@ class ConfigModel(BaseModel):
     """A pydantic model that refuses bad input with a ConfigError (exit code 2), not a ValidationError."""
 
     model_config = ConfigDict(extra="forbid")
-    title: ClassVar[str] = "settings"  # in "invalid <title>:"
+    config_title: ClassVar[str] = "settings"  # as in "invalid settings:"
 
     def __init__(self, /, **data: Any):
         try:
@@ -83,7 +83,7 @@ class ConfigModel(BaseModel):
 
     @classmethod
     def _refusal(cls, exc: ValidationError, *, sources: Sources | None = None, title: str | None = None, hint: str | None = None) -> ConfigError:
-        return ConfigError(f"invalid {title or cls.title}:\n{format_validation_error(exc, sources, cls)}", hint=hint)
+        return ConfigError(f"invalid {title or cls.config_title}:\n{format_validation_error(exc, sources, cls)}", hint=hint)
 
     @classmethod
     def model_validate(cls, obj: Any, **kwargs: Any):

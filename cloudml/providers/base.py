@@ -80,7 +80,7 @@ class Deployer(ABC):
         """Like `deploy`, but refuses to create: the deployment must exist."""
         self.check_spec(spec)
         self.get(spec.name)
-        return self._deploy(spec)
+        return self.deploy(spec)
 
     @abstractmethod
     def get(self, name: str) -> Deployment:

@@ -18,7 +18,7 @@ from cloudml.validation import ConfigModel, collection_kind, describe_fields, di
 class ProviderOptions(ConfigModel):
     """Base for each provider's typed options (region, project, home folder, ...)."""
 
-    title = "provider options"
+    config_title = "provider options"
 
 
 Options = TypeVar("Options", bound=ProviderOptions)
