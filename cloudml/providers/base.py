@@ -55,7 +55,7 @@ class Deployer(ABC):
         """Refuse what this deployer must not deploy: a spec written for another provider."""
         if not isinstance(spec, DeploymentSpec):
             raise ConfigError(f"deploy() takes a cloudml.DeploymentSpec, not {type(spec).__name__}")
-        if spec.provider is not None and spec.provider != self.provider:
+        if spec.provider is not None and spec.provider != self.provider.lower():  # spec.provider is lower-cased
             raise ConfigError(
                 f"deployment {spec.name!r} is specified for provider {spec.provider!r}; this deployer is {self.provider!r}",
                 hint=f"deploy it with get_deployer({spec.provider!r}) (cloudml deploy --provider {spec.provider}), "
