@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from pydantic import Field
 
 import cloudml
 from cloudml.config import option_flags, resolve
@@ -149,7 +150,7 @@ def test_list_options_from_flags_and_the_environment():
 
 def test_map_options_take_pairs_or_json():
     class WithLabels(ProviderOptions):
-        labels: dict[str, str] = {}
+        labels: dict[str, str] = Field(default_factory=dict)
         zones: list[str] | None = None
 
     def options(text: str, option: str = "labels"):
