@@ -23,7 +23,7 @@ _EXPORTS = {
     "provider_names": "cloudml.providers.registry",
     "DeploymentSpec": "cloudml.spec",
     "Resources": "cloudml.spec",
-    "load_spec": "cloudml.spec",
+    "load_spec": "cloudml.config",
     "Deployment": "cloudml.results",
     "DeploymentStatus": "cloudml.results",
     "DeployResult": "cloudml.results",
@@ -63,4 +63,5 @@ if TYPE_CHECKING:
     from cloudml.providers.base import Deployer, ProviderOptions
     from cloudml.providers.registry import get_deployer, provider_names
     from cloudml.results import Deployment, DeploymentStatus, DeployResult, Prediction
-    from cloudml.spec import DeploymentSpec, Resources, load_spec
+    from cloudml.config import load_spec
+    from cloudml.spec import DeploymentSpec, Resources

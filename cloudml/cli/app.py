@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, List, NamedTuple, Optional
 import typer
 
 if TYPE_CHECKING:
+    from cloudml.config import Config
     from cloudml.providers.base import Deployer
 
 app = typer.Typer(
@@ -21,17 +22,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-ProviderOpt = typer.Option(None, "--provider", "-p", envvar="CLOUDML_PROVIDER", help="local (default), aws, gcp, azure or a plug-in.", show_default=False)
-ConfigOpt = typer.Option(None, "--config", "-c", envvar="CLOUDML_CONFIG", help="cloudml.yaml to read (default: ./cloudml.yaml if present).", show_default=False)
-OptionOpt = typer.Option(None, "--option", "-o", help="Provider option KEY=VALUE (repeatable), e.g. -o port=8080.", show_default=False)
+# --provider and --config have no typer envvar: cloudml.config reads CLOUDML_PROVIDER and
+# CLOUDML_CONFIG with the rest of the environment, once, so every variable follows one set of rules.
+ProviderOpt = typer.Option(None, "--provider", "-p", help="local (default), aws, gcp, azure or a plug-in (env CLOUDML_PROVIDER).", show_default=False)
+ConfigOpt = typer.Option(None, "--config", "-c", help="cloudml.yaml to read (env CLOUDML_CONFIG; default: ./cloudml.yaml if present).", show_default=False)
+OptionOpt = typer.Option(None, "--option", "-o", help="Provider option KEY=VALUE (repeatable), e.g. -o port=8080; lists: a,b or JSON. `cloudml providers NAME` lists them.", show_default=False)
 OutputOpt = typer.Option("text", "--output", envvar="CLOUDML_OUTPUT", help="text or json.")
-
-
-def _config_path(config: Optional[Path]) -> Optional[Path]:
-    if config is not None:
-        return config
-    default = Path("cloudml.yaml")
-    return default if default.is_file() else None
+OUTPUTS = ("text", "json")
 
 
 class Result(NamedTuple):
@@ -42,52 +39,57 @@ class Result(NamedTuple):
     code: int = 0
 
 
-def _settings(provider: Optional[str], config: Optional[Path], options: Optional[List[str]], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    from cloudml.spec import collect_settings, parse_key_values
+def _resolve(provider: Optional[str], config: Optional[Path], options: Optional[List[str]], *,
+             spec: dict[str, Any] | None = None, skip_preflight: bool = False) -> "Config":
+    """cloudml.yaml, CLOUDML_* variables and these flags, merged and checked by cloudml.config."""
+    from cloudml.config import DEFAULT_CONFIG, option_flags, resolve
+    from cloudml.providers.options import OptionLayer
 
-    overrides = dict(overrides or {})
-    if provider:
-        overrides["provider"] = provider
-    data = collect_settings(config=_config_path(config), overrides=overrides)
-    data.setdefault("provider", "local")
-    flag_options = parse_key_values(options, what="option")
-    if flag_options:
-        data.setdefault("provider_options", {}).setdefault(data["provider"], {}).update(flag_options)
-    return data
+    layers = [option_flags(options)]
+    if skip_preflight:
+        layers.append(OptionLayer({"preflight": False}, labels={"preflight": "--skip-preflight"},
+                                  refusal="--skip-preflight does not apply to provider {provider}: it has no preflight option",
+                                  hint="it is for cloud providers, whose deploys run a local preflight first"))
+    return resolve(config=config, provider=provider, spec=spec, spec_labels=SPEC_FLAGS, options=layers, default_config=DEFAULT_CONFIG)
 
 
-def _deployer(data: dict[str, Any], *, progress: bool = True) -> "Deployer":
+SPEC_FLAGS = {"name": "--name", "model": "the MODEL argument", "model_version": "--model-version", "resources.instance_type": "--instance-type",
+              "resources.min_replicas": "--min-replicas", "resources.max_replicas": "--max-replicas", "env": "--env", "tags": "--tag"}
+
+
+def _deployer(config: "Config", *, progress: bool = True) -> "Deployer":
     from cloudml.cli.output import SpinnerProgress
-    from cloudml.providers.registry import get_deployer
 
-    name = data["provider"]
-    options = data.get("provider_options", {}).get(name, {})
-    return get_deployer(name, progress=SpinnerProgress() if progress else None, **options)
+    return config.deployer(progress=SpinnerProgress() if progress else None)
 
 
-def _name(name: Optional[str], data: dict[str, Any]) -> str:
+def _name(name: Optional[str], config: "Config") -> str:
     from cloudml.errors import ConfigError
 
-    resolved = name or data.get("name")
+    resolved = name or config.name
     if not resolved:
-        raise ConfigError("which deployment? pass its NAME", hint="or set name: in cloudml.yaml")
+        raise ConfigError("which deployment? pass its NAME", hint="or set name: in cloudml.yaml (or CLOUDML_NAME)")
     return resolved
 
 
 def _target(name: Optional[str], provider: Optional[str], config: Optional[Path], options: Optional[List[str]], *, progress: bool = False) -> tuple["Deployer", str]:
     """The deployer and deployment name a command acts on (flags, env and cloudml.yaml merged)."""
-    data = _settings(provider, config, options)
-    return _deployer(data, progress=progress), _name(name, data)
+    resolved = _resolve(provider, config, options)
+    return _deployer(resolved, progress=progress), _name(name, resolved)
 
 
 def _run(output: str, fn) -> None:
     """Run a command body, print its `Result`, and turn cloudml errors into a message and an exit code."""
     from cloudml.errors import CloudMLError, ConfigError, ExitCode
 
+    output = output.lower()
     as_json = output == "json"
     try:
-        if output not in ("text", "json"):
-            raise ConfigError(f"--output must be text or json, not {output!r}")
+        if output not in OUTPUTS:
+            from cloudml.validation import did_you_mean
+
+            suggestion = did_you_mean(output, OUTPUTS)
+            raise ConfigError(f"--output must be text or json, not {output!r}", hint=f"did you mean --output {suggestion}?" if suggestion else None)
         result = fn()
         code = result
         if isinstance(result, Result):
@@ -132,7 +134,7 @@ def deploy(
     max_replicas: Optional[int] = typer.Option(None, "--max-replicas", show_default=False),
     env: Optional[List[str]] = typer.Option(None, "--env", "-e", help="Serving environment variable KEY=VALUE (repeatable).", show_default=False),
     tag: Optional[List[str]] = typer.Option(None, "--tag", "-t", help="Tag KEY=VALUE (repeatable).", show_default=False),
-    skip_preflight: bool = typer.Option(False, "--skip-preflight", help="Cloud providers: skip loading the model locally and probing it before uploading."),
+    skip_preflight: bool = typer.Option(False, "--skip-preflight", help="Cloud providers: skip loading the model locally and probing it before uploading (the option preflight=false)."),
     option: Optional[List[str]] = OptionOpt,
     output: str = OutputOpt,
 ) -> None:
@@ -144,33 +146,17 @@ def deploy(
     """
 
     def body() -> Result:
-        from cloudml.spec import parse_key_values, validate_spec
+        from cloudml.spec import parse_key_values
 
-        overrides: dict[str, Any] = {"name": name, "model": str(model) if model else None, "model_version": model_version}
-        resources = {k: v for k, v in {"instance_type": instance_type, "min_replicas": min_replicas, "max_replicas": max_replicas}.items() if v is not None}
-        if resources:
-            overrides["resources"] = resources
-        if env:
-            overrides["env"] = parse_key_values(env, what="env")
-        if tag:
-            overrides["tags"] = parse_key_values(tag, what="tag")
-        data = _settings(provider, config, option, overrides)
-        if skip_preflight:
-            _skip_preflight(data)
-        result = _deployer(data).deploy(validate_spec(data))
+        flags: dict[str, Any] = {"name": name, "model": str(model) if model else None, "model_version": model_version,
+                                 "resources": {"instance_type": instance_type, "min_replicas": min_replicas, "max_replicas": max_replicas},
+                                 "env": parse_key_values(env, what="env"), "tags": parse_key_values(tag, what="tag")}
+        resolved = _resolve(provider, config, option, spec=flags, skip_preflight=skip_preflight)
+        spec = resolved.spec()
+        result = _deployer(resolved).deploy(spec)
         return Result(result, f"{result.action}: {_describe(result.deployment)}")
 
     _run(output, body)
-
-
-def _skip_preflight(data: dict[str, Any]) -> None:
-    from cloudml.errors import ConfigError
-    from cloudml.providers.registry import load_provider
-
-    name = data["provider"]
-    if "preflight" not in load_provider(name).Options.model_fields:
-        raise ConfigError(f"--skip-preflight does not apply to provider {name!r}", hint="it is for cloud providers, whose deploys run a local preflight first")
-    data.setdefault("provider_options", {}).setdefault(name, {})["preflight"] = False
 
 
 @app.command()
@@ -258,10 +244,10 @@ def list_(
     def body() -> Result:
         from rich.markup import escape
 
-        data = _settings(provider, config, option)
-        deployments = _deployer(data, progress=False).list()
+        resolved = _resolve(provider, config, option)
+        deployments = _deployer(resolved, progress=False).list()
         rows = [f"{escape(d.name):<32} {d.status.value:<10} v{d.model_version or '-':<4} {escape(d.endpoint_url or '-')}" for d in deployments]
-        return Result(deployments, "\n".join(rows) if rows else f"no deployments on {data['provider']}")
+        return Result(deployments, "\n".join(rows) if rows else f"no deployments on {resolved.provider}")
 
     _run(output, body)
 
@@ -374,23 +360,53 @@ def serve(
 
 
 @app.command()
-def providers(output: str = OutputOpt) -> None:
-    """List providers, whether each is ready, and what to install when it is not."""
+def providers(
+    name: Optional[str] = typer.Argument(None, help="A provider: list its options (type, default, environment variable).", show_default=False),
+    output: str = OutputOpt,
+) -> None:
+    """List providers, whether each is ready, and what to install when it is not; with NAME, its options."""
 
     def body() -> Result:
         from rich.markup import escape
 
         from cloudml.providers.registry import entries
 
+        if name is not None:
+            return _provider_options(name)
         rows = []
         for entry in entries().values():
             state = entry.state()
             rows.append({"name": entry.name, "state": state, "source": entry.source, "description": entry.description,
                          "install": entry.install_hint() if state == "missing-extra" else None})
         text = "\n".join(escape(f"{r['name']:<8} {r['state']:<14} {r['description']}" + (f"  ({r['install']})" if r["install"] else "")) for r in rows)
-        return Result(rows, text)
+        return Result(rows, text + "\n\n`cloudml providers NAME` lists a provider's options.")
 
     _run(output, body)
+
+
+def _provider_options(name: str) -> Result:
+    import json
+
+    from rich.markup import escape
+
+    from cloudml.providers.options import describe_options, env_prefix
+    from cloudml.providers.registry import canonical_name, entries, load_provider
+
+    name = canonical_name(name)
+    entry = entries()[name]
+    options = describe_options(load_provider(name).Options, name)
+    defaults = {row["name"]: "(required)" if row["required"] else ("-" if row["default"] is None else json.dumps(row["default"], default=str)) for row in options}
+    table = [("OPTION", "TYPE", "DEFAULT", "ENVIRONMENT VARIABLE")] + [(row["name"], row["type"], defaults[row["name"]], row["env"]) for row in options]
+    widths = [max(len(cells[i]) for cells in table) for i in range(3)]
+    lines = [f"{name}: {entry.description}" if entry.description else name, ""]
+    for cells, row in zip(table, [None] + options):
+        lines.append("  " + "  ".join(cell.ljust(width) for cell, width in zip(cells, widths + [0])).rstrip())
+        if row is not None and (row["description"] or row.get("syntax")):
+            lines.append("      " + " ".join(part for part in (row["description"], f"(as text: {row['syntax']})" if row.get("syntax") else "") if part))
+    lines += ["", f"Give them as -o KEY=VALUE, in the `{name}:` section of cloudml.yaml, or as the {env_prefix(name)}* variables above "
+                  "(priority: file < environment < flags)."]
+    text = escape("\n".join(lines))
+    return Result({"name": name, "description": entry.description, "options": options}, text)
 
 
 emulator_app = typer.Typer(

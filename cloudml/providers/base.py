@@ -10,61 +10,75 @@ import os
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Iterator
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
 from cloudml.errors import ConfigError, DeploymentNotFound
 from cloudml.progress import SILENT, Progress
+from cloudml.providers.options import ProviderOptions, environment_layer, keyword_layer, resolve_options
 from cloudml.results import Deployment, DeployResult, Prediction
-from cloudml.spec import DeploymentSpec, format_validation_error
+from cloudml.spec import DeploymentSpec
 
-
-class ProviderOptions(BaseModel):
-    """Base for each provider's typed options (region, project, home folder, ...)."""
-
-    model_config = ConfigDict(extra="forbid")
+__all__ = ["Deployer", "ProviderOptions"]
 
 
 class Deployer(ABC):
     """Deploys models to one provider and manages what it deployed.
 
-    Construct it through `cloudml.get_deployer(name, **options)`; `options` are validated
-    against the provider's `Options` model.
+    Construct it through `cloudml.get_deployer(name, **options)`: keyword `options` win over
+    `CLOUDML_<PROVIDER>_<OPTION>` variables, and both are checked against the provider's `Options`
+    model by the rules of `cloudml.providers.options` (the CLI's too). `options=` takes an
+    already-resolved `Options` object instead (what `cloudml.config` builds); the environment is
+    then not read again.
     """
 
     provider: ClassVar[str]
     Options: ClassVar[type[ProviderOptions]] = ProviderOptions
 
-    def __init__(self, *, progress: Progress | None = None, **options: Any):
-        options = {**self._environment_options(), **options}
-        try:
-            self.options = self.Options.model_validate(options)
-        except ValidationError as exc:
-            raise ConfigError(
-                f"invalid options for provider {self.provider!r}:\n{format_validation_error(exc)}",
-                hint=f"see `cloudml providers` and the README for what {self.provider!r} accepts",
-            ) from None
+    def __init__(self, *, options: ProviderOptions | None = None, progress: Progress | None = None, **values: Any):
+        if options is None:
+            options = resolve_options(self.Options, self.provider, [environment_layer(self.provider, os.environ), keyword_layer(values)])
+        elif values:
+            raise ConfigError(f"give the {self.provider!r} options either as options= or as keyword arguments, not both")
+        elif not isinstance(options, self.Options):
+            raise ConfigError(f"options= for provider {self.provider!r} must be {self.Options.__name__}, not {type(options).__name__}")
+        self.options = options
         self.progress = progress or SILENT
 
-    @classmethod
-    def _environment_options(cls) -> dict[str, str]:
-        """`CLOUDML_<PROVIDER>_<OPTION>` variables, under options passed in code (as on the CLI)."""
-        prefix = f"CLOUDML_{cls.provider.upper()}_"
-        return {
-            field: os.environ[prefix + field.upper()]
-            for field in cls.Options.model_fields
-            if os.environ.get(prefix + field.upper())
-        }
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        # A deployer written before `_deploy` existed overrides `deploy` itself: make its code the
+        # `_deploy` behind the checked `deploy`, so it too refuses another provider's spec.
+        own = cls.__dict__.get("deploy")
+        if own is not None and getattr(cls, "_deploy", None) is Deployer._deploy:
+            cls._deploy = own
+            cls.deploy = Deployer.deploy
 
-    @abstractmethod
+    def check_spec(self, spec: DeploymentSpec) -> None:
+        """Refuse what this deployer must not deploy: a spec written for another provider."""
+        if not isinstance(spec, DeploymentSpec):
+            raise ConfigError(f"deploy() takes a cloudml.DeploymentSpec, not {type(spec).__name__}")
+        if spec.provider is not None and spec.provider != self.provider.lower():  # spec.provider is lower-cased
+            raise ConfigError(
+                f"deployment {spec.name!r} is specified for provider {spec.provider!r}; this deployer is {self.provider!r}",
+                hint=f"deploy it with get_deployer({spec.provider!r}) (cloudml deploy --provider {spec.provider}), "
+                     "or leave DeploymentSpec.provider unset to deploy it with any provider",
+            )
+
     def deploy(self, spec: DeploymentSpec) -> DeployResult:
         """Create the deployment, or converge an existing one of that name to `spec`.
 
         The same model twice is a no-op; a new model replaces the old one without downtime,
-        and if the new one fails the old one keeps serving.
+        and if the new one fails the old one keeps serving. A spec whose `provider` is set to
+        another provider is refused with a ConfigError.
         """
+        self.check_spec(spec)
+        return self._deploy(spec)
+
+    @abstractmethod
+    def _deploy(self, spec: DeploymentSpec) -> DeployResult:
+        """`deploy`, for a spec already checked to be this provider's."""
 
     def update(self, spec: DeploymentSpec) -> DeployResult:
         """Like `deploy`, but refuses to create: the deployment must exist."""
+        self.check_spec(spec)
         self.get(spec.name)
         return self.deploy(spec)
 

@@ -94,16 +94,29 @@ def provider_names() -> list[str]:
     return sorted(entries())
 
 
+def canonical_name(name: str, *, given_by: str | None = None) -> str:
+    """The registered spelling of a provider name (case-insensitive); unknown names get a suggestion."""
+    known = entries()
+    if name in known:
+        return name
+    folded = {key.lower(): key for key in known}
+    if name.lower() in folded:
+        return folded[name.lower()]
+    from cloudml.validation import did_you_mean
+
+    suggestion = did_you_mean(name, known)
+    choices = f"choose one of: {', '.join(sorted(known))} (or install a plug-in that registers it)"
+    raise ConfigError(
+        f"unknown provider {name!r}" + (f" (from {given_by})" if given_by else ""),
+        hint=f"did you mean {suggestion!r}? {choices}" if suggestion else choices,
+    )
+
+
 def load_provider(name: str) -> type["Deployer"]:
     from cloudml.providers.base import Deployer
 
-    all_entries = entries()
-    entry = all_entries.get(name)
-    if entry is None:
-        raise ConfigError(
-            f"unknown provider {name!r}",
-            hint=f"choose one of: {', '.join(sorted(all_entries))} (or install a plug-in that registers it)",
-        )
+    name = canonical_name(name)
+    entry = entries()[name]
     missing = entry.missing_modules()
     if missing:
         raise ProviderUnavailable(
@@ -126,5 +139,6 @@ def load_provider(name: str) -> type["Deployer"]:
 
 
 def get_deployer(provider: str = "local", **options: Any) -> "Deployer":
-    """The deployer for `provider`, configured with keyword `options` (validated, typed)."""
+    """The deployer for `provider` (any case), configured with keyword `options` over
+    `CLOUDML_<PROVIDER>_<OPTION>` variables, checked as on the CLI (see `cloudml.providers.options`)."""
     return load_provider(provider)(**options)

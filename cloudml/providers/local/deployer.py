@@ -52,7 +52,7 @@ class LocalDeployer(Deployer):
         self.state = StateStore(self.options.home)
 
     # --- deploy ---------------------------------------------------------------------------
-    def deploy(self, spec: DeploymentSpec) -> DeployResult:
+    def _deploy(self, spec: DeploymentSpec) -> DeployResult:
         source = inspect_source(spec.model)
         if spec.resources.instance_type or spec.resources.max_replicas or spec.resources.min_replicas != 1:
             self.progress.note("note: the local provider runs one server process; resources apply to cloud providers")
