@@ -116,7 +116,7 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
     ownership_mark: ClassVar[str]  # the tag or label naming the deployment: "cloudml:deployment"
 
     # --- deploy ---------------------------------------------------------------------------
-    def deploy(self, spec: DeploymentSpec) -> DeployResult:
+    def _deploy(self, spec: DeploymentSpec) -> DeployResult:
         self.check_request(spec)
         from cloudml.packaging import inspect_source, source_hash
 
@@ -137,7 +137,7 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
             return DeployResult(action="unchanged", deployment=self.get(spec.name))
 
         work = self._work_folder(spec.name, plan)
-        packaged = self._package(source, work, spec)
+        packaged = self._package(source, work, spec, plan.model_hash)
         image = self.options.image_uri or self.default_image(plan, packaged)
         rollout: Rollout[PlanT, EndpointT] = Rollout(spec=spec, plan=plan, current=current, packaged=packaged, image=image,
                                                      journal=UndoJournal(self.progress))
@@ -159,12 +159,13 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
         root = Path(self.options.work_dir) if self.options.work_dir else home / f"{self.provider}-packages"
         return root / name / plan.hash_hex[:16]
 
-    def _package(self, source: ModelSource, work: Path, spec: DeploymentSpec) -> PackagedModel:
-        from cloudml.packaging.prepare import prepare_model
+    def _package(self, source: ModelSource, work: Path, spec: DeploymentSpec, digest: str) -> PackagedModel:
+        """Package (and probe) the very bytes that were hashed: a model changed since is refused."""
+        from cloudml.preflight.prepare import prepare_model
 
         checks = " and probing it locally (preflight)" if self.options.preflight else ""
         with self.progress.step(f"packaging {source.display_name}{checks}"):
-            return prepare_model(source, work, name=spec.name, version=spec.model_version, probe=self.options.preflight)
+            return prepare_model(source, work, name=spec.name, version=spec.model_version, probe=self.options.preflight, digest=digest)
 
     # --- hooks: deciding --------------------------------------------------------------------
     def check_request(self, spec: DeploymentSpec) -> None:
