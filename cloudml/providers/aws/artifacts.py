@@ -47,15 +47,16 @@ def ensure_bucket(aws: AwsSession, bucket: str) -> bool:
     return True
 
 
-def upload_archive(aws: AwsSession, archive: Path, *, bucket: str, key: str, tags: dict[str, str]) -> bool:
-    """Upload `archive` to s3://bucket/key unless an object with the same sha256 is there.
-    Multipart for large files (boto3's transfer manager). Returns True when it uploaded."""
+def upload_archive(aws: AwsSession, archive: Path, *, bucket: str, key: str, tags: dict[str, str], digest: str | None = None) -> bool:
+    """Upload `archive` to s3://bucket/key unless an object with the same sha256 is there
+    (`digest`: the archive's, when packaging computed it while writing). Multipart for large
+    files (boto3's transfer manager). Returns True when it uploaded."""
     from urllib.parse import urlencode
 
     from boto3.s3.transfer import TransferConfig
     from botocore.exceptions import ClientError
 
-    digest = content_hash(archive)
+    digest = digest or content_hash(archive)
     with aws_errors(f"checking s3://{bucket}/{key}"):
         try:
             head = aws.s3.head_object(Bucket=bucket, Key=key)

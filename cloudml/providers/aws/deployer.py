@@ -155,7 +155,9 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
         key = f"{self.options.prefix}/{plan.name}/{plan.hash_hex[:16]}/model.tar.gz".lstrip("/")
         with self.progress.step(f"uploading model.tar.gz to s3://{bucket}/{key}"):
             artifacts.ensure_bucket(self.aws, bucket)
-            if artifacts.upload_archive(self.aws, rollout.packaged.archive, bucket=bucket, key=key, tags={TAG_DEPLOYMENT: plan.name, TAG_HASH: plan.model_hash}):
+            packaged = rollout.packaged
+            if artifacts.upload_archive(self.aws, packaged.archive, bucket=bucket, key=key, digest=packaged.archive_digest,
+                                        tags={TAG_DEPLOYMENT: plan.name, TAG_HASH: plan.model_hash}):
                 rollout.journal.record(f"s3://{bucket}/{key}", lambda: self.aws.s3.delete_object(Bucket=bucket, Key=key))
         return f"s3://{bucket}/{key}"
 
