@@ -119,6 +119,7 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
     def _deploy(self, spec: DeploymentSpec) -> DeployResult:
         self.check_request(spec)
         from cloudml.packaging import inspect_source, source_hash
+        from cloudml.packaging.metadata import tensorflow_version
 
         source = inspect_source(spec.model)
         with self.progress.step(f"hashing {source.display_name}"):
@@ -136,9 +137,13 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
             self.refresh_tags(current, spec, plan)
             return DeployResult(action="unchanged", deployment=self.get(spec.name))
 
+        # The image is chosen from the model's metadata when it has any, so a model no image can
+        # serve is refused at once, before seconds of packaging.
+        saved_by = tensorflow_version(source)
+        image = self.options.image_uri or (self.default_image(plan, saved_by) if saved_by else None)
         work = self._work_folder(spec.name, plan)
         packaged = self._package(source, work, spec, plan.model_hash)
-        image = self.options.image_uri or self.default_image(plan, packaged)
+        image = image or self.default_image(plan, packaged.manifest.tensorflow_version)
         rollout: Rollout[PlanT, EndpointT] = Rollout(spec=spec, plan=plan, current=current, packaged=packaged, image=image,
                                                      journal=UndoJournal(self.progress))
         try:
@@ -197,8 +202,9 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
 
     # --- hooks: doing -----------------------------------------------------------------------
     @abstractmethod
-    def default_image(self, plan: PlanT, packaged: PackagedModel) -> str:
-        """The serving image when none is configured; a ConfigError when none can serve the model."""
+    def default_image(self, plan: PlanT, tensorflow_version: str) -> str:
+        """The serving image when none is configured, for a SavedModel written by that TensorFlow;
+        a ModelError when no image can serve it."""
 
     @abstractmethod
     def stage_artifact(self, rollout: Rollout[PlanT, EndpointT]) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from cloudml.errors import ConfigError, DeployFailed, DeploymentNotFound, EndpointUnavailable, PredictionRejected
 from cloudml.providers.aws import artifacts, logs, scaling
@@ -22,9 +22,6 @@ from cloudml.providers.cloud import Action, CloudDeployer, CloudPlan, Rollout
 from cloudml.providers.common import container_error, short_hash, wait_while_busy
 from cloudml.results import Deployment, DeploymentStatus, Prediction, utcnow
 from cloudml.spec import DeploymentSpec
-
-if TYPE_CHECKING:
-    from cloudml.packaging import PackagedModel
 
 VARIANT = "primary"
 TAG_DEPLOYMENT = "cloudml:deployment"
@@ -146,8 +143,8 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
         self._remove_owned(plan.name, keep=frozenset({plan.model_name, plan.config_name}))
 
     # --- deploy: doing --------------------------------------------------------------------
-    def default_image(self, plan: Plan, packaged: PackagedModel) -> str:
-        return tensorflow_image(region=self.aws.region, tensorflow_version=packaged.manifest.tensorflow_version, instance_type=plan.instance_type)
+    def default_image(self, plan: Plan, tensorflow_version: str) -> str:
+        return tensorflow_image(region=self.aws.region, tensorflow_version=tensorflow_version, instance_type=plan.instance_type)
 
     def stage_artifact(self, rollout: Rollout[Plan, Endpoint]) -> str:
         plan = rollout.plan
