@@ -16,7 +16,7 @@ class ExitCode:
     PREDICTION_REJECTED = 6  # the endpoint refused the request (4xx)
     PROVIDER_UNAVAILABLE = 7  # missing extra or unknown provider
     NOT_HEALTHY = 8  # status: the deployment exists but is not serving
-    INTERRUPTED = 130
+    INTERRUPTED = 130  # Ctrl-C (SIGINT)
 
 
 class CloudMLError(Exception):
@@ -43,6 +43,10 @@ class CloudMLError(Exception):
 
 class ConfigError(CloudMLError):
     exit_code = ExitCode.BAD_INPUT
+
+
+class UsageError(ConfigError):
+    """The command line itself is wrong: an unknown flag or command, a missing argument, a bad value."""
 
 
 class ModelError(CloudMLError):
@@ -75,3 +79,19 @@ class EndpointUnavailable(CloudMLError):
 
 class ProviderUnavailable(CloudMLError):
     exit_code = ExitCode.PROVIDER_UNAVAILABLE
+
+
+class Interrupted(CloudMLError):
+    exit_code = ExitCode.INTERRUPTED
+
+
+class ReportedError(CloudMLError):
+    """An error another process reported as `to_dict()` (a server's error file), shown as it was."""
+
+    def __init__(self, info: dict):
+        super().__init__(str(info.get("message") or "failed"), hint=info.get("hint"), details=info.get("details"))
+        self.kind = str(info.get("error") or "CloudMLError")
+        self.exit_code = int(info.get("exit_code") or ExitCode.UNEXPECTED)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "error": self.kind}

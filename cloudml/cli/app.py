@@ -9,13 +9,56 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, List, NamedTuple, Optional
 
 import typer
+import typer.core
 
 if TYPE_CHECKING:
     from cloudml.config import Config
     from cloudml.providers.base import Deployer
 
+
+def json_requested(args: List[str], environ: Any) -> bool:
+    """Whether this command line asks for JSON (the last --output wins, else CLOUDML_OUTPUT), read
+    from the raw arguments: a line click cannot parse has no parsed --output to go by."""
+    value = environ.get("CLOUDML_OUTPUT", "")
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--output" and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--output="):
+            value = arg.partition("=")[2]
+    return value.strip().lower() == "json"
+
+
+class CloudMLGroup(typer.core.TyperGroup):
+    """The `cloudml` command. For scripts (`--output json`) click's own failures, the ones no
+    command body sees (an unknown flag or command, a missing argument, a bad value), are also one
+    JSON error object on stdout, with click's exit code (2); so are crashes (1). People get
+    typer's usual messages."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        args = list(sys.argv[1:] if args is None else args)
+        if not standalone_mode or not json_requested(args, os.environ):
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        from cloudml.cli.output import report_error, report_unexpected, report_usage_error
+        from cloudml.errors import Interrupted
+
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as exc:  # typer's click: usage errors and the like
+            code = report_usage_error(exc, as_json=True)
+        except typer.Abort:
+            interrupted = Interrupted("aborted")
+            report_error(interrupted, as_json=True)
+            code = interrupted.exit_code
+        except Exception as exc:
+            code = report_unexpected(exc, as_json=True)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="cloudml",
+    cls=CloudMLGroup,
     help="Deploy TensorFlow/Keras models to a local endpoint, AWS SageMaker, Vertex AI or Azure ML.",
     no_args_is_help=True,
     add_completion=False,
@@ -27,7 +70,7 @@ app = typer.Typer(
 ProviderOpt = typer.Option(None, "--provider", "-p", help="local (default), aws, gcp, azure or a plug-in (env CLOUDML_PROVIDER).", show_default=False)
 ConfigOpt = typer.Option(None, "--config", "-c", help="cloudml.yaml to read (env CLOUDML_CONFIG; default: ./cloudml.yaml if present).", show_default=False)
 OptionOpt = typer.Option(None, "--option", "-o", help="Provider option KEY=VALUE (repeatable), e.g. -o port=8080; lists: a,b or JSON. `cloudml providers NAME` lists them.", show_default=False)
-OutputOpt = typer.Option("text", "--output", envvar="CLOUDML_OUTPUT", help="text or json.")
+OutputOpt = typer.Option("text", "--output", envvar="CLOUDML_OUTPUT", help="text or json (env CLOUDML_OUTPUT); with json, errors too are JSON on stdout.")
 OUTPUTS = ("text", "json")
 
 
@@ -80,7 +123,7 @@ def _target(name: Optional[str], provider: Optional[str], config: Optional[Path]
 
 def _run(output: str, fn) -> None:
     """Run a command body, print its `Result`, and turn cloudml errors into a message and an exit code."""
-    from cloudml.errors import CloudMLError, ConfigError, ExitCode
+    from cloudml.errors import CloudMLError, ConfigError, Interrupted
 
     output = output.lower()
     as_json = output == "json"
@@ -103,7 +146,12 @@ def _run(output: str, fn) -> None:
         report_error(exc, as_json=as_json)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        raise typer.Exit(ExitCode.INTERRUPTED) from None
+        interrupted = Interrupted("interrupted")
+        if as_json:  # people pressed Ctrl-C themselves; a script is owed its one error object
+            from cloudml.cli.output import report_error
+
+            report_error(interrupted, as_json=True)
+        raise typer.Exit(interrupted.exit_code) from None
     raise typer.Exit(code or 0)
 
 
@@ -260,17 +308,24 @@ def logs(
     provider: Optional[str] = ProviderOpt,
     config: Optional[Path] = ConfigOpt,
     option: Optional[List[str]] = OptionOpt,
+    output: str = OutputOpt,
 ) -> None:
-    """Print the deployment's serving log."""
+    """Print the deployment's serving log, without TensorFlow's start-up noise (with --output json:
+    one {"deployment", "line"} object per line)."""
 
     def body() -> int:
+        import json
+
+        from cloudml.tfnoise import without_noise
+
+        as_json = output.lower() == "json"
         deployer, target = _target(name, provider, config, option)
-        for line in deployer.logs(target, tail=tail, follow=follow):
-            sys.stdout.write(line + "\n")
+        for line in without_noise(deployer.logs(target, tail=tail, follow=follow)):
+            sys.stdout.write((json.dumps({"deployment": target, "line": line}) if as_json else line) + "\n")
             sys.stdout.flush()
         return 0
 
-    _run("text", body)
+    _run(output, body)
 
 
 @app.command()
@@ -278,7 +333,7 @@ def delete(
     name: Optional[str] = typer.Argument(None, help="Deployment name.", show_default=False),
     provider: Optional[str] = ProviderOpt,
     config: Optional[Path] = ConfigOpt,
-    purge: bool = typer.Option(False, "--purge", help="Also delete the stored model artifacts (S3 objects); kept by default for a redeploy."),
+    purge: bool = typer.Option(False, "--purge", help="Also delete the stored model artifacts (S3 objects, GCS objects, Azure blobs); kept by default for a redeploy."),
     option: Optional[List[str]] = OptionOpt,
     output: str = OutputOpt,
 ) -> None:
@@ -342,21 +397,44 @@ def serve(
     reuse_port: bool = typer.Option(False, "--reuse-port", hidden=True),
     unix_socket: Optional[Path] = typer.Option(None, "--unix-socket", hidden=True),
     error_file: Optional[Path] = typer.Option(None, "--error-file", hidden=True),
+    output: str = OutputOpt,
 ) -> None:
-    """Serve a model over HTTP with the SageMaker, Vertex AI, Azure ML and TF Serving contracts."""
+    """Serve a model over HTTP with the SageMaker, Vertex AI, Azure ML and TF Serving contracts.
+
+    Logs go to stderr; with --output json a start-up failure is also one JSON error on stdout."""
 
     def body() -> int:
+        import tempfile
+
         from cloudml.serving.batching import BatchingConfig
         from cloudml.serving.server import serve as run_server
 
         config = BatchingConfig.from_env(enabled=batching, max_batch_size=max_batch_size, max_wait_ms=max_batch_wait_ms)
-        return run_server(
-            model, host=host, port=port, name=name, version=model_version, package_dir=package_dir,
-            max_body_bytes=max_body_bytes, batching=config, workers=workers, reuse_port=reuse_port, unix_socket_path=unix_socket,
-            error_file=error_file, log_level=log_level,
-        )
+        with tempfile.TemporaryDirectory(prefix="cloudml-serve-error-") as scratch:
+            # The server reports a start-up failure in its error file; for scripts it becomes the JSON error.
+            report = error_file or (Path(scratch) / "error.json" if output.lower() == "json" else None)
+            code = run_server(
+                model, host=host, port=port, name=name, version=model_version, package_dir=package_dir,
+                max_body_bytes=max_body_bytes, batching=config, workers=workers, reuse_port=reuse_port, unix_socket_path=unix_socket,
+                error_file=report, log_level=log_level,
+            )
+            if code and output.lower() == "json":
+                raise _reported(report, code)
+        return code
 
-    _run("text", body)
+    _run(output, body)
+
+
+def _reported(error_file: Path, code: int):
+    import json
+
+    from cloudml.errors import ReportedError
+
+    try:
+        info = json.loads(error_file.read_text())
+    except (OSError, ValueError):
+        info = {"error": "CloudMLError", "message": f"the server stopped with exit code {code}", "hint": "its log on stderr says why"}
+    return ReportedError({**info, "exit_code": code})
 
 
 @app.command()

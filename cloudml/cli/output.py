@@ -1,4 +1,7 @@
-"""How the CLI talks to people and scripts: text or JSON on stdout, progress and errors on stderr."""
+"""How the CLI talks to people and scripts: text or JSON on stdout, progress and errors on stderr.
+
+With `--output json` stdout carries JSON only: the result, or for a failure of any kind (a usage
+error, a cloudml error, a crash, Ctrl-C) exactly one error object on one line."""
 
 from __future__ import annotations
 
@@ -7,20 +10,23 @@ import json
 import sys
 import threading
 import time
+import traceback
 from typing import Any, Iterator
 
 from rich.console import Console
 from rich.markup import escape
 
-from cloudml.errors import CloudMLError
+from cloudml.errors import CloudMLError, ExitCode
 from cloudml.progress import Progress
+from cloudml.tfnoise import clean_text
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class SpinnerProgress(Progress):
-    """A live spinner with elapsed time on a terminal; timestamped lines otherwise (CI logs)."""
+    """A live spinner with elapsed time on a terminal; otherwise (CI logs) a `…` line when a step
+    starts and a `✓`/`✗` line with its duration when it ends."""
 
     def __init__(self, console: Console = stderr):
         self.console = console
@@ -83,11 +89,40 @@ def emit(data: Any, *, as_json: bool, text: str | None = None) -> None:
 
 
 def report_error(exc: CloudMLError, *, as_json: bool) -> None:
+    details = clean_text(exc.details)  # a server's log tail: its own lines, not TensorFlow's start-up noise
     if as_json:
-        sys.stdout.write(json.dumps(exc.to_dict(), indent=2) + "\n")
+        info = exc.to_dict()
+        info.pop("details", None)
+        write_json_line({**info, **({"details": details} if details else {})})
     stderr.print(f"[bold red]error:[/bold red] {escape(exc.message)}")
     if exc.hint:
         stderr.print(f"[yellow]hint:[/yellow] {escape(exc.hint)}")
-    if exc.details:
+    if details:
         stderr.print("[dim]--- log tail ---[/dim]")
-        stderr.print(escape(exc.details), markup=False)
+        stderr.print(escape(details), markup=False)
+
+
+def report_usage_error(exc: Any, *, as_json: bool) -> int:
+    """A click usage error (unknown flag or command, missing argument, bad value) as a cloudml error."""
+    from cloudml.errors import UsageError
+
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "cloudml"
+    error = UsageError(exc.format_message(), hint=f"`{where} --help` lists what it takes")
+    error.exit_code = exc.exit_code
+    report_error(error, as_json=as_json)
+    return exc.exit_code
+
+
+def report_unexpected(exc: BaseException, *, as_json: bool) -> int:
+    """A crash: the traceback on stderr (it is a bug to report), and for scripts its JSON summary."""
+    traceback.print_exception(exc, file=sys.stderr)
+    if as_json:
+        write_json_line({"error": type(exc).__name__, "message": str(exc) or repr(exc),
+                         "hint": "this is a bug in cloudml or a plug-in: the traceback is on stderr", "exit_code": ExitCode.UNEXPECTED})
+    return ExitCode.UNEXPECTED
+
+
+def write_json_line(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, default=str) + "\n")
+    sys.stdout.flush()

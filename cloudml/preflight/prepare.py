@@ -19,8 +19,7 @@ from cloudml.errors import CloudMLError, ModelError
 from cloudml.packaging import PackagedModel, package_model
 from cloudml.packaging.source import ModelSource
 from cloudml.preflight.result import Failed, Packaged, read_result, write_result
-
-_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "oneDNN custom operations", "cpu_feature_guard", "To enable the following instructions")
+from cloudml.tfnoise import without_noise
 
 
 def prepare_model(source: ModelSource, out_dir: Path, *, name: str, version: int | None, probe: bool,
@@ -61,7 +60,7 @@ def outcome(result: Packaged | Failed | None, *, returncode: int, stderr: str, m
 
 
 def _stderr_tail(stderr: str, lines: int = 30) -> str | None:
-    kept = [line for line in stderr.splitlines() if not any(n in line for n in _NOISE)]
+    kept = list(without_noise(stderr.splitlines()))
     return "\n".join(kept[-lines:]) or None
 
 

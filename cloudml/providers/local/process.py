@@ -41,7 +41,7 @@ def start_server(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **env, "CLOUDML_DEPLOYMENT": name, "PYTHONUNBUFFERED": "1"},
+            env={"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ, **env, "CLOUDML_DEPLOYMENT": name, "PYTHONUNBUFFERED": "1"},
             start_new_session=True,  # survives the CLI that started it, and Ctrl-C in that shell
             close_fds=True,
         )
