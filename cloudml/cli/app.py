@@ -503,11 +503,12 @@ def emulator_aws(
     provisioning_delay: float = typer.Option(1.0, "--provisioning-delay", help="Seconds an endpoint stays Creating before its container starts."),
     health_timeout: float = typer.Option(180.0, "--health-timeout", help="Seconds a container gets to answer /ping before the endpoint fails."),
     ready_file: Optional[Path] = typer.Option(None, "--ready-file", hidden=True),
+    output: str = OutputOpt,
 ) -> None:
     """Run an AWS-compatible endpoint (S3, IAM, STS, CloudWatch Logs, Auto Scaling, SageMaker
     hosting with real predictions) until Ctrl-C. Point clients at it with the printed variables."""
 
-    def body() -> int:
+    def body(ready: Optional[Path]) -> int:
         from cloudml.emulators.foreground import require_modules, serve_until_stopped
 
         require_modules({"moto": "moto[server]", "boto3": "boto3"}, extra="aws-emulator", title="AWS")
@@ -520,9 +521,9 @@ def emulator_aws(
                 server.init_resources(region=region)
             return [f"AWS emulator listening on {server.url} (Ctrl-C to stop). Use it with:"], client_env(server.url, region=region), {}
 
-        return serve_until_stopped(server, address=f"{host}:{port}", ready_file=ready_file, announce=announce)
+        return serve_until_stopped(server, address=f"{host}:{port}", ready_file=ready, announce=announce)
 
-    _run("text", body)
+    _foreground(output, ready_file, body)
 
 
 @emulator_app.command("gcp")
@@ -535,11 +536,12 @@ def emulator_gcp(
     provisioning_delay: float = typer.Option(1.0, "--provisioning-delay", help="Seconds a long-running operation takes before its work starts."),
     health_timeout: float = typer.Option(180.0, "--health-timeout", help="Seconds a model server gets to answer its health route before the deployment fails."),
     ready_file: Optional[Path] = typer.Option(None, "--ready-file", hidden=True),
+    output: str = OutputOpt,
 ) -> None:
     """Run an offline Vertex AI (REST API with real predictions, Cloud Logging entries:list) and
     GCS until Ctrl-C. Point clients at it with the printed variables."""
 
-    def body() -> int:
+    def body(ready: Optional[Path]) -> int:
         from cloudml.emulators.foreground import require_modules, serve_until_stopped
 
         require_modules({"gcp_storage_emulator": "gcp-storage-emulator", "google.cloud.aiplatform": "google-cloud-aiplatform",
@@ -552,9 +554,9 @@ def emulator_gcp(
             banner = f"GCP emulator: Vertex AI on {server.url}, GCS on {server.storage_url} (Ctrl-C to stop). Use it with:"
             return [banner], client_env(server.url, server.storage_url, project=project, location=location), {"storage_url": server.storage_url}
 
-        return serve_until_stopped(server, address=f"{host}:{port}", ready_file=ready_file, announce=announce)
+        return serve_until_stopped(server, address=f"{host}:{port}", ready_file=ready, announce=announce)
 
-    _run("text", body)
+    _foreground(output, ready_file, body)
 
 
 @emulator_app.command("azure")
@@ -564,13 +566,59 @@ def emulator_azure(
     provisioning_delay: float = typer.Option(1.0, "--provisioning-delay", help="Seconds a deployment stays Creating before its container starts."),
     health_timeout: float = typer.Option(180.0, "--health-timeout", help="Seconds a container gets to answer its readiness route before the deployment fails."),
     ready_file: Optional[Path] = typer.Option(None, "--ready-file", hidden=True),
+    output: str = OutputOpt,
 ) -> None:
     """Run an Azure ML workspace (ARM and Azure ML REST, online endpoints serving real
     predictions, Azurite blob storage) until Ctrl-C. Point clients at it with the printed variables."""
     from cloudml.emulators.azure.process import run_foreground
 
-    _run("text", lambda: run_foreground(host=host, port=port, provisioning_delay=provisioning_delay,
-                                        health_timeout=health_timeout, ready_file=ready_file))
+    _foreground(output, ready_file, lambda ready: run_foreground(host=host, port=port, provisioning_delay=provisioning_delay,
+                                                                 health_timeout=health_timeout, ready_file=ready))
+
+
+def _foreground(output: str, ready_file: Optional[Path], run) -> None:
+    """Run an emulator until stopped: `run(ready_file)`. People read its banner on stdout; with
+    --output json the banner goes to stderr, and stdout gets the ready file's one object
+    ({"url", "env", ...}, what EmulatorProcess reads) once it listens."""
+    if output.lower() != "json":
+        _run(output, lambda: run(ready_file))
+        return
+    import contextlib
+    import tempfile
+    import threading
+
+    scripts = sys.stdout
+
+    def body() -> int:
+        with tempfile.TemporaryDirectory(prefix="cloudml-emulator-") as scratch:
+            ready = ready_file or Path(scratch) / "ready.json"
+            stopped = threading.Event()
+            relay = threading.Thread(target=_relay_ready, args=(ready, stopped, scripts), daemon=True)
+            relay.start()
+            try:
+                with contextlib.redirect_stdout(sys.stderr):
+                    return run(ready)
+            finally:
+                stopped.set()
+                relay.join()
+
+    _run(output, body)
+
+
+def _relay_ready(ready: Path, stopped, out) -> None:
+    import json
+
+    while True:
+        try:
+            info = json.loads(ready.read_text())  # a half-written file does not parse: try again
+        except (OSError, ValueError):
+            if stopped.is_set():
+                return
+            stopped.wait(0.1)
+            continue
+        out.write(json.dumps(info) + "\n")
+        out.flush()
+        return
 
 
 def main() -> None:
