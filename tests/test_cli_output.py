@@ -111,9 +111,10 @@ def test_usage_errors_with_output_json_are_one_json_error_with_exit_2(args, frag
     assert fragment in result.stderr and "Traceback" not in result.stderr
 
 
-def test_cloudml_output_json_in_the_environment_makes_usage_errors_json(tmp_path):
-    body = one_json_error(run_cli("status", "--nmae", "x", home=tmp_path, env={"CLOUDML_OUTPUT": "JSON"}), 2)
-    assert "--nmae" in body["message"]
+@pytest.mark.parametrize("args, fragment", [(["status", "--nmae", "x"], "--nmae"), ([], "missing command"), (["emulator"], "missing command")])
+def test_cloudml_output_json_in_the_environment_makes_usage_errors_json(args, fragment, tmp_path):
+    body = one_json_error(run_cli(*args, home=tmp_path, env={"CLOUDML_OUTPUT": "JSON"}), 2)
+    assert fragment in body["message"]
 
 
 def _commands() -> list[list[str]]:
@@ -243,3 +244,18 @@ def test_every_exit_code_in_the_readme_is_what_the_cli_returns(scripted, tmp_pat
             assert body["status"] == "dead"
         elif code:
             assert body["exit_code"] == code
+
+
+def test_emulator_with_output_json_prints_its_ready_object_and_nothing_else(tmp_path):
+    pytest.importorskip("moto")
+    proc = subprocess.Popen([sys.executable, "-m", "cloudml", "emulator", "aws", "--port", "0", "--no-init", "--output", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, cwd=REPO)
+    try:
+        ready = json.loads(proc.stdout.readline())
+        proc.terminate()
+        rest, errors = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert ready["url"].startswith("http://127.0.0.1:") and ready["env"]["AWS_ENDPOINT_URL"] == ready["url"]
+    assert rest == "" and "AWS emulator listening on" in errors
+    assert proc.returncode == 0
