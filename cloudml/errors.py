@@ -30,9 +30,7 @@ class CloudMLError(Exception):
         self.details = details
 
     def to_dict(self) -> dict:
-        out = {"error": type(self).__name__, "message": self.message, "exit_code": self.exit_code}
-        if self.hint:
-            out["hint"] = self.hint
+        out = {"error": type(self).__name__, "message": self.message, "hint": self.hint, "exit_code": self.exit_code}
         if self.details:
             out["details"] = self.details
         return out
