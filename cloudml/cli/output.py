@@ -103,12 +103,14 @@ def report_error(exc: CloudMLError, *, as_json: bool) -> None:
 
 
 def report_usage_error(exc: Any, *, as_json: bool) -> int:
-    """A click usage error (unknown flag or command, missing argument, bad value) as a cloudml error."""
+    """A click usage error (unknown flag or command, missing argument, bad value: exit 2) as a
+    cloudml UsageError; any other error of click's (a file it could not open) keeps its own code."""
     from cloudml.errors import UsageError
 
     ctx = getattr(exc, "ctx", None)
     where = ctx.command_path if ctx is not None else "cloudml"
-    error = UsageError(exc.format_message(), hint=f"`{where} --help` lists what it takes")
+    kind = UsageError if exc.exit_code == UsageError.exit_code else CloudMLError
+    error = kind(exc.format_message(), hint=f"`{where} --help` lists what it takes")
     error.exit_code = exc.exit_code
     report_error(error, as_json=as_json)
     return exc.exit_code
