@@ -142,9 +142,9 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
 
     def read_endpoint(self, name: str) -> AzureEndpoint | None:
         resource = workspace.endpoint(self.ml, name)
-        return None if resource is None else self._with_deployments(resource)
+        return None if resource is None else self._as_endpoint(resource)
 
-    def _with_deployments(self, resource: Any) -> AzureEndpoint:
+    def _as_endpoint(self, resource: Any) -> AzureEndpoint:
         return AzureEndpoint(resource, lambda: workspace.deployments(self.ml, resource.name))
 
     def owner(self, endpoint: AzureEndpoint) -> str | None:
@@ -165,7 +165,7 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
         resource = wait_while_busy(self.progress, f"for endpoint {name} to finish {endpoint.state}", read, busy=BUSY,
                                    what=f"endpoint {name}", timeout=self.options.wait_timeout, interval=self.options.poll_interval,
                                    hint="run the same deploy again to resume waiting")
-        return self._with_deployments(resource)
+        return self._as_endpoint(resource)
 
     def is_unchanged(self, endpoint: AzureEndpoint, plan: AzurePlan) -> bool:
         return (endpoint.live == plan.deployment_name and endpoint.state == "succeeded"
@@ -209,7 +209,7 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
         elif state(existing) != "succeeded":
             if existing is not None:  # a failed leftover of an earlier run
                 self._delete_deployment(spec.name, plan.deployment_name)
-            self._create_deployment(spec, plan, model)
+            self._create_deployment(spec, plan, model, image=rollout.image)
 
             def remove_deployment() -> None:
                 self._restore_traffic(spec.name, live, leaving=plan.deployment_name)
@@ -266,10 +266,10 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
         with self.progress.step(f"creating online endpoint {spec.name}"), azure_errors(f"creating online endpoint {spec.name}"):
             return self._finish(self.ml.online_endpoints.begin_create_or_update(endpoint), f"endpoint {spec.name} to be created")
 
-    def _create_deployment(self, spec: DeploymentSpec, plan: AzurePlan, model: Any) -> None:
+    def _create_deployment(self, spec: DeploymentSpec, plan: AzurePlan, model: Any, *, image: str) -> None:
         from azure.ai.ml.entities import ManagedOnlineDeployment
 
-        environment = self.options.environment or serving_environment(self.options.image_uri)
+        environment = self.options.environment or serving_environment(image)
         if isinstance(environment, str) and not environment.startswith("azureml:"):
             environment = f"azureml:{environment}"
         deployment = ManagedOnlineDeployment(
@@ -392,7 +392,7 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
     def list(self) -> list[Deployment]:
         with azure_errors("listing Azure ML online endpoints"):
             endpoints = list(self.ml.online_endpoints.list())
-        return sorted((self.describe(self._with_deployments(e)) for e in endpoints if (e.tags or {}).get(TAG_DEPLOYMENT) == e.name),
+        return sorted((self.describe(self._as_endpoint(e)) for e in endpoints if (e.tags or {}).get(TAG_DEPLOYMENT) == e.name),
                       key=lambda d: d.name)
 
     def predict(self, name: str, *, instances: list[Any], parameters: dict[str, Any] | None = None) -> Prediction:
