@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from cloudml.providers.base import ProviderOptions
+from cloudml.providers.cloud import CloudOptions
 
 SUBSCRIPTION_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 RESOURCE_GROUP = re.compile(r"^[-\w._()]{1,90}$")
@@ -16,7 +16,9 @@ WORKSPACE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,32}$")
 ENVIRONMENT = re.compile(r"^(azureml:)?[a-zA-Z0-9][a-zA-Z0-9\-_.]{0,254}(:[^:@/]+|@latest)$")
 
 
-class AzureOptions(ProviderOptions):
+class AzureOptions(CloudOptions):
+    """The shared cloud options (image_uri, canary, waits, preflight, work_dir) and Azure ML's."""
+
     subscription_id: str | None = Field(default=None, description="Azure subscription id (a GUID) that holds the workspace.")
     resource_group: str | None = Field(default=None, description="Resource group of the Azure ML workspace.")
     workspace: str | None = Field(default=None, description="Azure ML workspace name.")
@@ -25,12 +27,7 @@ class AzureOptions(ProviderOptions):
     auth_mode: Literal["key", "aml_token"] = Field(default="key", description="How callers authenticate at the scoring URI: endpoint key, or an Azure ML token.")
     image_uri: str | None = Field(default=None, description="The cloudml serving image (from `cloudml package --container`, pushed to your ACR), run as a custom container with liveness GET /, readiness GET /ready and scoring POST /score on port 8080.")
     environment: str | None = Field(default=None, description="An existing Azure ML environment to serve with instead of image_uri (azureml:<name>:<version> or <name>@latest); it must declare the same inference routes.")
-    canary_percent: int | None = Field(default=None, ge=1, le=99, description="On update, send this share of traffic to the new deployment first, then the rest; default all at once.")
-    canary_wait_seconds: float = Field(default=60.0, ge=0, le=3600, description="How long a canary takes its share before the rest of the traffic moves.")
-    wait_timeout: float = Field(default=3600.0, gt=0, description="Seconds to wait for a deployment to finish provisioning.")
-    poll_interval: float = Field(default=15.0, gt=0, description="Seconds between status checks while waiting.")
-    preflight: bool = Field(default=True, description="Load the packaged model locally and answer a probe request before uploading anything.")
-    work_dir: str | None = Field(default=None, description="Where packages are built; default $CLOUDML_HOME/azure-packages.")
+    canary_wait_seconds: int = Field(default=60, ge=0, le=3600, description="How long a canary runs before the rest of the traffic moves.")
     resource_manager_url: str | None = Field(default=None, description="A custom Azure Resource Manager endpoint (a sovereign or private cloud, the cloudml emulator); default: Azure public cloud.")
     storage_url: str | None = Field(default=None, description="Blob service URL of the workspace's default datastore when it is not https://<account>.blob.<cloud suffix> (Azurite in the emulator).")
 
