@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloudml.errors import ConfigError
+from cloudml.errors import ConfigError, ModelError
 from cloudml.providers.azure.options import AzureOptions
 from cloudml.providers.azure.plan import cloudml_tags, live_deployment, make_plan, traffic_steps
 from cloudml.spec import DeploymentSpec
@@ -87,7 +87,7 @@ def test_a_deploy_without_an_image_or_a_bad_name_is_refused_before_the_model_is_
     import cloudml
 
     missing = tmp_path / "not-there.keras"  # never opened: the refusals come first
-    with pytest.raises(ConfigError, match="needs the image to serve with") as no_image:
+    with pytest.raises(ModelError, match="no Azure ML prebuilt image can serve this model") as no_image:
         cloudml.get_deployer("azure").deploy(DeploymentSpec(name="fraud-model", model=str(missing)))
     assert "image_uri" in no_image.value.hint and "environment" in no_image.value.hint
     # A name every cloud accepts but Azure ML does not (it is part of the scoring host name).

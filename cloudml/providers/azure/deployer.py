@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from cloudml.errors import ConfigError, DeployFailed, EndpointUnavailable, PredictionRejected
+from cloudml.errors import ConfigError, DeployFailed, EndpointUnavailable, ModelError, PredictionRejected
 from cloudml.providers.azure import artifacts, logs, workspace
 from cloudml.providers.azure.environment import check_endpoint_name, serving_environment
 from cloudml.providers.azure.options import AzureOptions
@@ -131,8 +131,9 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
     def check_request(self, spec: DeploymentSpec) -> None:
         check_endpoint_name(spec.name)
         if not self.options.image_uri and not self.options.environment:
-            raise ConfigError(
-                "the azure provider needs the image to serve with",
+            # The same refusal, and exit code, as a cloud whose prebuilt images are all too old for the model.
+            raise ModelError(
+                "no Azure ML prebuilt image can serve this model: Azure ML has no TensorFlow inference image or curated environment",
                 hint="build and push the cloudml runtime (`cloudml package MODEL --container`, then `az acr build`) and pass "
                      "-o image_uri=<registry>.azurecr.io/cloudml-serving:<tag>, or pass -o environment=azureml:<name>:<version>",
             )
