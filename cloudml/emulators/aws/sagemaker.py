@@ -74,6 +74,25 @@ class SageMakerHosting:
         self._check_role(body.get("ExecutionRoleArn", ""))
         return None
 
+    def _ListModels(self, body: dict, region: str) -> dict:
+        """ListModels with its filters and pages, which moto ignores (it lists every model)."""
+        models = list(self.backend(region)._models.values())
+        wanted = (body.get("NameContains") or "").lower()
+        models = [m for m in models if wanted in m.model_name.lower()]
+        if body.get("CreationTimeAfter") is not None:
+            models = [m for m in models if m.creation_time.timestamp() > float(body["CreationTimeAfter"])]
+        if body.get("CreationTimeBefore") is not None:
+            models = [m for m in models if m.creation_time.timestamp() < float(body["CreationTimeBefore"])]
+        by_name = body.get("SortBy") == "Name"
+        models.sort(key=lambda m: m.model_name if by_name else m.creation_time, reverse=body.get("SortOrder", "Descending") == "Descending")
+        start = int(body.get("NextToken") or 0)
+        size = int(body.get("MaxResults") or 10)  # SageMaker's default page size
+        page = models[start:start + size]
+        answer: dict = {"Models": [{"ModelName": m.model_name, "ModelArn": m.arn, "CreationTime": m.creation_time.timestamp()} for m in page]}
+        if start + size < len(models):
+            answer["NextToken"] = str(start + size)
+        return answer
+
     def _check_role(self, arn: str) -> None:
         from moto.iam.models import iam_backends
 
