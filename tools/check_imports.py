@@ -21,6 +21,9 @@ FORBIDDEN = [
     ("cloudml.packaging", "cloudml.serving", "serving and packaging share only cloudml.contract"),
     ("cloudml.serving", "cloudml.providers", "the serving runtime runs in containers without providers"),
     ("cloudml.packaging", "cloudml.providers", "packaging sits below the providers"),
+] + [
+    (f"cloudml.serving.{below}", "cloudml.serving.http", "the data plane and the model know no HTTP: only the adapters above them do")
+    for below in ("errors", "requests", "model", "batching", "dataplane", "metrics")
 ]
 
 
