@@ -89,7 +89,6 @@ def test_more_requests_than_the_queue_holds_get_503_with_retry_after_and_memory_
     responses = asyncio.run(_flood(url, body, count, 64))
 
     growth_mib = (_memory_kib(pid, "VmHWM") - rss_before) / 1024
-    print(f"peak memory growth {growth_mib:.1f} MiB")
     statuses = [r.status_code for r in responses]
     assert set(statuses) <= {200, 503}, statuses
     refused = [r for r in responses if r.status_code == 503]
