@@ -42,9 +42,9 @@ class Contract:
         """`{"instances": [...]}` (or another of `keys`), a bare list or, where `columnar`,
         `{"inputs": ...}`; answered `{"predictions": [...]}` or `{"outputs": ...}`."""
         kind, value = split_body(payload, keys=keys, columnar=columnar)
-        if kind == "columns":
-            return json_response({"outputs": render_columns(await self.predict(request, value, columnar=True))})
-        return json_response({"predictions": render_rows(await self.predict(request, value))})
+        columns = kind == "columns"
+        outputs = await self.plane.predict(PredictRequest(value, columns, request.received, request.gone))
+        return json_response({"outputs": render_columns(outputs)} if columns else {"predictions": render_rows(outputs)})
 
     async def health(self, request: HttpRequest) -> Response:
         model = self.plane.model
