@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-
 from test_serving_errors import start_serve, stop, wait_for_exit_or_ping
 
 pytestmark = pytest.mark.slow
@@ -56,12 +55,12 @@ def slow_server(tmp_path_factory):
 
 def _memory_kib(pid: int, field: str) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(rf"^{field}:\s+(\d+) kB", status, re.M).group(1))
+    return int(re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE).group(1))
 
 
 def _metric(url: str, name: str) -> float:
     text = httpx.get(url + "/metrics", trust_env=False).text
-    match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M)
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.MULTILINE)
     assert match, f"{name} missing from /metrics"
     return float(match.group(1))
 
@@ -118,7 +117,7 @@ def _send_predict(url: str, value: float) -> socket.socket:
 
 def _answer(sock: socket.socket) -> tuple[int, dict]:
     data = b""
-    while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < int(re.search(rb"content-length: (\d+)", data, re.I).group(1)):
+    while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < int(re.search(rb"content-length: (\d+)", data, re.IGNORECASE).group(1)):
         chunk = sock.recv(65536)
         assert chunk, f"connection closed before the whole answer: {data!r}"
         data += chunk

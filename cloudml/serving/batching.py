@@ -31,7 +31,12 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from cloudml.errors import ConfigError
-from cloudml.serving.errors import CallerGone, DeadlineExceeded, InvalidInput, Overloaded
+from cloudml.serving.errors import (
+    CallerGone,
+    DeadlineExceeded,
+    InvalidInput,
+    Overloaded,
+)
 from cloudml.serving.metrics import ServingMetrics
 
 Arrays = dict[str, np.ndarray]

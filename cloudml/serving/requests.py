@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from cloudml.contract import Signature, TensorSpec
 from cloudml.serving.errors import InvalidInput
-
 
 # The name the preflight probe (and code written before cloudml.serving.errors) catches.
 BadRequest = InvalidInput

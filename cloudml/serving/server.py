@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from cloudml.errors import CloudMLError, ExitCode, ModelError
-from cloudml.serving.http.app import DEFAULT_MAX_BODY_BYTES, create_app
 from cloudml.serving.batching import BatchingConfig
+from cloudml.serving.http.app import DEFAULT_MAX_BODY_BYTES, create_app
 from cloudml.serving.model import describe_error
 from cloudml.serving.workers import WorkerPool, default_workers, tensorflow_threads
 

@@ -8,7 +8,12 @@ from typing import Any, Awaitable, Callable
 from starlette.responses import Response
 
 from cloudml.serving.dataplane import DataPlane, Outputs, PredictRequest
-from cloudml.serving.http.codecs import parse_json, render_columns, render_rows, split_body
+from cloudml.serving.http.codecs import (
+    parse_json,
+    render_columns,
+    render_rows,
+    split_body,
+)
 from cloudml.serving.http.request import HttpRequest
 from cloudml.serving.http.responses import json_response
 from cloudml.serving.requests import signature_summary

@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from cloudml.serving.errors import CallerGone, InvalidInput, PayloadTooLarge, UnacceptableFormat, UnsupportedFormat
+from cloudml.serving.errors import (
+    CallerGone,
+    InvalidInput,
+    PayloadTooLarge,
+    UnacceptableFormat,
+    UnsupportedFormat,
+)
 
 # The ASGI scope extension under which the server (cloudml.serving.protocol) gives a zero-argument
 # callable telling whether the request's connection is gone. Other servers may not: then None.

@@ -10,7 +10,12 @@ from starlette.responses import Response
 from cloudml.serving.errors import InvalidInput, UnsupportedFormat
 from cloudml.serving.http.codecs import parse_csv, parse_jsonlines, render_rows
 from cloudml.serving.http.contract import Contract, Route
-from cloudml.serving.http.request import CSV_TYPES, JSON_TYPES, JSONLINES_TYPES, HttpRequest
+from cloudml.serving.http.request import (
+    CSV_TYPES,
+    JSON_TYPES,
+    JSONLINES_TYPES,
+    HttpRequest,
+)
 from cloudml.serving.http.responses import json_response
 
 
