@@ -252,3 +252,20 @@ def test_a_request_past_its_deadline_is_not_run(vector_model):
     late = [r for r in responses if r.status_code == 503]
     assert all(r.headers["retry-after"] == "1" and "deadline" in r.json()["error"] for r in late)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize(("name", "value"), [("CLOUDML_MAX_QUEUE_SIZE", "0"), ("CLOUDML_MAX_QUEUE_SIZE", "many"), ("CLOUDML_REQUEST_DEADLINE_MS", "-5")])
+def test_queue_settings_from_the_environment_must_be_positive(monkeypatch, name, value):
+    from cloudml.errors import ConfigError
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"{name}={value!r} is not a positive number"):
+        BatchingConfig.from_env()
+
+
+def test_queue_settings_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CLOUDML_MAX_QUEUE_SIZE", "7")
+    monkeypatch.setenv("CLOUDML_REQUEST_DEADLINE_MS", "250")
+    config = BatchingConfig.from_env()
+    assert (config.max_queue_size, config.deadline_ms) == (7, 250.0)
+    assert BatchingConfig.from_env(max_queue_size=3).max_queue_size == 3  # a flag beats the environment
