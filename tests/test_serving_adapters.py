@@ -220,7 +220,7 @@ def test_a_full_queue_refuses_at_once_with_retry_after(vector_model):
 
     def slow(inputs):
         calls.append(len(inputs["x"]))
-        time.sleep(0.2)
+        time.sleep(0.5)
         return {"y": inputs["x"] * 2}
 
     vector_model._call = slow
@@ -241,11 +241,11 @@ def test_a_request_past_its_deadline_is_not_run(vector_model):
 
     def slow(inputs):
         calls.append(len(inputs["x"]))
-        time.sleep(0.3)
+        time.sleep(0.6)
         return {"y": inputs["x"] * 2}
 
     vector_model._call = slow
-    config = BatchingConfig(max_batch_size=1, model_workers=1, deadline_ms=150)
+    config = BatchingConfig(max_batch_size=1, model_workers=1, deadline_ms=250)
     responses = call(vector_model, [("POST", "/invocations", {"json": {"instances": [ROWS[0]]}})] * 4, batching=config)
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [200, 503, 503, 503], statuses
