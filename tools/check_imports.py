@@ -23,6 +23,9 @@ FORBIDDEN = [
     ("cloudml.packaging", "cloudml.providers", "packaging sits below the providers"),
     ("cloudml.packaging", "cloudml.preflight", "preflight sits above packaging and serving"),
     ("cloudml.serving", "cloudml.preflight", "preflight sits above packaging and serving"),
+] + [
+    (f"cloudml.serving.{below}", "cloudml.serving.http", "the data plane and the model know no HTTP: only the adapters above them do")
+    for below in ("errors", "requests", "model", "batching", "dataplane", "metrics")
 ]
 
 

@@ -352,6 +352,8 @@ def serve(
     batching: Optional[bool] = typer.Option(None, "--batching/--no-batching", help="Merge concurrent requests into one model call (default on; env CLOUDML_BATCHING).", show_default=False),
     max_batch_size: Optional[int] = typer.Option(None, "--max-batch-size", help="Most instances per model call (default 64; env CLOUDML_MAX_BATCH_SIZE).", show_default=False),
     max_batch_wait_ms: Optional[float] = typer.Option(None, "--max-batch-wait-ms", help="How long a lone request may wait for company (default 0; env CLOUDML_MAX_BATCH_WAIT_MS).", show_default=False),
+    max_queue_size: Optional[int] = typer.Option(None, "--max-queue-size", min=1, help="Requests that may wait for the model; more get 503 with Retry-After (default 512; env CLOUDML_MAX_QUEUE_SIZE).", show_default=False),
+    request_deadline_ms: Optional[float] = typer.Option(None, "--request-deadline-ms", min=1, help="A request not started this long after it arrived gets 503 without running (default 30000; env CLOUDML_REQUEST_DEADLINE_MS).", show_default=False),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Serving processes (default: 1 per 4 cores, at most 8; env CLOUDML_WORKERS).", show_default=False),
     log_level: str = typer.Option("info", "--log-level"),
     package_dir: Optional[Path] = typer.Option(None, "--package-dir", hidden=True),
@@ -365,21 +367,48 @@ def serve(
     Logs go to stderr; with --output json a start-up failure is also one JSON error on stdout."""
 
     def body() -> int:
+        import contextlib
         import tempfile
 
+        from cloudml.errors import CloudMLError
         from cloudml.serving.batching import BatchingConfig
+        from cloudml.serving.server import configure_logging, report_startup_error, serving_workers
         from cloudml.serving.server import serve as run_server
 
-        config = BatchingConfig.from_env(enabled=batching, max_batch_size=max_batch_size, max_wait_ms=max_batch_wait_ms)
-        with tempfile.TemporaryDirectory(prefix="cloudml-serve-error-") as scratch:
+        def package_to_serve(cleanup: contextlib.ExitStack) -> Path:
+            """The model itself when it is a package folder, else the model packaged into
+            --package-dir (or a temporary folder that lives as long as the server)."""
+            import logging
+
+            from cloudml.packaging import inspect_source, package_model
+
+            source = inspect_source(model)
+            if source.format == "package":
+                return source.path
+            target = package_dir or Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="cloudml-serve-")))
+            logging.getLogger("cloudml.serving").info("packaging %s into %s", model, target)
+            return package_model(source, target, name=name, version=model_version, archive=False).folder
+
+        configure_logging(log_level)
+        # Before packaging, which starts TensorFlow: it reads its thread settings only then.
+        count = serving_workers(workers)
+        as_json = output.lower() == "json"
+        with contextlib.ExitStack() as cleanup:
             # The server reports a start-up failure in its error file; for scripts it becomes the JSON error.
-            report = error_file or (Path(scratch) / "error.json" if output.lower() == "json" else None)
-            code = run_server(
-                model, host=host, port=port, name=name, version=model_version, package_dir=package_dir,
-                max_body_bytes=max_body_bytes, batching=config, workers=workers, reuse_port=reuse_port, unix_socket_path=unix_socket,
-                error_file=report, log_level=log_level,
-            )
-            if code and output.lower() == "json":
+            report = error_file or (Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="cloudml-serve-error-"))) / "error.json"
+                                    if as_json else None)
+            try:
+                config = BatchingConfig.from_env(enabled=batching, max_batch_size=max_batch_size, max_wait_ms=max_batch_wait_ms,
+                                                 max_queue_size=max_queue_size, deadline_ms=request_deadline_ms)
+                folder = package_to_serve(cleanup)
+            except CloudMLError as exc:
+                code = report_startup_error(exc, report)
+            else:
+                code = run_server(
+                    folder, host=host, port=port, max_body_bytes=max_body_bytes, batching=config, workers=count, reuse_port=reuse_port,
+                    unix_socket_path=unix_socket, error_file=report, log_level=log_level,
+                )
+            if code and as_json and report is not None:
                 raise _reported(report, code)
         return code
 

@@ -9,11 +9,17 @@ a lone request wait a little for company when the model is idle.
 Each request was validated on its own before it got here, so one client's mistake cannot fail
 the others; if a merged call still fails (a value only the model rejects), its requests are
 retried one by one so only the offending one fails.
+
+The queue is bounded: past `max_queue_size` waiting requests a new one is refused at once
+(`Overloaded`) instead of growing the queue without limit. When a batch is formed, requests whose
+deadline has passed are answered `DeadlineExceeded` and requests whose caller has gone are
+dropped, neither reaching the model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from collections import deque
@@ -24,10 +30,17 @@ from typing import Callable
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from cloudml.errors import ConfigError
+from cloudml.serving.errors import (
+    CallerGone,
+    DeadlineExceeded,
+    InvalidInput,
+    Overloaded,
+)
 from cloudml.serving.metrics import ServingMetrics
-from cloudml.serving.requests import BadRequest
 
 Arrays = dict[str, np.ndarray]
+Gone = Callable[[], bool]  # whether the request's caller has gone away
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,12 @@ class BatchingConfig:
     enabled: bool = True
     max_batch_size: int = 64
     max_wait_ms: float = 0.0
+    # Requests waiting for a model call (with batching off: waiting or running). A full queue
+    # answers at once, so a flood costs a refusal each, not memory and a late answer each.
+    max_queue_size: int = 512
+    # A request whose model call has not started this long after it arrived is not run: its
+    # caller (or the platform's 60 s invocation timeout) has most likely given up on it.
+    deadline_ms: float = 30_000.0
     # Concurrent model calls. TensorFlow already spreads one call over every core, so more than
     # one mostly helps big machines keep the cores busy while Python splits and encodes results.
     model_workers: int = field(default_factory=lambda: max(1, (os.cpu_count() or 1) // 8))
@@ -46,6 +65,8 @@ class BatchingConfig:
             "enabled": env.get("CLOUDML_BATCHING", "1").lower() not in ("0", "false", "off", "no"),
             "max_batch_size": int(env.get("CLOUDML_MAX_BATCH_SIZE", cls.max_batch_size)),
             "max_wait_ms": float(env.get("CLOUDML_MAX_BATCH_WAIT_MS", cls.max_wait_ms)),
+            "max_queue_size": _positive(env, "CLOUDML_MAX_QUEUE_SIZE", int, cls.max_queue_size),
+            "deadline_ms": _positive(env, "CLOUDML_REQUEST_DEADLINE_MS", float, cls.deadline_ms),
         }
         if env.get("CLOUDML_MODEL_WORKERS"):
             values["model_workers"] = int(env["CLOUDML_MODEL_WORKERS"])
@@ -53,13 +74,28 @@ class BatchingConfig:
         return cls(**values)
 
 
-@dataclass
+def _positive(env, name: str, kind: type, default):
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not value > 0:
+        raise ConfigError(f"{name}={raw!r} is not a positive number", hint=f"unset it for the default ({default:g}), or give a number above 0")
+    return value
+
+
+@dataclass(slots=True)
 class _Pending:
     key: tuple
     arrays: Arrays
     size: int
     future: asyncio.Future
     queued: float
+    deadline: float  # time.perf_counter() past which the request is not run
+    gone: Gone | None
 
 
 def _shape_key(arrays: Arrays) -> tuple:
@@ -72,22 +108,50 @@ class Batcher:
         self.config = config
         self.metrics = metrics
         self._pending: deque[_Pending] = deque()
+        self._in_flight = 0  # batching off: requests waiting for or in a model call
         self._wakeup: asyncio.Event | None = None
         self._workers: list[asyncio.Task] = []
         self._executor: ThreadPoolExecutor | None = None
 
-    async def run(self, arrays: Arrays) -> Arrays:
+    async def run(self, arrays: Arrays, *, deadline: float = math.inf, gone: Gone | None = None) -> Arrays:
         """The model's outputs for `arrays` (one request's same-shape instances)."""
         if not self.config.enabled:
-            return await run_in_threadpool(self._unbatched, arrays, time.perf_counter())
-        loop = asyncio.get_running_loop()
+            return await self._run_alone(arrays, deadline, gone)
+        self._admit()
+        return await self._enqueue(arrays, deadline, gone)
+
+    async def run_all(self, groups: list[Arrays], *, deadline: float = math.inf, gone: Gone | None = None) -> list[Arrays]:
+        """Outputs for several groups of one request, admitted (or refused) together."""
+        if not self.config.enabled:
+            return list(await asyncio.gather(*(self._run_alone(arrays, deadline, gone) for arrays in groups)))
+        self._admit()
+        return list(await asyncio.gather(*(self._enqueue(arrays, deadline, gone) for arrays in groups)))
+
+    def _admit(self) -> None:
+        if len(self._pending) >= self.config.max_queue_size:
+            self._refuse(len(self._pending))
+
+    def _refuse(self, waiting: int):
+        self.metrics.count_dropped("overloaded")
+        raise Overloaded(f"the server is at capacity: {waiting} requests are waiting for the model (at most {self.config.max_queue_size}); retry shortly")
+
+    def _enqueue(self, arrays: Arrays, deadline: float, gone: Gone | None) -> asyncio.Future:
         if not self._workers:
             self._start()
         size = len(next(iter(arrays.values())))
-        item = _Pending(_shape_key(arrays), arrays, size, loop.create_future(), time.perf_counter())
+        item = _Pending(_shape_key(arrays), arrays, size, asyncio.get_running_loop().create_future(), time.perf_counter(), deadline, gone)
         self._pending.append(item)
         self._wakeup.set()
-        return await item.future
+        return item.future
+
+    async def _run_alone(self, arrays: Arrays, deadline: float, gone: Gone | None) -> Arrays:
+        if self._in_flight >= self.config.max_queue_size:
+            self._refuse(self._in_flight)
+        self._in_flight += 1
+        try:
+            return await run_in_threadpool(self._unbatched, arrays, time.perf_counter(), deadline, gone)
+        finally:
+            self._in_flight -= 1
 
     def _start(self) -> None:
         self._wakeup = asyncio.Event()
@@ -108,17 +172,44 @@ class Batcher:
         self.metrics.batch_size.observe(len(next(iter(arrays.values()))))
         return outputs
 
-    def _unbatched(self, arrays: Arrays, queued: float) -> Arrays:
-        self.metrics.queue_seconds.observe(time.perf_counter() - queued)
+    def _unbatched(self, arrays: Arrays, queued: float, deadline: float, gone: Gone | None) -> Arrays:
+        now = time.perf_counter()
+        error = self._unwanted(now, queued, deadline, gone)
+        if error is not None:
+            raise error
+        self.metrics.queue_seconds.observe(now - queued)
         return self._model_call(arrays)
 
+    def _unwanted(self, now: float, queued: float, deadline: float, gone: Gone | None) -> Exception | None:
+        """Why a request should not reach the model any more, or None."""
+        if gone is not None and gone():
+            self.metrics.count_dropped("disconnected")
+            return CallerGone("the caller went away while its request was queued")
+        if now > deadline:
+            self.metrics.count_dropped("deadline")
+            return DeadlineExceeded(
+                f"the request waited {(now - queued) * 1000:.0f} ms for the model and passed its deadline "
+                f"({self.config.deadline_ms:g} ms after it arrived); retry, or send fewer requests at once"
+            )
+        return None
+
     def _take(self) -> list[_Pending]:
-        """The oldest request plus every queued one with the same shapes that fits the batch."""
-        first = self._pending.popleft()
-        batch, total, kept = [first], first.size, deque()
+        """The oldest live request plus every queued one with the same shapes that fits the batch.
+        Requests past their deadline or whose caller has gone are answered on the way."""
+        now = time.perf_counter()
+        batch: list[_Pending] = []
+        total, kept = 0, deque()
         while self._pending:
             item = self._pending.popleft()
-            if item.key == first.key and total + item.size <= self.config.max_batch_size:
+            if item.future.done():
+                continue  # cancelled: the server is stopping
+            error = self._unwanted(now, item.queued, item.deadline, item.gone)
+            if error is not None:
+                item.future.set_exception(error)
+            elif not batch:
+                batch.append(item)
+                total = item.size
+            elif item.key == batch[0].key and total + item.size <= self.config.max_batch_size:
                 batch.append(item)
                 total += item.size
             else:
@@ -139,13 +230,15 @@ class Batcher:
                 if not self._pending:
                     continue
             batch = self._take()
+            if not batch:
+                continue
             try:
                 results = await loop.run_in_executor(self._executor, self._call, batch)
             except BaseException as exc:  # never let the worker die: fail this batch, keep serving
                 results = [exc] * len(batch)
             for item, result in zip(batch, results):
                 if item.future.done():
-                    continue  # the client went away
+                    continue  # cancelled while the model ran
                 if isinstance(result, BaseException):
                     item.future.set_exception(result)
                 else:
@@ -161,7 +254,7 @@ class Batcher:
         merged = {name: np.concatenate([item.arrays[name] for item in batch]) for name in batch[0].arrays}
         try:
             outputs = self._model_call(merged)
-        except BadRequest:
+        except InvalidInput:
             # Some request holds a value only the model rejects: find it by running each alone.
             return [self._guarded(item.arrays) for item in batch]
         results: list[Arrays | BaseException] = []

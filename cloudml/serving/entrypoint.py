@@ -80,7 +80,6 @@ def main() -> int:
         host=os.environ.get("CLOUDML_HOST", "0.0.0.0"),  # inside a container the platform routes to us
         port=port,
         max_body_bytes=int(os.environ.get("CLOUDML_MAX_BODY_BYTES", str(8 * 1024 * 1024))),
-        package_dir=Path(os.environ.get("CLOUDML_PACKAGE_DIR", "/tmp/cloudml-package")),
     )
 
 

@@ -41,11 +41,16 @@ class ServingMetrics:
         self.queue_seconds = Histogram("cloudml_queue_seconds", "Time a request waited before its model call started.", seconds)
         self.model_seconds = Histogram("cloudml_model_seconds", "Duration of one model call.", seconds)
         self.responses: Counter[int] = Counter()
+        self.dropped: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     def count_response(self, status: int) -> None:
         with self._lock:
             self.responses[status] += 1
+
+    def count_dropped(self, reason: str) -> None:
+        with self._lock:
+            self.dropped[reason] += 1
 
     def render(self) -> str:
         lines: list[str] = []
@@ -53,4 +58,7 @@ class ServingMetrics:
             lines += histogram.render()
         lines += ["# HELP cloudml_responses_total HTTP responses by status code.", "# TYPE cloudml_responses_total counter"]
         lines += [f'cloudml_responses_total{{code="{code}"}} {n}' for code, n in sorted(self.responses.items())]
+        lines += ["# HELP cloudml_requests_dropped_total Requests answered without running the model: overloaded (queue full), deadline (waited too long), disconnected (caller gone).",
+                  "# TYPE cloudml_requests_dropped_total counter"]
+        lines += [f'cloudml_requests_dropped_total{{reason="{reason}"}} {self.dropped[reason]}' for reason in ("overloaded", "deadline", "disconnected")]
         return "\n".join(lines) + "\n"

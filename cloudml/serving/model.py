@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from cloudml.contract import SIGNATURE_NAME, Manifest
-from cloudml.serving.requests import BadRequest
+from cloudml.serving.errors import ModelRejected, NotReady
 
 log = logging.getLogger("cloudml.serving")
 
@@ -126,9 +126,9 @@ class ServedModel:
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._call is None:
-            raise RuntimeError("model is not loaded")
+            raise NotReady("the model is still loading; retry shortly")
         try:
             return self._call(inputs)
         except self._tf.errors.InvalidArgumentError as exc:
             # Values the signature's types cannot rule out (an out-of-vocabulary token id, say).
-            raise BadRequest(f"the model rejected the input: {describe_error(exc)}") from None
+            raise ModelRejected(f"the model rejected the input: {describe_error(exc)}") from None

@@ -1,35 +1,23 @@
-"""Request bodies -> validated numpy batches, and outputs -> response bodies.
+"""Decoded instances -> validated numpy batches, and output arrays -> JSON-able values.
 
-Everything a client can get wrong is caught here, before the model runs, and raised as
-`BadRequest` with a message that says what was expected. No TensorFlow in this module.
+Everything a client can get wrong about the model's inputs is caught here, before the model
+runs, and raised as `InvalidInput` with a message that says what was expected. No TensorFlow
+and no HTTP in this module: the protocol adapters decode bodies into instances first.
 """
 
 from __future__ import annotations
 
 import base64
-import csv
-import io
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 
 from cloudml.contract import Signature, TensorSpec
+from cloudml.serving.errors import InvalidInput
 
-
-class BadRequest(Exception):
-    def __init__(self, message: str, *, status: int = 400, expected: Any = None):
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.expected = expected
-
-    def body(self) -> dict:
-        out: dict[str, Any] = {"error": self.message}
-        if self.expected is not None:
-            out["expected"] = self.expected
-        return out
+# The name the preflight probe (and code written before cloudml.serving.errors) catches.
+BadRequest = InvalidInput
 
 
 _FLOAT_KINDS = "fiu"
@@ -48,81 +36,28 @@ def signature_summary(signature: Signature) -> dict[str, str]:
     return {name: spec.describe() for name, spec in signature.inputs.items()}
 
 
-def parse_json(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
-
-
-def parse_jsonlines(body: bytes) -> list[Any]:
-    instances = []
-    for number, line in enumerate(body.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            instances.append(orjson.loads(line))
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"line {number} of the JSON Lines body is not valid JSON: {exc}") from None
-    return instances
-
-
-def parse_csv(body: bytes) -> list[list[float]]:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("CSV body is not UTF-8 text") from None
-    rows = []
-    for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
-        if not row:
-            continue
-        try:
-            rows.append([float(cell) for cell in row])
-        except ValueError:
-            raise BadRequest(f"CSV row {number} holds a value that is not a number") from None
-    return rows
-
-
-def split_body(payload: Any, *, keys: tuple[str, ...] = ("instances",), columnar: bool = True) -> tuple[str, Any]:
-    """("rows", instances) for `{"instances": [...]}` (or another listed key) or a bare JSON list;
-    ("columns", inputs) for TF Serving's columnar `{"inputs": ...}` where the route allows it."""
-    if isinstance(payload, list):
-        return "rows", payload
-    if isinstance(payload, dict):
-        for key in keys:
-            if key in payload:
-                value = payload[key]
-                if not isinstance(value, list):
-                    raise BadRequest(f'"{key}" must be a JSON list of instances, not {type(value).__name__}')
-                return "rows", value
-        if columnar and "inputs" in payload:
-            return "columns", payload["inputs"]
-    wanted = " or ".join([f'{{"{k}": [...]}}' for k in keys] + (['{"inputs": ...}'] if columnar else []))
-    raise BadRequest(f"request body must be {wanted} or a JSON list of instances")
-
-
 def _check_dtype(array: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
     dtype = spec.dtype
     kind = array.dtype.kind
     if dtype == "string":
         if kind in "USO":
             return array.astype(object)
-        raise BadRequest(f"{where}: expected strings ({spec.describe()}), got {array.dtype.name} values")
+        raise InvalidInput(f"{where}: expected strings ({spec.describe()}), got {array.dtype.name} values")
     if kind == "O":
-        raise BadRequest(f"{where}: values are ragged or mixed; expected {spec.describe()}")
+        raise InvalidInput(f"{where}: values are ragged or mixed; expected {spec.describe()}")
     if kind in "US":
-        raise BadRequest(f"{where}: expected numbers ({spec.describe()}), got strings")
+        raise InvalidInput(f"{where}: expected numbers ({spec.describe()}), got strings")
     if dtype == "bool":
         if kind != "b":
-            raise BadRequest(f"{where}: expected booleans ({spec.describe()}), got {array.dtype.name} values")
+            raise InvalidInput(f"{where}: expected booleans ({spec.describe()}), got {array.dtype.name} values")
         return array
     target = np.dtype(dtype)
     if target.kind in _INT_KINDS:
         if kind == "f":
             if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
-                raise BadRequest(f"{where}: expected integers ({spec.describe()}), got non-integer numbers")
+                raise InvalidInput(f"{where}: expected integers ({spec.describe()}), got non-integer numbers")
         elif kind not in _INT_KINDS and kind != "b":
-            raise BadRequest(f"{where}: expected integers ({spec.describe()}), got {array.dtype.name} values")
+            raise InvalidInput(f"{where}: expected integers ({spec.describe()}), got {array.dtype.name} values")
         info = np.iinfo(target)
         # Float values (numpy makes floats of JSON ints past int64) are compared with the exclusive
         # bound info.max + 1, a power of two and exact as a float: info.max itself rounds up to it
@@ -130,10 +65,10 @@ def _check_dtype(array: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
         if array.size:
             too_big = array.max() >= float(info.max + 1) if kind == "f" else array.max() > info.max
             if array.min() < info.min or too_big:
-                raise BadRequest(f"{where}: values do not fit in {dtype}")
+                raise InvalidInput(f"{where}: values do not fit in {dtype}")
         return array.astype(target)
     if kind not in _FLOAT_KINDS and kind != "b":
-        raise BadRequest(f"{where}: expected numbers ({spec.describe()}), got {array.dtype.name} values")
+        raise InvalidInput(f"{where}: expected numbers ({spec.describe()}), got {array.dtype.name} values")
     return array.astype(target)
 
 
@@ -143,7 +78,7 @@ def _decode_b64(value: Any) -> Any:
         try:
             return base64.b64decode(value["b64"], validate=True)
         except (ValueError, TypeError):
-            raise BadRequest('a {"b64": ...} value is not valid base64') from None
+            raise InvalidInput('a {"b64": ...} value is not valid base64') from None
     if isinstance(value, list):
         return [_decode_b64(v) for v in value]
     return value
@@ -156,7 +91,7 @@ def _check_shape(shape: tuple[int, ...], spec: TensorSpec, where: str, *, batche
     if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected, shape)):
         got = "[" + ", ".join(map(str, shape)) + "]"
         want = "[" + ", ".join("?" if d is None else str(d) for d in expected) + "]"
-        raise BadRequest(f"{where}: shape {got} does not match the expected {want} ({spec.describe()})")
+        raise InvalidInput(f"{where}: shape {got} does not match the expected {want} ({spec.describe()})")
 
 
 def _to_array(value: Any, spec: TensorSpec, where: str, *, batched: bool) -> np.ndarray:
@@ -165,7 +100,7 @@ def _to_array(value: Any, spec: TensorSpec, where: str, *, batched: bool) -> np.
     try:
         array = np.asarray(value)
     except ValueError:
-        raise BadRequest(f"{where}: values are ragged (nested lists of different lengths); expected {spec.describe()}") from None
+        raise InvalidInput(f"{where}: values are ragged (nested lists of different lengths); expected {spec.describe()}") from None
     array = _check_dtype(array, spec, where)
     _check_shape(array.shape, spec, where, batched=batched)
     return array
@@ -174,7 +109,7 @@ def _to_array(value: Any, spec: TensorSpec, where: str, *, batched: bool) -> np.
 def batch_from_instances(instances: list[Any], signature: Signature) -> Batch:
     """Row format: one entry per instance; a dict per instance when the model has several inputs."""
     if not instances:
-        raise BadRequest("empty batch: send at least one instance", expected=signature_summary(signature))
+        raise InvalidInput("empty batch: send at least one instance", expected=signature_summary(signature))
     inputs = signature.inputs
     names = list(inputs)
     single = names[0] if len(names) == 1 else None
@@ -193,18 +128,18 @@ def batch_from_instances(instances: list[Any], signature: Signature) -> Batch:
         if isinstance(instance, dict):
             unknown = sorted(set(instance) - set(names))
             if unknown:
-                raise BadRequest(
+                raise InvalidInput(
                     f"instance {index}: unknown input name(s) {', '.join(map(repr, unknown))}; the model's inputs are {', '.join(map(repr, names))}",
                     expected=signature_summary(signature),
                 )
             missing = [n for n in names if n not in instance]
             if missing:
-                raise BadRequest(f"instance {index}: missing input(s) {', '.join(map(repr, missing))}", expected=signature_summary(signature))
+                raise InvalidInput(f"instance {index}: missing input(s) {', '.join(map(repr, missing))}", expected=signature_summary(signature))
             values = instance
         elif single is not None:
             values = {single: instance}
         else:
-            raise BadRequest(
+            raise InvalidInput(
                 f"instance {index}: the model has several inputs, so each instance must be an object keyed by input name",
                 expected=signature_summary(signature),
             )
@@ -226,19 +161,19 @@ def batch_from_columns(columns: Any, signature: Signature) -> dict[str, np.ndarr
     if len(names) == 1 and not (isinstance(columns, dict) and set(columns) != {"b64"}):
         columns = {names[0]: columns}
     if not isinstance(columns, dict):
-        raise BadRequest('"inputs" must be an object keyed by input name for a model with several inputs', expected=signature_summary(signature))
+        raise InvalidInput('"inputs" must be an object keyed by input name for a model with several inputs', expected=signature_summary(signature))
     unknown = sorted(set(columns) - set(names))
     if unknown:
-        raise BadRequest(f"unknown input name(s) {', '.join(map(repr, unknown))}; the model's inputs are {', '.join(map(repr, names))}", expected=signature_summary(signature))
+        raise InvalidInput(f"unknown input name(s) {', '.join(map(repr, unknown))}; the model's inputs are {', '.join(map(repr, names))}", expected=signature_summary(signature))
     missing = [n for n in names if n not in columns]
     if missing:
-        raise BadRequest(f"missing input(s) {', '.join(map(repr, missing))}", expected=signature_summary(signature))
+        raise InvalidInput(f"missing input(s) {', '.join(map(repr, missing))}", expected=signature_summary(signature))
     arrays = {n: _to_array(columns[n], signature.inputs[n], f"input {n!r}", batched=True) for n in names}
     sizes = {a.shape[0] if a.ndim else 0 for a in arrays.values()}
     if sizes == {0} or 0 in sizes:
-        raise BadRequest("empty batch: send at least one instance", expected=signature_summary(signature))
+        raise InvalidInput("empty batch: send at least one instance", expected=signature_summary(signature))
     if len(sizes) > 1:
-        raise BadRequest("inputs have different batch sizes")
+        raise InvalidInput("inputs have different batch sizes")
     return arrays
 
 
@@ -254,7 +189,3 @@ def jsonable(array: np.ndarray) -> Any:
             return v
         return np.vectorize(conv, otypes=[object])(array).tolist() if array.size else array.tolist()
     return array
-
-
-def dumps(payload: Any) -> bytes:
-    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)

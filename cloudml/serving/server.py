@@ -1,4 +1,8 @@
-"""Run the serving app under uvicorn: `cloudml serve` and the container entrypoint land here."""
+"""Run the serving app under uvicorn: `cloudml serve` and the container entrypoint land here.
+
+It serves a package folder. Turning a raw model into one is packaging's job, done above this
+(by `cloudml serve`), so the serving runtime never imports cloudml.packaging.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,11 @@ import os
 import signal
 import socket
 import sys
-import tempfile
 from pathlib import Path
 
 from cloudml.errors import CloudMLError, ExitCode, ModelError
-from cloudml.serving.app import DEFAULT_MAX_BODY_BYTES, create_app
 from cloudml.serving.batching import BatchingConfig
+from cloudml.serving.http.app import DEFAULT_MAX_BODY_BYTES, create_app
 from cloudml.serving.model import describe_error
 from cloudml.serving.workers import WorkerPool, default_workers, tensorflow_threads
 
@@ -64,26 +67,38 @@ def _write_error(error_file: Path | None, exc: BaseException) -> None:
     error_file.write_text(json.dumps(info))
 
 
-def prepare_model(model: Path, *, package_dir: Path, name: str | None, version: int | None):
-    """A loaded-to-be `ServedModel` for any accepted model path (packaging it when needed)."""
-    from cloudml.packaging import inspect_source, package_model
+def report_startup_error(exc: CloudMLError, error_file: Path | None) -> int:
+    """Log why serving could not start, write it to `error_file` (the local provider reads it),
+    and return the exit code to end with."""
+    log.error("%s", exc)
+    _write_error(error_file, exc)
+    return exc.exit_code
+
+
+def serving_workers(workers: int | None = None) -> int:
+    """How many serving processes (the flag, else CLOUDML_WORKERS, else by cores), with each
+    one's share of the cores for TensorFlow put in the environment. TensorFlow reads those
+    variables once, when it starts: call this before anything imports it (packaging does)."""
+    workers = workers or int(os.environ.get("CLOUDML_WORKERS") or 0) or default_workers()
+    if workers > 1:
+        threads = tensorflow_threads(workers)
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
+        os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(min(2, threads)))
+    return workers
+
+
+def open_package(folder: Path):
+    """The `ServedModel` of a package folder (loaded later, by the server's lifespan)."""
     from cloudml.serving.model import ServedModel
 
-    source = inspect_source(model)
-    if source.format == "package":
-        return ServedModel(source.path)
-    log.info("packaging %s into %s", model, package_dir)
-    return ServedModel(package_model(source, package_dir, name=name, version=version, archive=False).folder)
+    return ServedModel(Path(folder))  # a ModelError when the folder holds no manifest
 
 
 def serve(
-    model: Path,
+    package: Path,
     *,
     host: str = "127.0.0.1",
     port: int = 8080,
-    name: str | None = None,
-    version: int | None = None,
-    package_dir: Path | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     batching: BatchingConfig | None = None,
     workers: int | None = None,
@@ -92,35 +107,28 @@ def serve(
     error_file: Path | None = None,
     log_level: str = "info",
 ) -> int:
-    """Serve until stopped; returns an exit code (non-zero when the model could not be served)."""
+    """Serve a package folder until stopped; returns an exit code (non-zero when the model could
+    not be served)."""
     configure_logging(log_level)
-    batching = batching or BatchingConfig.from_env()
-    workers = workers or int(os.environ.get("CLOUDML_WORKERS") or 0) or default_workers()
+    workers = serving_workers(workers)
     if workers > 1:
-        # Before TensorFlow starts (packaging may start it): each process gets its share of cores.
-        threads = tensorflow_threads(workers)
-        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
-        os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(min(2, threads)))
         reuse_port = True  # the other processes listen on the same port
     with contextlib.ExitStack() as cleanup:
-        if package_dir is None:
-            # A raw model served without a package folder is packaged into a folder that goes with the server.
-            package_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="cloudml-serve-")))
         try:
-            served = prepare_model(model, package_dir=package_dir, name=name, version=version)
+            batching = batching or BatchingConfig.from_env()
+            served = open_package(package)
             sockets = [tcp_socket(host, port, reuse_port=reuse_port)]
             if unix_socket_path is not None:
                 sockets.append(unix_socket(unix_socket_path))
                 cleanup.callback(unix_socket_path.unlink, missing_ok=True)
         except CloudMLError as exc:
-            log.error("%s", exc)
-            _write_error(error_file, exc)
-            return exc.exit_code
+            return report_startup_error(exc, error_file)
         pool = None
         if workers > 1:
             bound_host, bound_port = sockets[0].getsockname()[:2]
             serve_args = ["--max-body-bytes", str(max_body_bytes), "--log-level", log_level,
                           "--max-batch-size", str(batching.max_batch_size), "--max-batch-wait-ms", str(batching.max_wait_ms),
+                          "--max-queue-size", str(batching.max_queue_size), "--request-deadline-ms", str(batching.deadline_ms),
                           "--batching" if batching.enabled else "--no-batching"]
             pool = WorkerPool(package=served.folder, host=bound_host, port=bound_port, count=workers - 1, serve_args=serve_args)
         return _run(served, sockets, max_body_bytes=max_body_bytes, batching=batching, error_file=error_file, workers=pool)
