@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Iterator
 
 from cloudml.errors import DeployFailed, DeploymentNotFound, EndpointUnavailable, PredictionRejected
 from cloudml.providers.cloud import Action, CloudDeployer, Rollout, UndoJournal
-from cloudml.providers.common import WaitTimedOut, container_error
+from cloudml.providers.common import container_error
 from cloudml.providers.gcp import artifacts, logs
 from cloudml.providers.gcp.images import is_prebuilt, tensorflow_image
 from cloudml.providers.gcp.options import GcpOptions
 from cloudml.providers.gcp.plan import (LABEL_DEPLOYMENT, LABEL_OPERATION, LABEL_PENDING_MODEL, LABEL_VERSION, OWN_LABELS,
                                         VertexPlan, canary_split, check_spec, plan_deployment)
+from cloudml.providers.gcp.resources import VertexResources, short
 from cloudml.providers.gcp.session import GcpSession, error_status, gcp_errors
 from cloudml.results import Deployment, DeploymentStatus, Prediction, utcnow
 from cloudml.spec import DeploymentSpec
@@ -58,21 +60,14 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
     endpoint_kind = "Vertex AI endpoint"
     ownership_mark = LABEL_DEPLOYMENT
 
-    def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
-        self._gcp: GcpSession | None = None
-
-    @property
+    # Made on first use: loading credentials is not needed to check options or a spec.
+    @cached_property
     def gcp(self) -> GcpSession:
-        if self._gcp is None:
-            self._gcp = GcpSession(self.options)
-        return self._gcp
+        return GcpSession(self.options)
 
-    def _endpoint_name(self, name: str) -> str:
-        return f"{self.gcp.parent}/endpoints/{name}"
-
-    def _model_name(self, model_id: str) -> str:
-        return f"{self.gcp.parent}/models/{model_id}"
+    @cached_property
+    def vertex(self) -> VertexResources:
+        return VertexResources(self.gcp, self.options, self.progress)
 
     # --- hooks: deciding --------------------------------------------------------------------
     def check_request(self, spec: DeploymentSpec) -> None:
@@ -83,7 +78,7 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
                                image_uri=self.options.image_uri, location=self.options.location)
 
     def read_endpoint(self, name: str) -> VertexEndpoint | None:
-        proto = self._get_endpoint(self._endpoint_name(name), missing_ok=True)
+        proto = self.vertex.get_endpoint(self.vertex.endpoint_name(name), missing_ok=True)
         return None if proto is None else VertexEndpoint(proto)
 
     def owner(self, endpoint: VertexEndpoint) -> str | None:
@@ -97,7 +92,7 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
             return endpoint
         op_name = f"{endpoint.name}/operations/{op_id}"
         pending_model = endpoint.proto.labels.get(LABEL_PENDING_MODEL, "")
-        operation = self._get_operation(op_name)
+        operation = self.vertex.get_operation(op_name)
         if operation is not None and not operation.done and pending_model != plan.model_id:
             raise DeployFailed(
                 f"endpoint {plan.name} is busy deploying another model ({pending_model})",
@@ -106,15 +101,15 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
         if operation is not None:
             if not operation.done:
                 self.progress.note(f"endpoint {plan.name} is already deploying this model (operation {op_id}); resuming the wait")
-            operation = self._wait_operation(op_name, f"for model {pending_model} to deploy on endpoint {plan.name}")
+            operation = self.vertex.wait_operation(op_name, f"for model {pending_model} to deploy on endpoint {plan.name}")
         self._clear_pending(endpoint.name)
         if operation is not None and operation.HasField("error") and pending_model == plan.model_id:
-            self._cleanup_failed_model(self._model_name(plan.model_id))
-            serving = bool(self._get_endpoint(endpoint.name).deployed_models)
+            self._cleanup_failed_model(self.vertex.model_name(plan.model_id))
+            serving = bool(self.vertex.get_endpoint(endpoint.name).deployed_models)
             if not serving:  # the failed deploy was the first: the endpoint goes too
-                self._remove_endpoint(endpoint.name)
+                self.vertex.delete_endpoint(endpoint.name)
             raise self._deploy_failure(plan.name, operation.error.message, previous=serving)
-        return VertexEndpoint(self._get_endpoint(endpoint.name), resumed=pending_model == plan.model_id)
+        return VertexEndpoint(self.vertex.get_endpoint(endpoint.name), resumed=pending_model == plan.model_id)
 
     def is_unchanged(self, endpoint: VertexEndpoint, plan: VertexPlan) -> bool:
         deployed = endpoint.proto.deployed_models
@@ -129,7 +124,7 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
 
     def _same_deployment(self, deployed, plan: VertexPlan) -> bool:
         resources = deployed.dedicated_resources
-        return (deployed.model == self._model_name(plan.model_id) and resources.machine_spec.machine_type == plan.machine_type
+        return (deployed.model == self.vertex.model_name(plan.model_id) and resources.machine_spec.machine_type == plan.machine_type
                 and resources.min_replica_count == plan.min_replicas and resources.max_replica_count == plan.max_replicas)
 
     # --- hooks: doing -----------------------------------------------------------------------
@@ -156,11 +151,11 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
         plan, journal = rollout.plan, rollout.journal
         labels = self._labels(rollout)
         if self._upload_model(plan, image=rollout.image, artifact_uri=rollout.artifact, env=rollout.spec.env, labels=labels):
-            model = self._model_name(plan.model_id)
-            journal.record(f"model {plan.model_id}", lambda: self._delete_model(model))
+            model = self.vertex.model_name(plan.model_id)
+            journal.record(f"model {plan.model_id}", lambda: self.vertex.delete_model(model))
         if rollout.current is None:
             endpoint = self._create_endpoint(plan.name, labels)
-            journal.record(f"endpoint {plan.name}", lambda: self._remove_endpoint(endpoint.name))
+            journal.record(f"endpoint {plan.name}", lambda: self.vertex.delete_endpoint(endpoint.name))
         else:
             endpoint = rollout.current.proto
         previous = self._previous(rollout)
@@ -175,15 +170,15 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
     def retire_previous(self, rollout: Rollout[VertexPlan, VertexEndpoint]) -> None:
         """The endpoint's labels now name the new model; the old deployed models are undeployed
         and their Models deleted."""
-        endpoint = self._get_endpoint(self._endpoint_name(rollout.plan.name))
+        endpoint = self.vertex.get_endpoint(self.vertex.endpoint_name(rollout.plan.name))
         self._relabel(endpoint, self._labels(rollout))
-        keep = self._model_name(rollout.plan.model_id)
+        keep = self.vertex.model_name(rollout.plan.model_id)
         previous = self._previous(rollout)
         for deployed in previous:
-            with self.progress.step(f"undeploying the previous model {deployed.model.rsplit('/', 1)[-1]}"):
-                self._undeploy(endpoint.name, deployed.id)
+            with self.progress.step(f"undeploying the previous model {short(deployed.model)}"):
+                self.vertex.undeploy(endpoint.name, deployed.id)
         for model_name in {d.model for d in previous} - {keep}:
-            self._delete_model(model_name)
+            self.vertex.delete_model(model_name)
 
     def _labels(self, rollout: Rollout[VertexPlan, VertexEndpoint]) -> dict[str, str]:
         return {**rollout.plan.labels, LABEL_VERSION: str(rollout.packaged.manifest.model_version)}
@@ -194,11 +189,12 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
             return []
         return [dm for dm in rollout.current.proto.deployed_models if not self._same_deployment(dm, rollout.plan)]
 
+    # --- roll-out steps ---------------------------------------------------------------------
     def _upload_model(self, plan: VertexPlan, *, image: str, artifact_uri: str, env: dict[str, str], labels: dict[str, str]) -> bool:
         """Upload the plan's Model unless it is there already; True when this run made it."""
         from google.cloud import aiplatform_v1
 
-        if self._get_model(self._model_name(plan.model_id)) is not None:
+        if self.vertex.get_model(self.vertex.model_name(plan.model_id)) is not None:
             return False
         container = aiplatform_v1.ModelContainerSpec(image_uri=image, env=[aiplatform_v1.EnvVar(name=k, value=v) for k, v in sorted(env.items())])
         if not is_prebuilt(image):
@@ -216,18 +212,10 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
                     operation = self.gcp.models.upload_model(request={"parent": self.gcp.parent, "model": model, "model_id": plan.model_id})
                 except api.Conflict:
                     # An earlier run's upload of this very model is still running: wait for it.
-                    self._wait_for_model(self._model_name(plan.model_id))
+                    self.vertex.wait_for_model(self.vertex.model_name(plan.model_id))
                     return False
-            self._wait_operation(operation.operation.name, f"for model {plan.model_id} to upload", fail=f"uploading model {plan.model_id}")
+            self.vertex.wait_operation(operation.operation.name, f"for model {plan.model_id} to upload", fail=f"uploading model {plan.model_id}")
         return True
-
-    def _wait_for_model(self, name: str) -> None:
-        deadline = time.monotonic() + self.options.wait_timeout
-        while self._get_model(name) is None:
-            if time.monotonic() > deadline:
-                raise WaitTimedOut(f"model {name} is still uploading after {self.options.wait_timeout:.0f}s",
-                                   hint="Vertex AI keeps working on it: run the same deploy again to resume waiting")
-            time.sleep(min(self.options.poll_interval, 2.0))
 
     def _create_endpoint(self, name: str, labels: dict[str, str]):
         from google.cloud import aiplatform_v1
@@ -236,8 +224,8 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
             with gcp_errors(f"creating endpoint {name}"):
                 operation = self.gcp.endpoints.create_endpoint(
                     parent=self.gcp.parent, endpoint_id=name, endpoint=aiplatform_v1.Endpoint(display_name=name, labels=labels))
-            self._wait_operation(operation.operation.name, f"for endpoint {name} to be created", fail=f"creating endpoint {name}")
-        return self._get_endpoint(self._endpoint_name(name))
+            self.vertex.wait_operation(operation.operation.name, f"for endpoint {name} to be created", fail=f"creating endpoint {name}")
+        return self.vertex.get_endpoint(self.vertex.endpoint_name(name))
 
     def _deploy_model(self, endpoint, plan: VertexPlan, *, first: bool, journal: UndoJournal):
         """Deploy the plan's model beside what serves now: all traffic when it is the first,
@@ -247,20 +235,20 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
         resources = aiplatform_v1.DedicatedResources(
             machine_spec=aiplatform_v1.MachineSpec(machine_type=plan.machine_type),
             min_replica_count=plan.min_replicas, max_replica_count=plan.max_replicas)
-        deployed = aiplatform_v1.DeployedModel(model=self._model_name(plan.model_id), display_name=plan.model_id, dedicated_resources=resources,
+        deployed = aiplatform_v1.DeployedModel(model=self.vertex.model_name(plan.model_id), display_name=plan.model_id, dedicated_resources=resources,
                                                service_account=self.options.service_account or "")
         split = canary_split({} if first else dict(endpoint.traffic_split), self.options.canary_percent)
         with gcp_errors(f"deploying model {plan.model_id} to endpoint {plan.name}"):
             operation = self.gcp.endpoints.deploy_model(endpoint=endpoint.name, deployed_model=deployed, traffic_split=split)
         op_name = operation.operation.name
-        self._mark_pending(endpoint.name, op_name.rsplit("/", 1)[-1], plan.model_id)
-        result = self._wait_operation(op_name, f"for model {plan.model_id} to deploy on endpoint {plan.name}"
-                                      + ("" if first else f" beside the serving one ({split['0']}% traffic)"))
+        self._mark_pending(endpoint.name, short(op_name), plan.model_id)
+        beside = "" if first else f" beside the serving one ({split['0']}% traffic)"
+        result = self.vertex.wait_operation(op_name, f"for model {plan.model_id} to deploy on endpoint {plan.name}{beside}")
         self._clear_pending(endpoint.name)
         if result.HasField("error"):
             raise self._deploy_failure(plan.name, result.error.message, previous=not first)
         new = aiplatform_v1.DeployModelResponse.deserialize(result.response.value).deployed_model
-        journal.record(f"deployed model {new.id}", lambda: self._undeploy(endpoint.name, new.id))
+        journal.record(f"deployed model {new.id}", lambda: self.vertex.undeploy(endpoint.name, new.id))
         return new
 
     def _deploy_failure(self, name: str, reason: str, *, previous: bool = True) -> DeployFailed:
@@ -275,131 +263,38 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
         if self.options.canary_percent:
             with self.progress.step(f"canary: {self.options.canary_percent}% of the traffic on the new model for {self.options.canary_wait_seconds}s"):
                 time.sleep(self.options.canary_wait_seconds)
-        with self.progress.step(f"moving all traffic of endpoint {endpoint_name.rsplit('/', 1)[-1]} to the new model"):
-            self._update_endpoint(endpoint_name, traffic_split={new.id: 100})
+        with self.progress.step(f"moving all traffic of endpoint {short(endpoint_name)} to the new model"):
+            self.vertex.update_endpoint(endpoint_name, traffic_split={new.id: 100})
 
     def _mark_pending(self, endpoint_name: str, op_id: str, model_id: str) -> None:
-        labels = {**self._get_endpoint(endpoint_name).labels, LABEL_OPERATION: op_id, LABEL_PENDING_MODEL: model_id}
-        self._update_endpoint(endpoint_name, labels=labels)
+        labels = {**self.vertex.get_endpoint(endpoint_name).labels, LABEL_OPERATION: op_id, LABEL_PENDING_MODEL: model_id}
+        self.vertex.update_endpoint(endpoint_name, labels=labels)
 
     def _clear_pending(self, endpoint_name: str) -> None:
-        labels = dict(self._get_endpoint(endpoint_name).labels)
+        labels = dict(self.vertex.get_endpoint(endpoint_name).labels)
         if LABEL_OPERATION in labels or LABEL_PENDING_MODEL in labels:
             labels.pop(LABEL_OPERATION, None)
             labels.pop(LABEL_PENDING_MODEL, None)
-            self._update_endpoint(endpoint_name, labels=labels)
+            self.vertex.update_endpoint(endpoint_name, labels=labels)
 
     def _relabel(self, endpoint, labels: dict[str, str]) -> None:
         wanted = {**{k: v for k, v in endpoint.labels.items() if k in (LABEL_OPERATION, LABEL_PENDING_MODEL)}, **labels}
         if dict(endpoint.labels) != wanted:
-            self._update_endpoint(endpoint.name, labels=wanted)
-
-    def _update_endpoint(self, name: str, *, labels: dict[str, str] | None = None, traffic_split: dict[str, int] | None = None) -> None:
-        from google.cloud import aiplatform_v1
-        from google.protobuf import field_mask_pb2
-
-        endpoint = aiplatform_v1.Endpoint(name=name)
-        paths = []
-        if labels is not None:
-            endpoint.labels = labels
-            paths.append("labels")
-        if traffic_split is not None:
-            endpoint.traffic_split = traffic_split
-            paths.append("traffic_split")
-        with gcp_errors(f"updating endpoint {name.rsplit('/', 1)[-1]}"):
-            self.gcp.endpoints.update_endpoint(endpoint=endpoint, update_mask=field_mask_pb2.FieldMask(paths=paths))
-
-    def _undeploy(self, endpoint_name: str, deployed_id: str, *, traffic_split: dict[str, int] | None = None) -> None:
-        from google.api_core import exceptions as api
-
-        with gcp_errors(f"undeploying {deployed_id} from {endpoint_name.rsplit('/', 1)[-1]}"):
-            try:
-                operation = self.gcp.endpoints.undeploy_model(endpoint=endpoint_name, deployed_model_id=deployed_id, traffic_split=traffic_split or {})
-            except api.NotFound:
-                return
-        self._wait_operation(operation.operation.name, f"for {deployed_id} to be undeployed", fail=f"undeploying {deployed_id}")
-
-    def _delete_model(self, name: str) -> bool:
-        from google.api_core import exceptions as api
-
-        with gcp_errors(f"deleting model {name.rsplit('/', 1)[-1]}"):
-            try:
-                operation = self.gcp.models.delete_model(name=name)
-            except api.NotFound:
-                return False
-        self._wait_operation(operation.operation.name, f"for model {name.rsplit('/', 1)[-1]} to be deleted", fail=f"deleting model {name}")
-        return True
+            self.vertex.update_endpoint(endpoint.name, labels=wanted)
 
     def _cleanup_failed_model(self, model_name: str) -> None:
         try:
-            self._delete_model(model_name)
+            self.vertex.delete_model(model_name)
         except Exception as exc:  # noqa: BLE001 - the deploy failure is what the user must see
             self.progress.note(f"could not delete model {model_name} after the failure: {exc}")
 
-    # --- operations -----------------------------------------------------------------------
-    def _get_operation(self, name: str):
-        from google.api_core import exceptions as api
-        from google.longrunning import operations_pb2
-
-        with gcp_errors(f"reading operation {name}"):
-            try:
-                return self.gcp.endpoints.get_operation(operations_pb2.GetOperationRequest(name=name))
-            except api.NotFound:
-                return None
-
-    def _wait_operation(self, name: str, goal: str, *, fail: str | None = None):
-        """Poll `operations get` until done; with `fail`, an operation error raises DeployFailed.
-        Past wait_timeout, raises WaitTimedOut and leaves the operation running."""
-        deadline = time.monotonic() + self.options.wait_timeout
-        started = time.monotonic()
-        interval = min(self.options.poll_interval, 1.0)  # quick first polls: most operations are short
-        with self.progress.step(f"waiting {goal}") as step:
-            while True:
-                operation = self._get_operation(name)
-                if operation is None:
-                    raise DeployFailed(f"operation {name} disappeared while waiting {goal}")
-                if operation.done:
-                    if fail and operation.HasField("error"):
-                        raise DeployFailed(f"Vertex AI failed {fail}: {operation.error.message}")
-                    return operation
-                step.update(f"waiting {goal} ({time.monotonic() - started:.0f}s)")
-                if time.monotonic() > deadline:
-                    endpoint = name.split("/endpoints/")[1].split("/")[0] if "/endpoints/" in name else None
-                    raise WaitTimedOut(
-                        f"still waiting {goal} after {self.options.wait_timeout:.0f}s (operation {name})",
-                        hint="Vertex AI keeps working on it: run the same deploy again to resume waiting"
-                             + (f", or watch `cloudml status {endpoint} --provider gcp`" if endpoint else ""),
-                    )
-                time.sleep(interval)
-                interval = min(interval * 2, self.options.poll_interval)
-
     # --- reading --------------------------------------------------------------------------
-    def _get_endpoint(self, resource: str, *, missing_ok: bool = False):
-        from google.api_core import exceptions as api
-
-        with gcp_errors(f"reading endpoint {resource.rsplit('/', 1)[-1]}"):
-            try:
-                return self.gcp.endpoints.get_endpoint(name=resource)
-            except api.NotFound:
-                if missing_ok:
-                    return None
-                raise DeployFailed(f"endpoint {resource} disappeared") from None
-
-    def _get_model(self, name: str):
-        from google.api_core import exceptions as api
-
-        with gcp_errors(f"reading model {name.rsplit('/', 1)[-1]}"):
-            try:
-                return self.gcp.models.get_model(name=name)
-            except api.NotFound:
-                return None
-
     def location(self) -> str:
         return self.gcp.parent
 
     def describe(self, endpoint: VertexEndpoint) -> Deployment:
         proto = endpoint.proto
-        name = proto.name.rsplit("/", 1)[-1]
+        name = short(proto.name)
         labels = dict(proto.labels)
         split = {k: v for k, v in proto.traffic_split.items() if v > 0}
         serving = [dm for dm in proto.deployed_models if dm.id in split]
@@ -412,14 +307,14 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
         main = max(serving, key=lambda dm: split[dm.id], default=None)
         model_hash = None
         if main is not None:
-            model = self._get_model(main.model)
+            model = self.vertex.get_model(main.model)
             if model is not None:
                 model_hash = next((w for w in model.description.split() if w.startswith("sha256:")), None)
         details: dict[str, Any] = {
             "resource": proto.name,
             "project": self.gcp.project,
             "location": self.gcp.location,
-            "traffic_split": {dm.model.rsplit("/", 1)[-1]: split.get(dm.id, 0) for dm in proto.deployed_models},
+            "traffic_split": {short(dm.model): split.get(dm.id, 0) for dm in proto.deployed_models},
         }
         if main is not None:
             resources = main.dedicated_resources
@@ -439,14 +334,14 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
     def list(self) -> list[Deployment]:
         with gcp_errors("listing Vertex AI endpoints"):
             found = [VertexEndpoint(e) for e in self.gcp.endpoints.list_endpoints(parent=self.gcp.parent)]
-        out = [self.describe(e) for e in found if self.owner(e) == e.name.rsplit("/", 1)[-1]]
+        out = [self.describe(e) for e in found if self.owner(e) == short(e.name)]
         return sorted(out, key=lambda d: d.name)
 
     def predict(self, name: str, *, instances: list[Any], parameters: dict[str, Any] | None = None) -> Prediction:
         from google.api_core import exceptions as api
 
         started = time.perf_counter()
-        kwargs: dict[str, Any] = {"endpoint": self._endpoint_name(name), "instances": instances}
+        kwargs: dict[str, Any] = {"endpoint": self.vertex.endpoint_name(name), "instances": instances}
         if parameters:
             kwargs["parameters"] = parameters
         try:
@@ -482,42 +377,20 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
         proto = endpoint.proto
         op_id = proto.labels.get(LABEL_OPERATION)
         if op_id:  # a deploy still running: let it finish, then undeploy what it made
-            self._wait_operation(f"{proto.name}/operations/{op_id}", f"for the running deployment on {proto.name.rsplit('/', 1)[-1]} to finish")
-            proto = self._get_endpoint(proto.name)
-        self._undeploy_all(proto)
-        self._remove_endpoint(proto.name)
+            self.vertex.wait_operation(f"{proto.name}/operations/{op_id}", f"for the running deployment on {short(proto.name)} to finish")
+            proto = self.vertex.get_endpoint(proto.name)
+        self.vertex.undeploy_all(proto)
+        self.vertex.delete_endpoint(proto.name)
 
     def delete_leftovers(self, name: str) -> bool:
         with gcp_errors(f"listing the models of {name}"):
             models = list(self.gcp.models.list_models(request={"parent": self.gcp.parent, "filter": f'labels.{LABEL_DEPLOYMENT}="{name}"'}))
         deleted = False
         for model in models:
-            deleted = self._delete_model(model.name) or deleted
+            deleted = self.vertex.delete_model(model.name) or deleted
         return deleted
 
     def purge_artifacts(self, name: str) -> bool:
         bucket = self.options.staging_bucket or artifacts.default_bucket(self.gcp)
         with gcp_errors(f"deleting the model folders in gs://{bucket}"):
             return artifacts.delete_prefix(self.gcp, bucket=bucket, prefix=f"{self.options.prefix}/{name}/".lstrip("/")) > 0
-
-    def _undeploy_all(self, endpoint) -> None:
-        """Least-used first; a model with traffic hands it to the one undeployed last."""
-        split = dict(endpoint.traffic_split)
-        order = sorted(endpoint.deployed_models, key=lambda dm: split.get(dm.id, 0))
-        for index, deployed in enumerate(order):
-            rest = order[index + 1:]
-            handover = {rest[-1].id: 100} if rest and split.get(deployed.id, 0) > 0 else None
-            self._undeploy(endpoint.name, deployed.id, traffic_split=handover)
-            if handover:
-                split = handover
-
-    def _remove_endpoint(self, resource: str) -> None:
-        """Delete the Endpoint resource itself (what serves on it must be undeployed first)."""
-        from google.api_core import exceptions as api
-
-        with gcp_errors(f"deleting endpoint {resource.rsplit('/', 1)[-1]}"):
-            try:
-                operation = self.gcp.endpoints.delete_endpoint(name=resource)
-            except api.NotFound:
-                return
-        self._wait_operation(operation.operation.name, f"for endpoint {resource.rsplit('/', 1)[-1]} to be deleted", fail=f"deleting endpoint {resource}")
