@@ -1,4 +1,5 @@
-"""The `gcp` provider: Vertex AI online prediction endpoints.
+"""The `gcp` provider: Vertex AI online prediction endpoints, as the hooks of the shared cloud
+deploy (cloudml.providers.cloud).
 
 One deployment is one Vertex Endpoint whose id is the deployment name, serving one Model (two
 while an update moves traffic). Model ids carry the model's content hash, so a re-run finds what
@@ -13,187 +14,82 @@ starting over.
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from functools import cached_property
 from typing import Any, Iterator
 
-from cloudml.errors import ConfigError, DeployFailed, DeploymentNotFound, EndpointUnavailable, PredictionRejected
-from cloudml.packaging import inspect_source, source_hash
-from cloudml.preflight.prepare import prepare_model
-from cloudml.providers.base import Deployer
-from cloudml.providers.common import WaitTimedOut, container_error, short_hash
+from cloudml.errors import DeployFailed, DeploymentNotFound, EndpointUnavailable, PredictionRejected
+from cloudml.providers.cloud import Action, CloudDeployer, Rollout, UndoJournal
+from cloudml.providers.common import container_error
 from cloudml.providers.gcp import artifacts, logs
 from cloudml.providers.gcp.images import is_prebuilt, tensorflow_image
-from cloudml.providers.gcp.options import GcpOptions, check_machine_type
+from cloudml.providers.gcp.options import GcpOptions
+from cloudml.providers.gcp.plan import (LABEL_DEPLOYMENT, LABEL_OPERATION, LABEL_PENDING_MODEL, LABEL_VERSION, OWN_LABELS,
+                                        VertexPlan, canary_split, check_spec, plan_deployment)
+from cloudml.providers.gcp.resources import VertexResources, short
 from cloudml.providers.gcp.session import GcpSession, error_status, gcp_errors
-from cloudml.results import Deployment, DeploymentStatus, DeployResult, Prediction, utcnow
+from cloudml.results import Deployment, DeploymentStatus, Prediction, utcnow
 from cloudml.spec import DeploymentSpec
 
-LABEL_DEPLOYMENT = "cloudml-deployment"
-LABEL_HASH = "cloudml-model-hash"
-LABEL_VERSION = "cloudml-model-version"
-LABEL_OPERATION = "cloudml-operation"  # id of the deployModel operation in flight
-LABEL_PENDING_MODEL = "cloudml-pending-model"  # the Model that operation deploys
-OWN_LABELS = (LABEL_DEPLOYMENT, LABEL_HASH, LABEL_VERSION, LABEL_OPERATION, LABEL_PENDING_MODEL)
-LABEL_TEXT = re.compile(r"^[a-z0-9_-]{0,63}$")
 LOG_TAIL_LINES = 40
 SERVING_PORT = 8080
 
 
-def _hash_label(model_hash: str) -> str:
-    """GCP label values hold at most 63 characters: the first 63 of the sha256 hex."""
-    return model_hash.split(":")[-1][:63]
-
-
 @dataclass(frozen=True)
-class Plan:
-    name: str
-    model_hash: str
-    model_id: str
-    machine_type: str
-    min_replicas: int
-    max_replicas: int
-    labels: dict[str, str]
+class VertexEndpoint:
+    """A Vertex Endpoint as read (the aiplatform_v1.Endpoint), and whether this run finished a
+    deployModel of this plan that an earlier run left running: then the deploy is not
+    `unchanged`, even when the endpoint now serves exactly the plan."""
+
+    proto: Any
+    resumed: bool = False
 
     @property
-    def hash_hex(self) -> str:
-        return self.model_hash.split(":")[-1]
+    def name(self) -> str:
+        return self.proto.name  # the resource name: projects/P/locations/L/endpoints/NAME
 
 
-class VertexDeployer(Deployer):
+class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
     provider = "gcp"
     Options = GcpOptions
     options: GcpOptions
+    endpoint_kind = "Vertex AI endpoint"
+    ownership_mark = LABEL_DEPLOYMENT
 
-    def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
-        self._gcp: GcpSession | None = None
-
-    @property
+    # Made on first use: loading credentials is not needed to check options or a spec.
+    @cached_property
     def gcp(self) -> GcpSession:
-        if self._gcp is None:
-            self._gcp = GcpSession(self.options)
-        return self._gcp
+        return GcpSession(self.options)
 
-    def _endpoint_name(self, name: str) -> str:
-        return f"{self.gcp.parent}/endpoints/{name}"
+    @cached_property
+    def vertex(self) -> VertexResources:
+        return VertexResources(self.gcp, self.options, self.progress)
 
-    def _model_name(self, model_id: str) -> str:
-        return f"{self.gcp.parent}/models/{model_id}"
+    # --- hooks: deciding --------------------------------------------------------------------
+    def check_request(self, spec: DeploymentSpec) -> None:
+        check_spec(spec, default_machine_type=self.options.machine_type)
 
-    # --- deploy ---------------------------------------------------------------------------
-    def deploy(self, spec: DeploymentSpec) -> DeployResult:
-        source = inspect_source(spec.model)
-        with self.progress.step(f"hashing {source.display_name}"):
-            model_hash = source_hash(source)
-        plan = self._plan(spec, model_hash)
-        endpoint = self._endpoint(spec.name)
-        if endpoint is not None and endpoint.labels.get(LABEL_DEPLOYMENT) != spec.name:
-            raise ConfigError(
-                f"a Vertex AI endpoint with id {spec.name!r} already exists and was not created by cloudml",
-                hint="cloudml never takes over endpoints it did not make: choose another --name",
-            )
-        if endpoint is not None:
-            endpoint, resumed = self._settle(endpoint, plan)
-            if not resumed and self._unchanged(endpoint, plan):
-                version = {LABEL_VERSION: endpoint.labels[LABEL_VERSION]} if LABEL_VERSION in endpoint.labels else {}
-                self._relabel(endpoint, {**plan.labels, **version})
-                return DeployResult(action="unchanged", deployment=self.get(spec.name))
+    def plan(self, spec: DeploymentSpec, model_hash: str) -> VertexPlan:
+        return plan_deployment(spec, model_hash, default_machine_type=self.options.machine_type,
+                               image_uri=self.options.image_uri, location=self.options.location)
 
-        work = Path(self.options.work_dir or Path(os.environ.get("CLOUDML_HOME") or Path.home() / ".cloudml") / "gcp-packages") / spec.name / plan.hash_hex[:16]
-        checks = " and probing it locally (preflight)" if self.options.preflight else ""
-        with self.progress.step(f"packaging {source.display_name}{checks}"):
-            packaged = prepare_model(source, work, name=spec.name, version=spec.model_version, probe=self.options.preflight)
-        # Refused here, before anything is uploaded, when no prebuilt image can load the model.
-        image = self.options.image_uri or tensorflow_image(location=self.gcp.location, tensorflow_version=packaged.manifest.tensorflow_version)
-        labels = {**plan.labels, LABEL_VERSION: str(packaged.manifest.model_version)}
+    def read_endpoint(self, name: str) -> VertexEndpoint | None:
+        proto = self.vertex.get_endpoint(self.vertex.endpoint_name(name), missing_ok=True)
+        return None if proto is None else VertexEndpoint(proto)
 
-        bucket = self.options.staging_bucket or artifacts.default_bucket(self.gcp)
-        prefix = f"{self.options.prefix}/{spec.name}/{plan.hash_hex[:16]}".lstrip("/")
-        created: list[tuple[str, Any]] = []  # what this run made, undone in reverse if it fails
-        try:
-            with self.progress.step(f"uploading the model folder to gs://{bucket}/{prefix}/") as step:
-                artifacts.ensure_bucket(self.gcp, bucket)
-                uploaded, skipped = artifacts.upload_folder(self.gcp, packaged.folder, bucket=bucket, prefix=prefix)
-                created.append(("objects", (bucket, uploaded)))
-                step.update(f"uploaded {len(uploaded)} files to gs://{bucket}/{prefix}/ ({skipped} already there)")
-            # Prebuilt TensorFlow images load the SavedModel folder itself; the cloudml runtime reads the package.
-            artifact_uri = f"gs://{bucket}/{prefix}/" + (f"{packaged.manifest.model_version}/" if is_prebuilt(image) else "")
-            if self._upload_model(plan, image=image, artifact_uri=artifact_uri, env=spec.env, labels=labels):
-                created.append(("model", self._model_name(plan.model_id)))
-            if endpoint is None:
-                endpoint = self._create_endpoint(spec.name, labels)
-                created.append(("endpoint", endpoint.name))
-            previous = [dm for dm in endpoint.deployed_models if not self._same_deployment(dm, plan)]
-            current = next((dm for dm in endpoint.deployed_models if self._same_deployment(dm, plan)), None)
-            if current is None:
-                current = self._deploy_model(endpoint, plan, first=not previous, created=created)
-            endpoint = self._get_endpoint(endpoint.name)
-            if previous:
-                self._move_traffic(endpoint, current, previous)
-        except WaitTimedOut:
-            raise
-        except Exception:
-            self._undo(created)
-            raise
-        # From here on the new model serves: a failure is reported, and the next run converges.
-        self._relabel(self._get_endpoint(endpoint.name), labels)
-        if previous:
-            self._retire(endpoint.name, previous, keep=self._model_name(plan.model_id))
-        shutil.rmtree(work, ignore_errors=True)
-        # A resumed first deploy (the endpoint made by an earlier run) is still a creation.
-        action = "updated" if previous else "created"
-        return DeployResult(action=action, deployment=self.get(spec.name))
+    def owner(self, endpoint: VertexEndpoint) -> str | None:
+        return endpoint.proto.labels.get(LABEL_DEPLOYMENT)
 
-    def _plan(self, spec: DeploymentSpec, model_hash: str) -> Plan:
-        resources = spec.resources
-        machine_type = resources.instance_type or self.options.machine_type
-        check_machine_type(machine_type)
-        if resources.min_replicas < 1:
-            raise ConfigError("Vertex AI endpoints keep at least one replica", hint="use --min-replicas 1 or more")
-        max_replicas = resources.max_replicas or resources.min_replicas
-        for key, value in spec.tags.items():
-            if not re.match(r"^[a-z][a-z0-9_-]{0,62}$", key) or not LABEL_TEXT.match(value):
-                raise ConfigError(
-                    f"tag {key}={value} cannot be a Google Cloud label",
-                    hint="label keys start with a lowercase letter; keys and values hold at most 63 lowercase letters, digits, '_' and '-'",
-                )
-            if key.startswith("cloudml-"):
-                raise ConfigError(f"tag {key!r} is reserved for cloudml", hint="choose a key that does not start with cloudml-")
-        hex_ = model_hash.split(":")[-1]
-        # Everything the Model resource holds (image, env) is part of its id.
-        key = short_hash(model_hash, self.options.image_uri, spec.env, self.gcp.location)
-        return Plan(
-            name=spec.name, model_hash=model_hash, model_id=f"{spec.name}-{hex_[:8]}-{key[:6]}", machine_type=machine_type,
-            min_replicas=resources.min_replicas, max_replicas=max_replicas,
-            labels={**spec.tags, LABEL_DEPLOYMENT: spec.name, LABEL_HASH: _hash_label(model_hash)},
-        )
-
-    def _same_deployment(self, deployed, plan: Plan) -> bool:
-        resources = deployed.dedicated_resources
-        return (deployed.model == self._model_name(plan.model_id) and resources.machine_spec.machine_type == plan.machine_type
-                and resources.min_replica_count == plan.min_replicas and resources.max_replica_count == plan.max_replicas)
-
-    def _unchanged(self, endpoint, plan: Plan) -> bool:
-        if len(endpoint.deployed_models) != 1 or LABEL_OPERATION in endpoint.labels:
-            return False
-        [deployed] = endpoint.deployed_models
-        return self._same_deployment(deployed, plan) and dict(endpoint.traffic_split) == {deployed.id: 100}
-
-    def _settle(self, endpoint, plan: Plan):
+    def settle(self, endpoint: VertexEndpoint, plan: VertexPlan) -> VertexEndpoint:
         """A deployModel operation an earlier run left running is waited for (when it deploys
-        this plan's model) or refused (when it deploys another). Returns the endpoint and whether
-        this run resumed a deployment of this plan."""
-        op_id = endpoint.labels.get(LABEL_OPERATION)
+        this plan's model) or refused (when it deploys another)."""
+        op_id = endpoint.proto.labels.get(LABEL_OPERATION)
         if not op_id:
-            return endpoint, False
+            return endpoint
         op_name = f"{endpoint.name}/operations/{op_id}"
-        pending_model = endpoint.labels.get(LABEL_PENDING_MODEL, "")
-        operation = self._get_operation(op_name)
+        pending_model = endpoint.proto.labels.get(LABEL_PENDING_MODEL, "")
+        operation = self.vertex.get_operation(op_name)
         if operation is not None and not operation.done and pending_model != plan.model_id:
             raise DeployFailed(
                 f"endpoint {plan.name} is busy deploying another model ({pending_model})",
@@ -202,20 +98,99 @@ class VertexDeployer(Deployer):
         if operation is not None:
             if not operation.done:
                 self.progress.note(f"endpoint {plan.name} is already deploying this model (operation {op_id}); resuming the wait")
-            operation = self._wait_operation(op_name, f"for model {pending_model} to deploy on endpoint {plan.name}")
+            operation = self.vertex.wait_operation(op_name, f"for model {pending_model} to deploy on endpoint {plan.name}")
         self._clear_pending(endpoint.name)
         if operation is not None and operation.HasField("error") and pending_model == plan.model_id:
-            self._cleanup_failed_model(self._model_name(plan.model_id))
-            serving = bool(self._get_endpoint(endpoint.name).deployed_models)
+            self._cleanup_failed_model(self.vertex.model_name(plan.model_id))
+            serving = bool(self.vertex.get_endpoint(endpoint.name).deployed_models)
             if not serving:  # the failed deploy was the first: the endpoint goes too
-                self._delete_endpoint(endpoint.name)
+                self.vertex.delete_endpoint(endpoint.name)
             raise self._deploy_failure(plan.name, operation.error.message, previous=serving)
-        return self._get_endpoint(endpoint.name), pending_model == plan.model_id
+        return VertexEndpoint(self.vertex.get_endpoint(endpoint.name), resumed=pending_model == plan.model_id)
 
-    def _upload_model(self, plan: Plan, *, image: str, artifact_uri: str, env: dict[str, str], labels: dict[str, str]) -> bool:
+    def is_unchanged(self, endpoint: VertexEndpoint, plan: VertexPlan) -> bool:
+        deployed = endpoint.proto.deployed_models
+        if endpoint.resumed or len(deployed) != 1 or LABEL_OPERATION in endpoint.proto.labels:
+            return False
+        return self._same_deployment(deployed[0], plan) and dict(endpoint.proto.traffic_split) == {deployed[0].id: 100}
+
+    def refresh_tags(self, endpoint: VertexEndpoint, spec: DeploymentSpec, plan: VertexPlan) -> None:
+        labels = endpoint.proto.labels
+        version = {LABEL_VERSION: labels[LABEL_VERSION]} if LABEL_VERSION in labels else {}
+        self._relabel(endpoint.proto, {**plan.labels, **version})
+
+    def _same_deployment(self, deployed, plan: VertexPlan) -> bool:
+        resources = deployed.dedicated_resources
+        return (deployed.model == self.vertex.model_name(plan.model_id) and resources.machine_spec.machine_type == plan.machine_type
+                and resources.min_replica_count == plan.min_replicas and resources.max_replica_count == plan.max_replicas)
+
+    # --- hooks: doing -----------------------------------------------------------------------
+    def default_image(self, plan: VertexPlan, tensorflow_version: str) -> str:
+        return tensorflow_image(location=self.options.location, tensorflow_version=tensorflow_version)
+
+    def stage_artifact(self, rollout: Rollout[VertexPlan, VertexEndpoint]) -> str:
+        bucket = self.options.staging_bucket or artifacts.default_bucket(self.gcp)
+        prefix = f"{self.options.prefix}/{rollout.plan.name}/{rollout.plan.hash_hex[:16]}".lstrip("/")
+        with self.progress.step(f"uploading the model folder to gs://{bucket}/{prefix}/") as step:
+            artifacts.ensure_bucket(self.gcp, bucket)
+            uploaded, skipped = artifacts.upload_folder(self.gcp, rollout.packaged.folder, bucket=bucket, prefix=prefix)
+            rollout.journal.record(f"the files uploaded to gs://{bucket}/{prefix}/",
+                                   lambda: artifacts.delete_objects(self.gcp, bucket=bucket, names=uploaded))
+            step.update(f"uploaded {len(uploaded)} files to gs://{bucket}/{prefix}/ ({skipped} already there)")
+        # Prebuilt TensorFlow images load the SavedModel folder itself; the cloudml runtime reads the package.
+        version = rollout.packaged.manifest.model_version
+        return f"gs://{bucket}/{prefix}/" + (f"{version}/" if is_prebuilt(rollout.image) else "")
+
+    def roll_out(self, rollout: Rollout[VertexPlan, VertexEndpoint]) -> Action:
+        """Upload the Model, create the endpoint when there is none, deploy the Model beside what
+        serves (unless a resumed run already did), then move all traffic to it."""
+        plan, journal = rollout.plan, rollout.journal
+        labels = self._labels(rollout)
+        if self._upload_model(plan, image=rollout.image, artifact_uri=rollout.artifact, env=rollout.spec.env, labels=labels):
+            model = self.vertex.model_name(plan.model_id)
+            journal.record(f"model {plan.model_id}", lambda: self.vertex.delete_model(model))
+        if rollout.current is None:
+            endpoint = self._create_endpoint(plan.name, labels)
+            journal.record(f"endpoint {plan.name}", lambda: self.vertex.delete_endpoint(endpoint.name))
+        else:
+            endpoint = rollout.current.proto
+        previous = self._previous(rollout)
+        new = next((dm for dm in endpoint.deployed_models if self._same_deployment(dm, plan)), None)
+        if new is None:
+            new = self._deploy_model(endpoint, plan, first=not previous, journal=journal)
+        if previous:
+            self._move_traffic(endpoint.name, new)
+        # A resumed first deploy (the endpoint made by an earlier run) is still a creation.
+        return "updated" if previous else "created"
+
+    def retire_previous(self, rollout: Rollout[VertexPlan, VertexEndpoint]) -> None:
+        """The endpoint's labels now name the new model; the old deployed models are undeployed
+        and their Models deleted."""
+        endpoint = self.vertex.get_endpoint(self.vertex.endpoint_name(rollout.plan.name))
+        self._relabel(endpoint, self._labels(rollout))
+        keep = self.vertex.model_name(rollout.plan.model_id)
+        previous = self._previous(rollout)
+        for deployed in previous:
+            with self.progress.step(f"undeploying the previous model {short(deployed.model)}"):
+                self.vertex.undeploy(endpoint.name, deployed.id)
+        for model_name in {d.model for d in previous} - {keep}:
+            self.vertex.delete_model(model_name)
+
+    def _labels(self, rollout: Rollout[VertexPlan, VertexEndpoint]) -> dict[str, str]:
+        return {**rollout.plan.labels, LABEL_VERSION: str(rollout.packaged.manifest.model_version)}
+
+    def _previous(self, rollout: Rollout[VertexPlan, VertexEndpoint]) -> list:
+        """The deployed models that served before this run: all but one of this plan."""
+        if rollout.current is None:
+            return []
+        return [dm for dm in rollout.current.proto.deployed_models if not self._same_deployment(dm, rollout.plan)]
+
+    # --- roll-out steps ---------------------------------------------------------------------
+    def _upload_model(self, plan: VertexPlan, *, image: str, artifact_uri: str, env: dict[str, str], labels: dict[str, str]) -> bool:
+        """Upload the plan's Model unless it is there already; True when this run made it."""
         from google.cloud import aiplatform_v1
 
-        if self._get_model(self._model_name(plan.model_id)) is not None:
+        if self.vertex.get_model(self.vertex.model_name(plan.model_id)) is not None:
             return False
         container = aiplatform_v1.ModelContainerSpec(image_uri=image, env=[aiplatform_v1.EnvVar(name=k, value=v) for k, v in sorted(env.items())])
         if not is_prebuilt(image):
@@ -233,18 +208,10 @@ class VertexDeployer(Deployer):
                     operation = self.gcp.models.upload_model(request={"parent": self.gcp.parent, "model": model, "model_id": plan.model_id})
                 except api.Conflict:
                     # An earlier run's upload of this very model is still running: wait for it.
-                    self._wait_for_model(self._model_name(plan.model_id))
+                    self.vertex.wait_for_model(self.vertex.model_name(plan.model_id))
                     return False
-            self._wait_operation(operation.operation.name, f"for model {plan.model_id} to upload", fail=f"uploading model {plan.model_id}")
+            self.vertex.wait_operation(operation.operation.name, f"for model {plan.model_id} to upload", fail=f"uploading model {plan.model_id}")
         return True
-
-    def _wait_for_model(self, name: str) -> None:
-        deadline = time.monotonic() + self.options.wait_timeout
-        while self._get_model(name) is None:
-            if time.monotonic() > deadline:
-                raise WaitTimedOut(f"model {name} is still uploading after {self.options.wait_timeout:.0f}s",
-                                   hint="Vertex AI keeps working on it: run the same deploy again to resume waiting")
-            time.sleep(min(self.options.poll_interval, 2.0))
 
     def _create_endpoint(self, name: str, labels: dict[str, str]):
         from google.cloud import aiplatform_v1
@@ -253,10 +220,10 @@ class VertexDeployer(Deployer):
             with gcp_errors(f"creating endpoint {name}"):
                 operation = self.gcp.endpoints.create_endpoint(
                     parent=self.gcp.parent, endpoint_id=name, endpoint=aiplatform_v1.Endpoint(display_name=name, labels=labels))
-            self._wait_operation(operation.operation.name, f"for endpoint {name} to be created", fail=f"creating endpoint {name}")
-        return self._get_endpoint(self._endpoint_name(name))
+            self.vertex.wait_operation(operation.operation.name, f"for endpoint {name} to be created", fail=f"creating endpoint {name}")
+        return self.vertex.get_endpoint(self.vertex.endpoint_name(name))
 
-    def _deploy_model(self, endpoint, plan: Plan, *, first: bool, created: list):
+    def _deploy_model(self, endpoint, plan: VertexPlan, *, first: bool, journal: UndoJournal):
         """Deploy the plan's model beside what serves now: all traffic when it is the first,
         none (or the canary share) otherwise. Returns the DeployedModel."""
         from google.cloud import aiplatform_v1
@@ -264,26 +231,21 @@ class VertexDeployer(Deployer):
         resources = aiplatform_v1.DedicatedResources(
             machine_spec=aiplatform_v1.MachineSpec(machine_type=plan.machine_type),
             min_replica_count=plan.min_replicas, max_replica_count=plan.max_replicas)
-        deployed = aiplatform_v1.DeployedModel(model=self._model_name(plan.model_id), display_name=plan.model_id, dedicated_resources=resources,
+        deployed = aiplatform_v1.DeployedModel(model=self.vertex.model_name(plan.model_id), display_name=plan.model_id, dedicated_resources=resources,
                                                service_account=self.options.service_account or "")
-        if first:
-            split = {"0": 100}
-        else:
-            current = {k: v for k, v in endpoint.traffic_split.items() if v > 0}
-            share = self.options.canary_percent or 0
-            split = {"0": share, **_scaled(current, 100 - share)}
+        split = canary_split({} if first else dict(endpoint.traffic_split), self.options.canary_percent)
         with gcp_errors(f"deploying model {plan.model_id} to endpoint {plan.name}"):
             operation = self.gcp.endpoints.deploy_model(endpoint=endpoint.name, deployed_model=deployed, traffic_split=split)
         op_name = operation.operation.name
-        self._mark_pending(endpoint, op_name.rsplit("/", 1)[-1], plan.model_id)
-        result = self._wait_operation(op_name, f"for model {plan.model_id} to deploy on endpoint {plan.name}"
-                                      + ("" if first else f" beside the serving one ({split['0']}% traffic)"))
+        self._mark_pending(endpoint.name, short(op_name), plan.model_id)
+        beside = "" if first else f" beside the serving one ({split['0']}% traffic)"
+        result = self.vertex.wait_operation(op_name, f"for model {plan.model_id} to deploy on endpoint {plan.name}{beside}")
         self._clear_pending(endpoint.name)
         if result.HasField("error"):
             raise self._deploy_failure(plan.name, result.error.message, previous=not first)
-        response = aiplatform_v1.DeployModelResponse.deserialize(result.response.value)
-        created.append(("deployed", (endpoint.name, response.deployed_model.id)))
-        return response.deployed_model
+        new = aiplatform_v1.DeployModelResponse.deserialize(result.response.value).deployed_model
+        journal.record(f"deployed model {new.id}", lambda: self.vertex.undeploy(endpoint.name, new.id))
+        return new
 
     def _deploy_failure(self, name: str, reason: str, *, previous: bool = True) -> DeployFailed:
         keeps = "the previous model keeps serving all traffic" if previous else "nothing was left behind"
@@ -293,175 +255,45 @@ class VertexDeployer(Deployer):
             details=self._log_tail(name),
         )
 
-    def _move_traffic(self, endpoint, new, previous: list) -> None:
+    def _move_traffic(self, endpoint_name: str, new) -> None:
         if self.options.canary_percent:
             with self.progress.step(f"canary: {self.options.canary_percent}% of the traffic on the new model for {self.options.canary_wait_seconds}s"):
                 time.sleep(self.options.canary_wait_seconds)
-        with self.progress.step(f"moving all traffic of endpoint {endpoint.name.rsplit('/', 1)[-1]} to the new model"):
-            self._update_endpoint(endpoint.name, traffic_split={new.id: 100})
+        with self.progress.step(f"moving all traffic of endpoint {short(endpoint_name)} to the new model"):
+            self.vertex.update_endpoint(endpoint_name, traffic_split={new.id: 100})
 
-    def _retire(self, endpoint_name: str, previous: list, *, keep: str) -> None:
-        """After traffic moved: undeploy the old deployed models and delete their Models."""
-        for deployed in previous:
-            with self.progress.step(f"undeploying the previous model {deployed.model.rsplit('/', 1)[-1]}"):
-                self._undeploy(endpoint_name, deployed.id)
-        for model_name in {d.model for d in previous} - {keep}:
-            self._delete_model(model_name)
-
-    def _mark_pending(self, endpoint, op_id: str, model_id: str) -> None:
-        labels = {**self._get_endpoint(endpoint.name).labels, LABEL_OPERATION: op_id, LABEL_PENDING_MODEL: model_id}
-        self._update_endpoint(endpoint.name, labels=labels)
+    def _mark_pending(self, endpoint_name: str, op_id: str, model_id: str) -> None:
+        labels = {**self.vertex.get_endpoint(endpoint_name).labels, LABEL_OPERATION: op_id, LABEL_PENDING_MODEL: model_id}
+        self.vertex.update_endpoint(endpoint_name, labels=labels)
 
     def _clear_pending(self, endpoint_name: str) -> None:
-        labels = dict(self._get_endpoint(endpoint_name).labels)
+        labels = dict(self.vertex.get_endpoint(endpoint_name).labels)
         if LABEL_OPERATION in labels or LABEL_PENDING_MODEL in labels:
             labels.pop(LABEL_OPERATION, None)
             labels.pop(LABEL_PENDING_MODEL, None)
-            self._update_endpoint(endpoint_name, labels=labels)
+            self.vertex.update_endpoint(endpoint_name, labels=labels)
 
     def _relabel(self, endpoint, labels: dict[str, str]) -> None:
         wanted = {**{k: v for k, v in endpoint.labels.items() if k in (LABEL_OPERATION, LABEL_PENDING_MODEL)}, **labels}
         if dict(endpoint.labels) != wanted:
-            self._update_endpoint(endpoint.name, labels=wanted)
-
-    def _update_endpoint(self, name: str, *, labels: dict[str, str] | None = None, traffic_split: dict[str, int] | None = None) -> None:
-        from google.cloud import aiplatform_v1
-        from google.protobuf import field_mask_pb2
-
-        endpoint = aiplatform_v1.Endpoint(name=name)
-        paths = []
-        if labels is not None:
-            endpoint.labels = labels
-            paths.append("labels")
-        if traffic_split is not None:
-            endpoint.traffic_split = traffic_split
-            paths.append("traffic_split")
-        with gcp_errors(f"updating endpoint {name.rsplit('/', 1)[-1]}"):
-            self.gcp.endpoints.update_endpoint(endpoint=endpoint, update_mask=field_mask_pb2.FieldMask(paths=paths))
-
-    def _undeploy(self, endpoint_name: str, deployed_id: str, *, traffic_split: dict[str, int] | None = None) -> None:
-        from google.api_core import exceptions as api
-
-        with gcp_errors(f"undeploying {deployed_id} from {endpoint_name.rsplit('/', 1)[-1]}"):
-            try:
-                operation = self.gcp.endpoints.undeploy_model(endpoint=endpoint_name, deployed_model_id=deployed_id, traffic_split=traffic_split or {})
-            except api.NotFound:
-                return
-        self._wait_operation(operation.operation.name, f"for {deployed_id} to be undeployed", fail=f"undeploying {deployed_id}")
-
-    def _delete_model(self, name: str) -> bool:
-        from google.api_core import exceptions as api
-
-        with gcp_errors(f"deleting model {name.rsplit('/', 1)[-1]}"):
-            try:
-                operation = self.gcp.models.delete_model(name=name)
-            except api.NotFound:
-                return False
-        self._wait_operation(operation.operation.name, f"for model {name.rsplit('/', 1)[-1]} to be deleted", fail=f"deleting model {name}")
-        return True
+            self.vertex.update_endpoint(endpoint.name, labels=wanted)
 
     def _cleanup_failed_model(self, model_name: str) -> None:
         try:
-            self._delete_model(model_name)
+            self.vertex.delete_model(model_name)
         except Exception as exc:  # noqa: BLE001 - the deploy failure is what the user must see
             self.progress.note(f"could not delete model {model_name} after the failure: {exc}")
 
-    def _undo(self, created: list[tuple[str, Any]]) -> None:
-        """Remove what a failed run made, newest first, so nothing is orphaned. Best effort:
-        the error that made the run fail is the one the user sees."""
-        for kind, what in reversed(created):
-            try:
-                if kind == "deployed":
-                    self._undeploy(*what)
-                elif kind == "endpoint":
-                    self._delete_endpoint(what)
-                elif kind == "model":
-                    self._delete_model(what)
-                elif kind == "objects":
-                    artifacts.delete_objects(self.gcp, bucket=what[0], names=what[1])
-            except Exception as exc:  # noqa: BLE001 - report and keep undoing the rest
-                self.progress.note(f"could not remove {kind} {what} after the failure: {exc}")
-
-    # --- operations -----------------------------------------------------------------------
-    def _get_operation(self, name: str):
-        from google.api_core import exceptions as api
-        from google.longrunning import operations_pb2
-
-        with gcp_errors(f"reading operation {name}"):
-            try:
-                return self.gcp.endpoints.get_operation(operations_pb2.GetOperationRequest(name=name))
-            except api.NotFound:
-                return None
-
-    def _wait_operation(self, name: str, goal: str, *, fail: str | None = None):
-        """Poll `operations get` until done; with `fail`, an operation error raises DeployFailed.
-        Past wait_timeout, raises WaitTimedOut and leaves the operation running."""
-        deadline = time.monotonic() + self.options.wait_timeout
-        started = time.monotonic()
-        interval = min(self.options.poll_interval, 1.0)  # quick first polls: most operations are short
-        with self.progress.step(f"waiting {goal}") as step:
-            while True:
-                operation = self._get_operation(name)
-                if operation is None:
-                    raise DeployFailed(f"operation {name} disappeared while waiting {goal}")
-                if operation.done:
-                    if fail and operation.HasField("error"):
-                        raise DeployFailed(f"Vertex AI failed {fail}: {operation.error.message}")
-                    return operation
-                step.update(f"waiting {goal} ({time.monotonic() - started:.0f}s)")
-                if time.monotonic() > deadline:
-                    endpoint = name.split("/endpoints/")[1].split("/")[0] if "/endpoints/" in name else None
-                    raise WaitTimedOut(
-                        f"still waiting {goal} after {self.options.wait_timeout:.0f}s (operation {name})",
-                        hint="Vertex AI keeps working on it: run the same deploy again to resume waiting"
-                             + (f", or watch `cloudml status {endpoint} --provider gcp`" if endpoint else ""),
-                    )
-                time.sleep(interval)
-                interval = min(interval * 2, self.options.poll_interval)
-
     # --- reading --------------------------------------------------------------------------
-    def _endpoint(self, name: str):
-        return self._get_endpoint(self._endpoint_name(name), missing_ok=True)
+    def location(self) -> str:
+        return self.gcp.parent
 
-    def _get_endpoint(self, resource: str, *, missing_ok: bool = False):
-        from google.api_core import exceptions as api
-
-        with gcp_errors(f"reading endpoint {resource.rsplit('/', 1)[-1]}"):
-            try:
-                return self.gcp.endpoints.get_endpoint(name=resource)
-            except api.NotFound:
-                if missing_ok:
-                    return None
-                raise DeployFailed(f"endpoint {resource} disappeared") from None
-
-    def _get_model(self, name: str):
-        from google.api_core import exceptions as api
-
-        with gcp_errors(f"reading model {name.rsplit('/', 1)[-1]}"):
-            try:
-                return self.gcp.models.get_model(name=name)
-            except api.NotFound:
-                return None
-
-    def _owned_endpoint(self, name: str):
-        endpoint = self._endpoint(name)
-        if endpoint is None:
-            raise DeploymentNotFound(f"no Vertex AI endpoint {name!r} in {self.gcp.parent}", hint="`cloudml list --provider gcp` shows what cloudml deployed")
-        if endpoint.labels.get(LABEL_DEPLOYMENT) != name:
-            raise DeploymentNotFound(
-                f"Vertex AI endpoint {name!r} was not created by cloudml (no {LABEL_DEPLOYMENT} label)",
-                hint="cloudml only manages what it created; pick another deployment name",
-            )
-        return endpoint
-
-    def get(self, name: str) -> Deployment:
-        return self._to_deployment(self._owned_endpoint(name))
-
-    def _to_deployment(self, endpoint) -> Deployment:
-        name = endpoint.name.rsplit("/", 1)[-1]
-        labels = dict(endpoint.labels)
-        split = {k: v for k, v in endpoint.traffic_split.items() if v > 0}
-        serving = [dm for dm in endpoint.deployed_models if dm.id in split]
+    def describe(self, endpoint: VertexEndpoint) -> Deployment:
+        proto = endpoint.proto
+        name = short(proto.name)
+        labels = dict(proto.labels)
+        split = {k: v for k, v in proto.traffic_split.items() if v > 0}
+        serving = [dm for dm in proto.deployed_models if dm.id in split]
         if LABEL_OPERATION in labels:
             status = DeploymentStatus.UPDATING if serving else DeploymentStatus.CREATING
         elif serving:
@@ -471,41 +303,41 @@ class VertexDeployer(Deployer):
         main = max(serving, key=lambda dm: split[dm.id], default=None)
         model_hash = None
         if main is not None:
-            model = self._get_model(main.model)
+            model = self.vertex.get_model(main.model)
             if model is not None:
                 model_hash = next((w for w in model.description.split() if w.startswith("sha256:")), None)
         details: dict[str, Any] = {
-            "resource": endpoint.name,
+            "resource": proto.name,
             "project": self.gcp.project,
             "location": self.gcp.location,
-            "traffic_split": {dm.model.rsplit("/", 1)[-1]: split.get(dm.id, 0) for dm in endpoint.deployed_models},
+            "traffic_split": {short(dm.model): split.get(dm.id, 0) for dm in proto.deployed_models},
         }
         if main is not None:
             resources = main.dedicated_resources
             details.update(model=main.model, deployed_model_id=main.id, machine_type=resources.machine_spec.machine_type,
                            replicas=f"{resources.min_replica_count}-{resources.max_replica_count}")
         if LABEL_OPERATION in labels:
-            details["operation"] = f"{endpoint.name}/operations/{labels[LABEL_OPERATION]}"
+            details["operation"] = f"{proto.name}/operations/{labels[LABEL_OPERATION]}"
         version = labels.get(LABEL_VERSION)
-        created = endpoint.create_time or utcnow()
+        created = proto.create_time or utcnow()
         return Deployment(
             name=name, provider=self.provider, status=status, endpoint_url=self.gcp.endpoint_url(name),
             model_version=int(version) if version and version.isdigit() else None, model_hash=model_hash,
-            created_at=created, updated_at=endpoint.update_time or created,
+            created_at=created, updated_at=proto.update_time or created,
             tags={k: v for k, v in labels.items() if k not in OWN_LABELS}, details=details,
         )
 
     def list(self) -> list[Deployment]:
         with gcp_errors("listing Vertex AI endpoints"):
-            found = list(self.gcp.endpoints.list_endpoints(parent=self.gcp.parent))
-        out = [self._to_deployment(e) for e in found if e.labels.get(LABEL_DEPLOYMENT) == e.name.rsplit("/", 1)[-1]]
+            found = [VertexEndpoint(e) for e in self.gcp.endpoints.list_endpoints(parent=self.gcp.parent)]
+        out = [self.describe(e) for e in found if self.owner(e) == short(e.name)]
         return sorted(out, key=lambda d: d.name)
 
     def predict(self, name: str, *, instances: list[Any], parameters: dict[str, Any] | None = None) -> Prediction:
         from google.api_core import exceptions as api
 
         started = time.perf_counter()
-        kwargs: dict[str, Any] = {"endpoint": self._endpoint_name(name), "instances": instances}
+        kwargs: dict[str, Any] = {"endpoint": self.vertex.endpoint_name(name), "instances": instances}
         if parameters:
             kwargs["parameters"] = parameters
         try:
@@ -523,7 +355,7 @@ class VertexDeployer(Deployer):
         return Prediction(deployment=name, predictions=payload.get("predictions", []), latency_ms=(time.perf_counter() - started) * 1000)
 
     def logs(self, name: str, *, tail: int = 100, follow: bool = False) -> Iterator[str]:
-        self._owned_endpoint(name)
+        self.owned_endpoint(name)
         with gcp_errors(f"reading the logs of {name}"):
             if follow:
                 return logs.follow(self.gcp, name, lines=tail)
@@ -537,58 +369,24 @@ class VertexDeployer(Deployer):
         return "\n".join(lines) if lines else f"(no Cloud Logging entries for endpoint {name} yet)"
 
     # --- delete ---------------------------------------------------------------------------
-    def delete(self, name: str, *, purge: bool = False) -> bool:
-        endpoint = self._endpoint(name)
-        deleted = False
-        if endpoint is not None:
-            if endpoint.labels.get(LABEL_DEPLOYMENT) != name:
-                raise DeploymentNotFound(f"Vertex AI endpoint {name!r} was not created by cloudml; not deleting it")
-            with self.progress.step(f"deleting endpoint {name}"):
-                op_id = endpoint.labels.get(LABEL_OPERATION)
-                if op_id:  # a deploy still running: let it finish, then undeploy what it made
-                    self._wait_operation(f"{endpoint.name}/operations/{op_id}", f"for the running deployment on {name} to finish")
-                    endpoint = self._get_endpoint(endpoint.name)
-                self._undeploy_all(endpoint)
-                self._delete_endpoint(endpoint.name)
-            deleted = True
+    def delete_endpoint(self, endpoint: VertexEndpoint) -> None:
+        proto = endpoint.proto
+        op_id = proto.labels.get(LABEL_OPERATION)
+        if op_id:  # a deploy still running: let it finish, then undeploy what it made
+            self.vertex.wait_operation(f"{proto.name}/operations/{op_id}", f"for the running deployment on {short(proto.name)} to finish")
+            proto = self.vertex.get_endpoint(proto.name)
+        self.vertex.undeploy_all(proto)
+        self.vertex.delete_endpoint(proto.name)
+
+    def delete_leftovers(self, name: str) -> bool:
         with gcp_errors(f"listing the models of {name}"):
             models = list(self.gcp.models.list_models(request={"parent": self.gcp.parent, "filter": f'labels.{LABEL_DEPLOYMENT}="{name}"'}))
+        deleted = False
         for model in models:
-            deleted = self._delete_model(model.name) or deleted
-        if purge:
-            bucket = self.options.staging_bucket or artifacts.default_bucket(self.gcp)
-            with gcp_errors(f"deleting the model folders in gs://{bucket}"):
-                deleted = artifacts.delete_prefix(self.gcp, bucket=bucket, prefix=f"{self.options.prefix}/{name}/".lstrip("/")) > 0 or deleted
+            deleted = self.vertex.delete_model(model.name) or deleted
         return deleted
 
-    def _undeploy_all(self, endpoint) -> None:
-        """Least-used first; a model with traffic hands it to the one undeployed last."""
-        split = dict(endpoint.traffic_split)
-        order = sorted(endpoint.deployed_models, key=lambda dm: split.get(dm.id, 0))
-        for index, deployed in enumerate(order):
-            rest = order[index + 1:]
-            handover = {rest[-1].id: 100} if rest and split.get(deployed.id, 0) > 0 else None
-            self._undeploy(endpoint.name, deployed.id, traffic_split=handover)
-            if handover:
-                split = handover
-
-    def _delete_endpoint(self, resource: str) -> None:
-        from google.api_core import exceptions as api
-
-        with gcp_errors(f"deleting endpoint {resource.rsplit('/', 1)[-1]}"):
-            try:
-                operation = self.gcp.endpoints.delete_endpoint(name=resource)
-            except api.NotFound:
-                return
-        self._wait_operation(operation.operation.name, f"for endpoint {resource.rsplit('/', 1)[-1]} to be deleted", fail=f"deleting endpoint {resource}")
-
-
-def _scaled(split: dict[str, int], total: int) -> dict[str, int]:
-    """`split` rescaled to add up to `total` (integers; the remainder goes to the largest)."""
-    if not split:
-        return {}
-    whole = sum(split.values())
-    out = {k: v * total // whole for k, v in split.items()}
-    out[max(split, key=split.get)] += total - sum(out.values())
-    return {k: v for k, v in out.items() if v > 0}
-
+    def purge_artifacts(self, name: str) -> bool:
+        bucket = self.options.staging_bucket or artifacts.default_bucket(self.gcp)
+        with gcp_errors(f"deleting the model folders in gs://{bucket}"):
+            return artifacts.delete_prefix(self.gcp, bucket=bucket, prefix=f"{self.options.prefix}/{name}/".lstrip("/")) > 0

@@ -7,7 +7,7 @@ import re
 
 from pydantic import Field, field_validator
 
-from cloudml.providers.base import ProviderOptions
+from cloudml.providers.cloud import CloudOptions
 
 PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 LOCATION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
@@ -28,7 +28,9 @@ def check_machine_type(value: str) -> None:
         raise ConfigError(machine_type_problem(value), hint="see https://cloud.google.com/vertex-ai/docs/predictions/configure-compute#machine-types")
 
 
-class GcpOptions(ProviderOptions):
+class GcpOptions(CloudOptions):
+    """The gcp options beside what every cloud accepts (image_uri, canary_percent, wait_timeout, ...)."""
+
     project: str | None = Field(default=None, description="Google Cloud project id; default: the ADC project or GOOGLE_CLOUD_PROJECT.")
     location: str = Field(default="us-central1", description="Vertex AI region of the model and endpoint.")
     staging_bucket: str | None = Field(default=None, description="GCS bucket for the model folders (gs://name or name); default <project>-cloudml, created in `location` if absent.")
@@ -38,13 +40,7 @@ class GcpOptions(ProviderOptions):
     credentials: str | None = Field(default=None, description="Path to a service-account or ADC JSON file, or 'anonymous' (emulators); default: Application Default Credentials.")
     api_endpoint: str | None = Field(default=None, description="Vertex AI API endpoint override (a private endpoint, the cloudml emulator as http://127.0.0.1:PORT); default <location>-aiplatform.googleapis.com.")
     logging_endpoint: str | None = Field(default=None, description="Cloud Logging API endpoint override; default https://logging.googleapis.com.")
-    image_uri: str | None = Field(default=None, description="Custom serving image (the cloudml runtime from `cloudml package --container`, pushed to Artifact Registry); default: the Vertex prebuilt TensorFlow image for the model's TensorFlow version.")
-    canary_percent: int | None = Field(default=None, ge=1, le=99, description="Update: give the new model this share of traffic first, the rest after canary_wait_seconds; default all at once.")
-    canary_wait_seconds: int = Field(default=300, ge=0, le=3600, description="How long a canary runs before the rest of the traffic moves.")
-    wait_timeout: float = Field(default=3600.0, gt=0, description="Seconds to wait for a long-running operation (deploying a model takes 10-30 min); a later run resumes the wait.")
     poll_interval: float = Field(default=10.0, gt=0, description="Seconds between operation polls while waiting.")
-    preflight: bool = Field(default=True, description="Load the packaged model locally and answer a probe request before uploading anything.")
-    work_dir: str | None = Field(default=None, description="Where packages are built; default $CLOUDML_HOME/gcp-packages.")
 
     @field_validator("project", "credentials", "api_endpoint", "logging_endpoint", "image_uri", "staging_bucket", "service_account", mode="before")
     @classmethod
