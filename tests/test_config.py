@@ -176,19 +176,20 @@ def test_a_deployer_refuses_a_spec_for_another_provider(tmp_path):
     assert deployer.list() == []
 
 
-def test_a_deployer_that_overrides_deploy_still_checks_the_spec():
+def test_a_plugin_deployer_gets_the_spec_check_for_free():
     from cloudml.providers.base import Deployer
 
-    class OldStyle(Deployer):  # written before `_deploy`: overrides `deploy`
+    class Nimbus(Deployer):  # a third-party provider implements `_deploy`; `deploy` checks first
         provider = "nimbus"
 
-        def deploy(self, spec):
+        def _deploy(self, spec):
             return f"deployed {spec.name}"
 
         get = list = predict = logs = delete = lambda self, *a, **k: None
 
-    deployer = OldStyle()
+    deployer = Nimbus()
     assert deployer.deploy(DeploymentSpec(name="abc", model="m.h5")) == "deployed abc"
+    assert deployer.deploy(DeploymentSpec(name="abc", model="m.h5", provider="nimbus")) == "deployed abc"
     with pytest.raises(ConfigError, match="specified for provider 'aws'"):
         deployer.deploy(DeploymentSpec(name="abc", model="m.h5", provider="aws"))
 

@@ -42,15 +42,6 @@ class Deployer(ABC):
         self.options = options
         self.progress = progress or SILENT
 
-    def __init_subclass__(cls, **kwargs: Any):
-        super().__init_subclass__(**kwargs)
-        # A deployer written before `_deploy` existed overrides `deploy` itself: make its code the
-        # `_deploy` behind the checked `deploy`, so it too refuses another provider's spec.
-        own = cls.__dict__.get("deploy")
-        if own is not None and getattr(cls, "_deploy", None) is Deployer._deploy:
-            cls._deploy = own
-            cls.deploy = Deployer.deploy
-
     def check_spec(self, spec: DeploymentSpec) -> None:
         """Refuse what this deployer must not deploy: a spec written for another provider."""
         if not isinstance(spec, DeploymentSpec):
