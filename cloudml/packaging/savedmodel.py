@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cloudml.errors import ModelError
 from cloudml.contract import SIGNATURE_NAME, Signature, TensorSpec
+from cloudml.packaging.limits import check_keras_zip
 from cloudml.packaging.source import ModelSource
 
 
@@ -19,7 +20,10 @@ def _quiet_tensorflow() -> None:
 
 def export_keras(source: ModelSource, target: Path, *, copy: Path | None = None) -> None:
     """Load a .keras/.h5 file (from `copy`, cloudml's copy of it, when given) and export its
-    inference function as a SavedModel at `target`. Errors name the user's file."""
+    inference function as a SavedModel at `target`. Errors name the user's file. A .keras zip
+    that unpacks past the limits (limits.py) is refused before Keras reads any of it."""
+    if source.format == "keras":
+        check_keras_zip(copy or source.path, what=source.path)
     _quiet_tensorflow()
     import keras
 
