@@ -104,6 +104,15 @@ def test_a_limit_that_is_not_a_number_is_a_usage_error_naming_it(tmp_path):
     assert "CLOUDML_MAX_MODEL_BYTES" in result.stderr
 
 
+def _h5_bomb(path: Path) -> Path:
+    """An HDF5 file of a few KB with a 256 MiB gzip-compressed dataset, which Keras would read whole."""
+    import h5py
+
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("dense/kernel", shape=(64 * MiB,), dtype="float32", chunks=(MiB,), compression="gzip")
+    return path
+
+
 def _keras_zip(path: Path, weights: bytes, *, compression=zipfile.ZIP_STORED) -> Path:
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("metadata.json", '{"keras_version": "3.0.0"}')
@@ -126,17 +135,19 @@ _PACKAGE_AND_REPORT_IMPORTS = textwrap.dedent("""
     [
         (lambda p: _keras_zip(p, bytes(64 * MiB), compression=zipfile.ZIP_DEFLATED), {}, "CLOUDML_MAX_COMPRESSION_RATIO"),
         (lambda p: _keras_zip(p, os.urandom(2 * MiB)), {"CLOUDML_MAX_MODEL_BYTES": str(MiB)}, "CLOUDML_MAX_MODEL_BYTES"),
+        (lambda p: _keras_zip(p, _h5_bomb(p.with_name("weights.h5")).read_bytes()), {}, "CLOUDML_MAX_COMPRESSION_RATIO"),
+        (lambda p: _h5_bomb(p.with_suffix(".h5")), {}, "CLOUDML_MAX_COMPRESSION_RATIO"),
     ],
-    ids=["zip-bomb", "over-size-limit"],
+    ids=["zip-bomb", "over-size-limit", "hdf5-bomb-in-keras", "hdf5-bomb"],
 )
-def test_a_keras_zip_past_a_limit_is_refused_before_keras_reads_it(tmp_path, make, env, limit):
+def test_a_keras_or_h5_file_past_a_limit_is_refused_before_keras_reads_it(tmp_path, make, env, limit):
     model = make(tmp_path / "model.keras")
     result = subprocess.run(
         [sys.executable, "-c", _PACKAGE_AND_REPORT_IMPORTS, str(model), "--out", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ, **env},
     )
     assert result.returncode == 3, result.stderr
-    assert limit in result.stderr and "model.keras" in result.stderr
+    assert limit in result.stderr and model.name in result.stderr
     assert "keras imported: False" in result.stderr
     assert _files_below(tmp_path / "out") == []
 

@@ -1,13 +1,16 @@
 """Bounds on what packaging unpacks, so a hostile or broken model is refused quickly and cleanly.
 
 A `model.tar.gz` is counted as it is decompressed (archive.py); a `.keras` zip is checked from
-its directory, before Keras reads any of it (`check_keras_zip`). The limits are read from the
+its directory and an HDF5 file (a legacy `.h5`, a `.keras` file's weights) from its metadata,
+before Keras reads any of it (`check_keras_zip`, `check_h5`). The limits are read from the
 environment when they are applied, so they reach packaging child processes and servers too.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,3 +97,74 @@ def check_keras_zip(path: Path, *, what: object, limits: Limits | None = None) -
     for member in members:
         limits.check_size(member.file_size, member.compress_size, f"{what} (its member {member.filename!r})")
     limits.check_size(sum(m.file_size for m in members), path.stat().st_size, what)
+    weights = next((m for m in members if m.filename == "model.weights.h5"), None)
+    if weights is not None:
+        with zipfile.ZipFile(path) as archive, _member(archive, path, weights) as handle:
+            check_h5(handle, what=f"{what} (its member 'model.weights.h5')", packed=weights.compress_size, limits=limits)
+
+
+def _member(archive: zipfile.ZipFile, path: Path, info: zipfile.ZipInfo):
+    """A zip member to read HDF5 metadata from. Keras stores its members uncompressed; those are
+    read in place, because zipfile re-reads a member from its start on every backward seek."""
+    if info.compress_type != zipfile.ZIP_STORED:
+        return archive.open(info)
+    handle = path.open("rb")
+    handle.seek(info.header_offset)
+    header = handle.read(30)
+    if len(header) < 30 or header[:4] != b"PK\x03\x04":
+        handle.close()
+        raise ModelError(f"{path} is not a valid .keras file (a damaged zip header)", hint="re-save it with model.save('model.keras')")
+    name_length, extra_length = struct.unpack("<HH", header[26:30])
+    return _Window(handle, info.header_offset + 30 + name_length + extra_length, info.file_size)
+
+
+class _Window(io.RawIOBase):
+    """Bytes `start` to `start + size` of an open file, as a file of their own."""
+
+    def __init__(self, handle, start: int, size: int):
+        self.handle, self.start, self.size, self.pos = handle, start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = max(0, offset + {0: 0, 1: self.pos, 2: self.size}[whence])
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        count = max(0, min(len(buffer), self.size - self.pos))
+        self.handle.seek(self.start + self.pos)
+        data = self.handle.read(count)
+        buffer[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self.handle.close()
+        super().close()
+
+
+def check_h5(source, *, what: object, packed: int, limits: Limits | None = None) -> None:
+    """Refuse an HDF5 file (a legacy .h5 model, or a .keras file's weights) whose datasets
+    declare more than the limits allow. HDF5 compresses datasets itself, and Keras reads each one
+    whole, so a small file can make it allocate gigabytes; this reads only the metadata."""
+    import h5py  # Keras needs it anyway; it imports no TensorFlow
+
+    limits = limits or Limits.from_env()
+    declared = 0
+    try:
+        with h5py.File(source, "r") as h5:
+            datasets = []
+            h5.visititems(lambda name, obj: datasets.append((name, obj)) if isinstance(obj, h5py.Dataset) else None)
+            for name, dataset in datasets:
+                limits.check_size(dataset.nbytes, dataset.id.get_storage_size(), f"{what} (its dataset {name!r})")
+                declared += dataset.nbytes
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelError(f"{what} is not a readable HDF5 file ({exc})", hint="re-save the model with model.save()") from None
+    limits.check_size(declared, packed, what)
