@@ -100,7 +100,7 @@ def _destination(member: tarfile.TarInfo, root: Path, seen: dict[str, bool]) -> 
     name = member.name
     if member.issym() or member.islnk():
         raise UnsafeArchiveError(f"archive member {name!r} is a link; cloudml refuses links in model archives")
-    if not (member.isfile() or member.isdir()):
+    if not (member.isfile() or member.isdir()) or member.issparse():
         raise UnsafeArchiveError(f"archive member {name!r} is not a regular file or folder")
     if name.startswith("/") or PurePosixPath(name).is_absolute():
         raise UnsafeArchiveError(f"archive member {name!r} has an absolute path")
@@ -172,5 +172,5 @@ def _extract(archive: Path, root: Path, *, what: object, limits: Limits) -> None
     except (_Unreadable, tarfile.TarError) as exc:
         raise UnsafeArchiveError(
             f"{what} is truncated or corrupt, or not a tar archive ({exc}); nothing was unpacked",
-            hint=f"check it is complete (`tar tzf {what}` lists it without an error), or copy or download it again",
+            hint=f"check it is complete (`tar tf {what}` lists it without an error), or copy or download it again",
         ) from None
