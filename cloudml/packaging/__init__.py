@@ -139,7 +139,7 @@ def _from_archive(source: ModelSource, out_dir: Path, *, name: str | None, versi
         copy = staging / "source.tar.gz"
         copied = copy_hashed(source.path, copy)
         _check_unchanged(source, digest, copied)
-        unpacked = extract_archive(copy, staging / "unpacked")
+        unpacked = extract_archive(copy, staging / "unpacked", what=source.path)
         copy.unlink()
         if (unpacked / MANIFEST_NAME).is_file():
             manifest = Manifest.read(unpacked)

@@ -1,4 +1,4 @@
-"""Deterministic `model.tar.gz` (SageMaker TF Serving layout) and safe extraction.
+"""Deterministic `model.tar.gz` (SageMaker TF Serving layout) and safe, bounded extraction.
 
 Same folder content, same archive bytes: members are sorted, owners, modes and times are fixed,
 and the gzip header carries no name or time. Files are streamed in and out, and the archive is
@@ -7,14 +7,20 @@ hashed as it is written, so its digest costs no second read.
 
 from __future__ import annotations
 
+import bz2
 import gzip
+import io
+import lzma
 import os
 import shutil
 import tarfile
+import zlib
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from cloudml.errors import UnsafeArchiveError
-from cloudml.packaging.hashing import HashingWriter, iter_files
+from cloudml.packaging.hashing import CHUNK, HashingWriter, iter_files
+from cloudml.packaging.limits import Limits
 
 
 def _normalised(info: tarfile.TarInfo, *, mode: int) -> tarfile.TarInfo:
@@ -52,40 +58,119 @@ def _dir_info(rel: str) -> tarfile.TarInfo:
     return info
 
 
-def _check_member(member: tarfile.TarInfo, root: Path) -> Path:
+_REBUILD = "rebuild the archive from the model folder: `cloudml package FOLDER`, or `tar czf model.tar.gz -C FOLDER .`"
+
+
+class _Unreadable(Exception):
+    """A read of the archive failed (truncated or corrupt data), as opposed to a write."""
+
+
+class _CountedStream:
+    """The decompressed tar stream, counted as tarfile reads it, so the limits stop extraction
+    (and bound the memory tarfile's headers may take) at the limit."""
+
+    def __init__(self, raw: BinaryIO, *, packed: int, limits: Limits, what: object):
+        self.raw, self.packed, self.limits, self.what = raw, packed, limits, what
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self.raw.read(size)
+        except (EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+            raise _Unreadable(str(exc) or type(exc).__name__) from exc
+        self.count += len(data)
+        self.limits.check_size(self.count, self.packed, self.what)
+        return data
+
+
+def _decompressed(raw: io.BufferedReader) -> BinaryIO:
+    head = raw.peek(6)[:6]
+    if head.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if head.startswith(b"BZh"):
+        return bz2.BZ2File(raw)
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(raw)
+    return raw  # an uncompressed tar
+
+
+def _destination(member: tarfile.TarInfo, root: Path, seen: dict[str, bool]) -> Path | None:
+    """Where `member` goes below `root` (None: the root itself), or why it may not go anywhere.
+    `seen` maps each normalised path written so far to whether it is a folder."""
     name = member.name
     if member.issym() or member.islnk():
         raise UnsafeArchiveError(f"archive member {name!r} is a link; cloudml refuses links in model archives")
-    if not (member.isfile() or member.isdir()):
+    if not (member.isfile() or member.isdir()) or member.issparse():
         raise UnsafeArchiveError(f"archive member {name!r} is not a regular file or folder")
     if name.startswith("/") or PurePosixPath(name).is_absolute():
         raise UnsafeArchiveError(f"archive member {name!r} has an absolute path")
     destination = (root / name).resolve()
     if destination != root and root not in destination.parents:
         raise UnsafeArchiveError(f"archive member {name!r} would be written outside the target folder")
+    if destination == root:
+        if member.isdir():
+            return None  # "./", as `tar -C folder .` writes
+        raise UnsafeArchiveError(f"archive member {name!r} is a file with an empty name")
+    parts = destination.relative_to(root).parts
+    for i in range(1, len(parts)):
+        parent = "/".join(parts[:i])
+        if seen.setdefault(parent, True) is False:
+            raise UnsafeArchiveError(f"archive member {name!r} is below {parent!r}, which the archive holds as a file")
+    rel = "/".join(parts)
+    if rel in seen and not (seen[rel] and member.isdir()):
+        kind = "a folder" if seen[rel] else "a file"
+        raise UnsafeArchiveError(f"archive member {name!r} is written twice: the archive already holds {kind} of that name")
+    seen[rel] = member.isdir()
     return destination
 
 
-def extract_archive(archive: Path, target: Path) -> Path:
-    """Extract `archive` into `target`, refusing members that escape it or are links.
-
-    Every member is checked before anything is written, so a refused archive leaves nothing behind.
-    """
+def extract_archive(archive: Path, target: Path, *, what: object = None, limits: Limits | None = None) -> Path:
+    """Extract `archive` into `target`, refusing members that escape it or are links, and
+    stopping at the size, ratio and member-count limits (limits.py, from the environment by
+    default). Streams: each member is written as it is read. On any failure, whatever was
+    written is removed. `what` names the archive in errors (default: its path)."""
+    limits = limits or Limits.from_env()
+    what = what or archive
+    fresh = not target.exists()
     target.mkdir(parents=True, exist_ok=True)
-    root = target.resolve()
+    before = set() if fresh else set(target.iterdir())
     try:
-        with tarfile.open(archive, mode="r:*") as tar:
-            members = tar.getmembers()
-            destinations = [(_check_member(m, root), m) for m in members]
-            for destination, member in destinations:
-                if member.isdir():
-                    destination.mkdir(parents=True, exist_ok=True)
-                    continue
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                source = tar.extractfile(member)
-                assert source is not None
-                with source, destination.open("wb") as out:
-                    shutil.copyfileobj(source, out, 1 << 20)
-    except tarfile.TarError as exc:
-        raise UnsafeArchiveError(f"{archive} is not a readable tar archive: {exc}") from exc
+        _extract(archive, target.resolve(), what=what, limits=limits)
+    except BaseException:
+        if fresh:
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            for child in set(target.iterdir()) - before:
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        raise
     return target
+
+
+def _extract(archive: Path, root: Path, *, what: object, limits: Limits) -> None:
+    seen: dict[str, bool] = {}
+    try:
+        with archive.open("rb") as raw, _decompressed(raw) as stream:
+            counted = _CountedStream(stream, packed=max(archive.stat().st_size, 1), limits=limits, what=what)
+            with tarfile.open(fileobj=counted, mode="r|", bufsize=CHUNK) as tar:
+                for count, member in enumerate(tar, start=1):
+                    limits.check_members(count, what)
+                    try:
+                        destination = _destination(member, root, seen)
+                    except UnsafeArchiveError as exc:
+                        raise UnsafeArchiveError(f"{what}: {exc.message}; nothing was unpacked", hint=_REBUILD) from None
+                    if destination is None:
+                        continue
+                    if member.isdir():
+                        destination.mkdir(parents=True, exist_ok=True)
+                        continue
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    source = tar.extractfile(member)
+                    assert source is not None
+                    with source, destination.open("wb") as out:
+                        while chunk := source.read(CHUNK):
+                            out.write(chunk)
+    except (_Unreadable, tarfile.TarError) as exc:
+        raise UnsafeArchiveError(
+            f"{what} is truncated or corrupt, or not a tar archive ({exc}); nothing was unpacked",
+            hint=f"check it is complete (`tar tf {what}` lists it without an error), or copy or download it again",
+        ) from None

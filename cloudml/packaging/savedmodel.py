@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cloudml.errors import ModelError
 from cloudml.contract import SIGNATURE_NAME, Signature, TensorSpec
+from cloudml.packaging.limits import check_h5, check_keras_zip
 from cloudml.packaging.source import ModelSource
 
 
@@ -19,16 +20,24 @@ def _quiet_tensorflow() -> None:
 
 def export_keras(source: ModelSource, target: Path, *, copy: Path | None = None) -> None:
     """Load a .keras/.h5 file (from `copy`, cloudml's copy of it, when given) and export its
-    inference function as a SavedModel at `target`. Errors name the user's file."""
+    inference function as a SavedModel at `target`. Errors name the user's file. A file that
+    unpacks past the limits (limits.py) is refused before Keras reads any of it."""
+    model_file = copy or source.path
+    if source.format == "keras":
+        check_keras_zip(model_file, what=source.path)
+    else:
+        check_h5(model_file, what=source.path, packed=model_file.stat().st_size)
     _quiet_tensorflow()
     import keras
 
     try:
-        model = keras.models.load_model(copy or source.path, compile=False)
+        # safe_mode: no code from the file (a Lambda layer's bytecode) runs, whatever the Keras config says.
+        model = keras.models.load_model(model_file, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for unreadable files
         raise ModelError(
             f"Keras could not load {source.path}: {exc}",
-            hint="check the file was written by model.save() and that custom layers are importable",
+            hint="check the file was written by model.save(); cloudml runs no code from a model file, so for a model "
+            "with Lambda or custom layers run model.export(path) where it was built and package that SavedModel",
         ) from exc
     try:
         model.export(str(target), format="tf_saved_model", verbose=False)

@@ -1,0 +1,289 @@
+"""Packaging refuses hostile or broken models clearly (exit 3, a message naming the problem and
+the limit to raise), within bounds (it stops at the limit), and leaves nothing behind."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import resource
+import subprocess
+import sys
+import tarfile
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from cloudml.errors import ModelError
+from cloudml.packaging import package_model
+from cloudml.packaging.archive import extract_archive
+from conftest import REPO, run_cli
+
+MiB = 1 << 20
+
+
+def _tar_gz(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _bomb_tar_gz(path: Path, *, unpacked: int) -> Path:
+    """A tar.gz of one member of `unpacked` zero bytes, made of repeated gzip members (which
+    decompress to their concatenation), so a 1 GiB bomb is ~1 MB and costs nothing to build."""
+    info = tarfile.TarInfo("1/saved_model.pb")
+    info.size = unpacked
+    block = 4 * MiB
+    assert unpacked % block == 0
+    zeros = gzip.compress(bytes(block), compresslevel=9, mtime=0)
+    with path.open("wb") as out:
+        out.write(gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT), mtime=0))
+        for _ in range(unpacked // block):
+            out.write(zeros)
+        out.write(gzip.compress(bytes(1024), mtime=0))  # the end-of-archive blocks
+    return path
+
+
+def _files_below(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+
+
+def _package(model: Path, out: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return run_cli("package", model, "--out", out, env=env, timeout=300)
+
+
+# --- size, ratio and member limits -----------------------------------------------------------
+
+def _no_file_over(limit: int):
+    """preexec_fn: a file written past `limit` bytes kills the process (SIGXFSZ)."""
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_a_1mb_tar_gz_that_unpacks_to_1gib_is_refused_as_a_bomb_before_filling_the_disk(tmp_path):
+    bomb = _bomb_tar_gz(tmp_path / "model.tar.gz", unpacked=1 << 30)
+    assert bomb.stat().st_size < 2 * MiB
+    out = tmp_path / "out"
+    # Refused at 100 x ~1 MB unpacked; a process writing 1 GiB would be killed by the file size limit.
+    result = subprocess.run([sys.executable, "-m", "cloudml", "package", str(bomb), "--out", str(out)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300, preexec_fn=_no_file_over(300 * MiB))
+    assert result.returncode == 3, result.stderr
+    assert "CLOUDML_MAX_COMPRESSION_RATIO" in result.stderr and "decompression bomb" in result.stderr
+    assert _files_below(out) == []
+
+
+def test_an_archive_over_the_size_limit_is_refused_naming_the_variable_that_raises_it(tmp_path):
+    archive = _tar_gz(tmp_path / "model.tar.gz", [("data.bin", os.urandom(3 * MiB))])
+    out = tmp_path / "out"
+    refused = _package(archive, out, env={"CLOUDML_MAX_MODEL_BYTES": str(MiB)})
+    assert refused.returncode == 3, refused.stderr
+    assert "CLOUDML_MAX_MODEL_BYTES" in refused.stderr and "1 MiB" in refused.stderr
+    assert _files_below(out) == []
+    # Raised, the same archive gets past the limit (and is refused for what it is: no SavedModel).
+    raised = _package(archive, out, env={"CLOUDML_MAX_MODEL_BYTES": str(10 * MiB)})
+    assert "CLOUDML_MAX_MODEL_BYTES" not in raised.stderr
+    assert "holds neither a cloudml package nor a SavedModel" in raised.stderr
+
+
+def test_an_archive_with_too_many_members_is_refused_naming_the_variable(tmp_path):
+    archive = _tar_gz(tmp_path / "model.tar.gz", [(f"1/assets/{i}.txt", b"x") for i in range(30)])
+    result = _package(archive, tmp_path / "out", env={"CLOUDML_MAX_ARCHIVE_MEMBERS": "20"})
+    assert result.returncode == 3
+    assert "CLOUDML_MAX_ARCHIVE_MEMBERS" in result.stderr
+    assert _files_below(tmp_path / "out") == []
+
+
+def test_a_limit_that_is_not_a_number_is_a_usage_error_naming_it(tmp_path):
+    archive = _tar_gz(tmp_path / "model.tar.gz", [("1/saved_model.pb", b"x")])
+    result = _package(archive, tmp_path / "out", env={"CLOUDML_MAX_MODEL_BYTES": "20GB"})
+    assert result.returncode == 2
+    assert "CLOUDML_MAX_MODEL_BYTES" in result.stderr
+
+
+def _h5_bomb(path: Path) -> Path:
+    """An HDF5 file of a few KB with a 256 MiB gzip-compressed dataset, which Keras would read whole."""
+    import h5py
+
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("dense/kernel", shape=(64 * MiB,), dtype="float32", chunks=(MiB,), compression="gzip")
+    return path
+
+
+def _keras_zip(path: Path, weights: bytes, *, compression=zipfile.ZIP_STORED) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("metadata.json", '{"keras_version": "3.0.0"}')
+        archive.writestr("config.json", "{}")
+        archive.writestr("model.weights.h5", weights, compress_type=compression, compresslevel=9)
+    return path
+
+
+# Keras is imported only to load a model; a refused zip must never get that far.
+_PACKAGE_AND_REPORT_IMPORTS = textwrap.dedent("""
+    import atexit, sys, runpy
+    atexit.register(lambda: print("keras imported:", "keras" in sys.modules or "tensorflow" in sys.modules, file=sys.stderr))
+    sys.argv = ["cloudml", "package", *sys.argv[1:]]
+    runpy.run_module("cloudml", run_name="__main__")
+""")
+
+
+@pytest.mark.parametrize(
+    "make, env, limit",
+    [
+        (lambda p: _keras_zip(p, bytes(64 * MiB), compression=zipfile.ZIP_DEFLATED), {}, "CLOUDML_MAX_COMPRESSION_RATIO"),
+        (lambda p: _keras_zip(p, os.urandom(2 * MiB)), {"CLOUDML_MAX_MODEL_BYTES": str(MiB)}, "CLOUDML_MAX_MODEL_BYTES"),
+        (lambda p: _keras_zip(p, _h5_bomb(p.with_name("weights.h5")).read_bytes()), {}, "CLOUDML_MAX_COMPRESSION_RATIO"),
+        (lambda p: _h5_bomb(p.with_suffix(".h5")), {}, "CLOUDML_MAX_COMPRESSION_RATIO"),
+    ],
+    ids=["zip-bomb", "over-size-limit", "hdf5-bomb-in-keras", "hdf5-bomb"],
+)
+def test_a_keras_or_h5_file_past_a_limit_is_refused_before_keras_reads_it(tmp_path, make, env, limit):
+    model = make(tmp_path / "model.keras")
+    result = subprocess.run(
+        [sys.executable, "-c", _PACKAGE_AND_REPORT_IMPORTS, str(model), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ, **env},
+    )
+    assert result.returncode == 3, result.stderr
+    assert limit in result.stderr and model.name in result.stderr
+    assert "keras imported: False" in result.stderr
+    assert _files_below(tmp_path / "out") == []
+
+
+# --- broken archives: a clear error with exit 3, through package and deploy alike ----------
+
+def _truncated(path: Path) -> Path:
+    whole = _tar_gz(path.with_name("whole.tar.gz"), [("1/saved_model.pb", os.urandom(2 * MiB))]).read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    return path
+
+
+BROKEN_ARCHIVES = {
+    "truncated": (_truncated, "truncated"),
+    "empty-name": (lambda p: _tar_gz(p, [("", b"x")]), "empty name"),
+    "file-then-a-path-under-it": (lambda p: _tar_gz(p, [("1", b"x"), ("1/saved_model.pb", b"y")]), "holds as a file"),
+    "a-name-twice": (lambda p: _tar_gz(p, [("1/saved_model.pb", b"x"), ("1/saved_model.pb", b"y")]), "twice"),
+    "not-a-tar": (lambda p: p.write_bytes(os.urandom(4096)) and p, "not a tar archive"),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN_ARCHIVES)
+def test_cloudml_package_refuses_a_broken_archive_clearly_and_leaves_nothing(tmp_path, case):
+    make, message = BROKEN_ARCHIVES[case]
+    result = _package(make(tmp_path / "model.tar.gz"), tmp_path / "out")
+    assert result.returncode == 3, result.stderr
+    assert message in result.stderr and "model.tar.gz" in result.stderr
+    assert "Traceback" not in result.stderr and "Aborted" not in result.stderr
+    assert "hint:" in result.stderr
+    assert _files_below(tmp_path / "out") == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["truncated", "empty-name", "file-then-a-path-under-it"])
+def test_cloudml_deploy_refuses_a_broken_archive_clearly_and_leaves_nothing(tmp_path, home, case):
+    make, message = BROKEN_ARCHIVES[case]
+    result = run_cli("deploy", make(tmp_path / "model.tar.gz"), "--name", "broken", "--provider", "local", home=home, timeout=180)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    leftovers = [p for p in _files_below(home / "deployments") if p.name != "last-failed.log"]
+    assert leftovers == []
+    assert "broken" not in run_cli("list", "--provider", "local", home=home).stdout
+
+
+def test_a_refused_archive_leaves_what_was_in_the_target_folder_alone(tmp_path):
+    target = tmp_path / "scratch"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    archive = _tar_gz(tmp_path / "model.tar.gz", [("1/variables/a", b"x"), ("1/variables/a/b", b"y")])
+    with pytest.raises(ModelError) as err:
+        extract_archive(archive, target)
+    assert err.value.exit_code == 3
+    assert sorted(p.name for p in target.iterdir()) == ["keep.txt"]
+
+
+def test_tarballs_as_tar_and_sagemaker_write_them_still_extract(tmp_path):
+    """`tar czf model.tar.gz -C folder .` names members "./1/...", with "./" first; plain tar too."""
+    folder = tmp_path / "folder"
+    (folder / "1" / "variables").mkdir(parents=True)
+    (folder / "1" / "saved_model.pb").write_bytes(b"pb")
+    (folder / "1" / "variables" / "variables.index").write_bytes(b"ix")
+    for mode, name in [("w:gz", "model.tar.gz"), ("w", "model.tar")]:
+        with tarfile.open(tmp_path / name, mode) as tar:
+            tar.add(folder, arcname=".")
+        out = extract_archive(tmp_path / name, tmp_path / f"out-{name}")
+        assert (out / "1" / "saved_model.pb").read_bytes() == b"pb"
+        assert (out / "1" / "variables" / "variables.index").read_bytes() == b"ix"
+
+
+# --- what held and must keep holding: broken or code-carrying Keras files ---------------------
+
+def _tiny_keras_model():
+    import keras
+
+    inputs = keras.Input((4,), name="x")
+    return keras.Model(inputs, keras.layers.Dense(2)(inputs))
+
+
+@pytest.fixture(scope="module")
+def saved_files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("tiny")
+    model = _tiny_keras_model()
+    files = {"keras": folder / "tiny.keras", "h5": folder / "tiny.h5"}
+    model.save(files["keras"])
+    model.save(files["h5"])
+    return files
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", ["keras", "h5"])
+@pytest.mark.parametrize("damage", ["truncated", "random", "empty"])
+def test_a_damaged_keras_or_h5_file_is_refused_with_exit_3(saved_files, tmp_path, suffix, damage):
+    whole = saved_files[suffix].read_bytes()
+    data = {"truncated": whole[: len(whole) // 2], "random": os.urandom(len(whole)), "empty": b""}[damage]
+    model = tmp_path / f"model.{suffix}"
+    model.write_bytes(data)
+    with pytest.raises(ModelError) as err:
+        package_model(model, tmp_path / "out")
+    assert err.value.exit_code == 3 and "model." + suffix in err.value.message
+    assert not (tmp_path / "out" / "model").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", ["keras", "h5"])
+def test_a_lambda_layer_in_the_file_is_refused_and_its_code_never_runs(tmp_path, suffix):
+    import keras
+
+    marker = tmp_path / "the-lambda-ran"
+    code = eval(f"lambda x: (__import__('pathlib').Path({str(marker)!r}).write_text('ran'), x)[1]")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Lambda(code)(inputs))
+    marker.unlink()  # building the model ran it once, here
+    model.save(tmp_path / f"lambda.{suffix}")
+    result = _package(tmp_path / f"lambda.{suffix}", tmp_path / "out")
+    assert result.returncode == 3
+    assert "Lambda" in result.stderr
+    assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_a_custom_layer_in_the_file_is_refused_and_its_module_never_imported(tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    marker = tmp_path / "the-module-ran"
+    (plugins / "evil_layers.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n")
+    config = (
+        '{"module": "keras", "class_name": "Sequential", "registered_name": null, "config": {"name": "s", "layers": ['
+        '{"module": "keras.layers", "class_name": "InputLayer", "registered_name": null, "config": {"batch_shape": [null, 4], "dtype": "float32", "name": "x"}},'
+        '{"module": "evil_layers", "class_name": "Evil", "registered_name": "Evil", "config": {"name": "evil"}}]}}'
+    )
+    model = tmp_path / "custom.keras"
+    with zipfile.ZipFile(model, "w") as archive:
+        archive.writestr("metadata.json", '{"keras_version": "3.0.0"}')
+        archive.writestr("config.json", config)
+    result = _package(model, tmp_path / "out", env={"PYTHONPATH": f"{REPO}{os.pathsep}{plugins}"})
+    assert result.returncode == 3, result.stderr
+    assert "Evil" in result.stderr
+    assert not marker.exists()
