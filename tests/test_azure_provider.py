@@ -31,15 +31,11 @@ def ml(azure_emulator_session):
     """A plain MLClient on the emulated workspace: DefaultAzureCredential and a custom cloud."""
     import os
 
-    from azure.ai.ml import MLClient
-    from azure.identity import DefaultAzureCredential
-
     emulator = azure_emulator_session
     saved = dict(os.environ)
     os.environ.update(emulator.env)  # the credential (managed identity) and the certificate
     try:
-        client = MLClient(DefaultAzureCredential(), emulator.subscription_id, emulator.resource_group, emulator.workspace,
-                          cloud="AzureEmulatorForTests", cloud_metadata=emulator.ready["metadata"], show_progress=False)
+        client = emulator.ml_client()
         client.workspaces.get(emulator.workspace)
     finally:
         os.environ.clear()

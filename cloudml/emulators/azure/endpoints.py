@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from cloudml.emulators.azure.arm import (
-    DATASTORE, DEPLOYMENT_DEFAULTS, DEPLOYMENT_NAME, ENDPOINT_NAME, LOCATION, PROVIDER, WORKSPACE, ArmError, Operation,
-    Response, _copy, not_found,
+    DATASTORE, DEPLOYMENT_DEFAULTS, DEPLOYMENT_NAME, ENDPOINT_NAME, LOCATION, MANAGED_ONLINE_SKUS, PROVIDER, WORKSPACE, ArmError,
+    Operation, Response, _copy, not_found,
 )
 from cloudml.emulators.azure.hosting import Container
-from cloudml.providers.azure.environment import INSTANCE_TYPES
 
 
 class OnlineEndpoints:
@@ -190,9 +189,9 @@ class OnlineEndpoints:
         if properties.get("endpointComputeType") != "Managed":
             raise ArmError(400, "BadArgument", "The cloudml emulator implements managed online deployments only (endpointComputeType Managed).")
         instance_type = properties.get("instanceType")
-        if instance_type not in INSTANCE_TYPES:
+        if instance_type not in MANAGED_ONLINE_SKUS:
             raise ArmError(400, "BadArgument", f"The instance type '{instance_type}' is not supported for managed online deployments. "
-                                               f"Supported: {', '.join(sorted(INSTANCE_TYPES))}.")
+                                               f"Supported: {', '.join(sorted(MANAGED_ONLINE_SKUS))}.")
         capacity = (body.get("sku") or {}).get("capacity", 1)
         model = self._resolve_model(properties.get("model"))
         environment = self._resolve_environment(properties.get("environmentId"))

@@ -33,7 +33,6 @@ from cloudml.emulators.azure.assets import WorkspaceAssets
 from cloudml.emulators.azure.azurite import Azurite
 from cloudml.emulators.azure.endpoints import OnlineEndpoints
 from cloudml.emulators.azure.validation import InvalidBody, check
-from cloudml.providers.azure.session import cloud_metadata
 
 __all__ = ["AzureEmulatorServer", "CLOUD_NAME"]
 
@@ -104,7 +103,12 @@ class AzureEmulatorServer(WorkspaceAssets, OnlineEndpoints):
         }
 
     def cloud_metadata(self) -> dict[str, str]:
-        return cloud_metadata(self.url)
+        """The endpoints this emulated cloud publishes, in the form azure-ai-ml's `MLClient(cloud=...,
+        cloud_metadata=...)` takes for a custom cloud: everything (ARM, the token authority, the
+        portal) is this server; blob storage keeps the public suffix (Azurite is reached by URL)."""
+        base = self.url.rstrip("/") + "/"
+        return {"azure_portal": base, "resource_manager": base, "active_directory": base, "aml_resource_id": base,
+                "storage_endpoint": "core.windows.net", "registry_discovery_endpoint": base}
 
     def _blob_service(self):
         from azure.storage.blob import BlobServiceClient
