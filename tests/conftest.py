@@ -202,6 +202,21 @@ def deployed(seed_models, session_home) -> dict[str, dict[str, Any]]:
     return result
 
 
+@pytest.fixture(scope="session")
+def azure_ml(azure_emulator_session):
+    """A plain MLClient on the emulated Azure ML workspace (DefaultAzureCredential, the emulator as
+    a custom cloud), built with the emulator's environment and leaving the process's as it was."""
+    saved = dict(os.environ)
+    os.environ.update(azure_emulator_session.env)  # the credential (managed identity) and the certificate
+    try:
+        client = azure_emulator_session.ml_client()
+        client.workspaces.get(azure_emulator_session.workspace)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return client
+
+
 @pytest.fixture(scope="module")
 def client():
     import httpx

@@ -26,21 +26,9 @@ def deploy(model, name, *args, home, expect=0):
     return json.loads(result.stdout) if expect == 0 else result
 
 
-@pytest.fixture(scope="module")
-def ml(azure_emulator_session):
-    """A plain MLClient on the emulated workspace: DefaultAzureCredential and a custom cloud."""
-    import os
-
-    emulator = azure_emulator_session
-    saved = dict(os.environ)
-    os.environ.update(emulator.env)  # the credential (managed identity) and the certificate
-    try:
-        client = emulator.ml_client()
-        client.workspaces.get(emulator.workspace)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    return client
+@pytest.fixture
+def ml(azure_ml):
+    return azure_ml
 
 
 @pytest.fixture
