@@ -8,7 +8,6 @@ import json
 
 import boto3
 import pytest
-
 from conftest import next_matching, read_exports, relabelled_savedmodel, rows_close, run_cli
 
 pytestmark = pytest.mark.slow

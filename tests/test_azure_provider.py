@@ -11,7 +11,6 @@ import time
 
 import pytest
 import requests
-
 from conftest import REPO, rows_close, run_cli
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import next_matching, read_exports, relabelled_savedmodel, rows_close, run_cli
 
 pytestmark = pytest.mark.slow
@@ -317,9 +316,8 @@ def test_an_endpoint_cloudml_did_not_create_is_never_touched(gcp_emulator, verte
 
 def test_the_emulator_refuses_what_vertex_refuses(gcp_emulator, vertex):
     from google.api_core import exceptions as api
-    from google.cloud import aiplatform_v1
-
     from google.auth.credentials import AnonymousCredentials
+    from google.cloud import aiplatform_v1
     from google.protobuf import field_mask_pb2
 
     client = aiplatform_v1.EndpointServiceClient(credentials=AnonymousCredentials(), transport="rest", client_options={"api_endpoint": gcp_emulator.url})

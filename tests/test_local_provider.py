@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-
 from conftest import cli_json, run_cli
 
 pytestmark = pytest.mark.slow

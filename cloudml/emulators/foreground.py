@@ -8,8 +8,9 @@ import importlib.util
 import json
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from cloudml.errors import ConfigError, ProviderUnavailable
 

@@ -15,8 +15,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from cloudml import httpclient
 from cloudml.httpclient import HTTPResult
@@ -65,7 +65,7 @@ class ServingProcess:
             "--host", "127.0.0.1", "--port", str(self.port), "--package-dir", str(self.folder / "package"),
         ]
 
-    def start(self, source: Path | None = None) -> "ServingProcess":
+    def start(self, source: Path | None = None) -> ServingProcess:
         command = self.command(source)
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("ab") as log:

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from cloudml.emulators.aws import s3policy
-from cloudml.emulators.faults import Fault, Faults
 from cloudml.emulators.aws.sagemaker import SageMakerHosting, ServiceError, use_current_instance_types
+from cloudml.emulators.faults import Fault, Faults
 
 ACCOUNT = "123456789012"
 ROLE_NAME = "cloudml-sagemaker-execution"
@@ -183,7 +183,7 @@ class EmulatorServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "EmulatorServer":
+    def start(self) -> EmulatorServer:
         from moto.moto_server.threaded_moto_server import MotoRequestHandler
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import make_server

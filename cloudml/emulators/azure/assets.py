@@ -7,7 +7,16 @@ import uuid
 from typing import Any
 
 from cloudml.emulators.azure.arm import (
-    ASSET_NAME, DATASTORE, LOCATION, PROVIDER, SUBSCRIPTION, RESOURCE_GROUP, WORKSPACE, ArmError, Response, not_found,
+    ASSET_NAME,
+    DATASTORE,
+    LOCATION,
+    PROVIDER,
+    RESOURCE_GROUP,
+    SUBSCRIPTION,
+    WORKSPACE,
+    ArmError,
+    Response,
+    not_found,
 )
 from cloudml.emulators.azure.azurite import ACCOUNT, ACCOUNT_KEY
 

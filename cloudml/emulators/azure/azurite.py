@@ -59,7 +59,7 @@ class Azurite:
         return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
                 f"BlobEndpoint={self.account_url};")
 
-    def start(self, timeout: float = 30.0) -> "Azurite":
+    def start(self, timeout: float = 30.0) -> Azurite:
         self.workdir.mkdir(parents=True, exist_ok=True)
         command = [find_azurite(), "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location", str(self.workdir),
                    "--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent"]

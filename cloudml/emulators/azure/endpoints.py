@@ -14,8 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from cloudml.emulators.azure.arm import (
-    DATASTORE, DEPLOYMENT_DEFAULTS, DEPLOYMENT_NAME, ENDPOINT_NAME, LOCATION, MANAGED_ONLINE_SKUS, PROVIDER, WORKSPACE, ArmError,
-    Operation, Response, _copy, not_found,
+    DATASTORE,
+    DEPLOYMENT_DEFAULTS,
+    DEPLOYMENT_NAME,
+    ENDPOINT_NAME,
+    LOCATION,
+    MANAGED_ONLINE_SKUS,
+    PROVIDER,
+    WORKSPACE,
+    ArmError,
+    Operation,
+    Response,
+    _copy,
+    not_found,
 )
 from cloudml.emulators.azure.hosting import Container
 

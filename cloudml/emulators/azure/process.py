@@ -47,7 +47,7 @@ class AzureEmulator(EmulatorProcess):
     def command_options(self) -> list[str]:
         return ["--provisioning-delay", str(self.provisioning_delay), "--health-timeout", str(self.health_timeout)]
 
-    def start(self, timeout: float = 90.0) -> "AzureEmulator":  # Azurite and a TLS certificate come first
+    def start(self, timeout: float = 90.0) -> AzureEmulator:  # Azurite and a TLS certificate come first
         super().start(timeout)
         return self
 

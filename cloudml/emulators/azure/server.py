@@ -19,20 +19,32 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from cloudml.emulators.faults import Fault, Faults
 from cloudml.emulators.azure import certs
 from cloudml.emulators.azure.arm import (
-    CLOUD_NAME, LOCATION, PROVIDER, RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE, ArmError, AzureState, Handler, Operation, Response, now,
+    CLOUD_NAME,
+    LOCATION,
+    PROVIDER,
+    RESOURCE_GROUP,
+    SUBSCRIPTION,
+    WORKSPACE,
+    ArmError,
+    AzureState,
+    Handler,
+    Operation,
+    Response,
+    now,
 )
 from cloudml.emulators.azure.assets import WorkspaceAssets
 from cloudml.emulators.azure.azurite import Azurite
 from cloudml.emulators.azure.endpoints import OnlineEndpoints
 from cloudml.emulators.azure.validation import InvalidBody, check
+from cloudml.emulators.faults import Fault, Faults
 
 __all__ = ["AzureEmulatorServer", "CLOUD_NAME"]
 
@@ -60,7 +72,7 @@ class AzureEmulatorServer(WorkspaceAssets, OnlineEndpoints):
         assert self._httpd is not None
         return f"https://{self.host}:{self._httpd.server_address[1]}"
 
-    def start(self) -> "AzureEmulatorServer":
+    def start(self) -> AzureEmulatorServer:
         cert, key, self.ca_bundle = certs.make_certificate(self.workdir / "tls")
         self.azurite.start()
         self._blob_service().create_container(self.container_name)

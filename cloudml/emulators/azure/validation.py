@@ -14,14 +14,14 @@ class InvalidBody(ValueError):
     pass
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _models():
     from azure.ai.ml._restclient.arm_ml_service import models
 
     return models
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     """The field types of one of the SDK's REST models, forward references resolved."""
     import azure.ai.ml._restclient.arm_ml_service.models._models as module

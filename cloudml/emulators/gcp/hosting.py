@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from cloudml.emulators.serving_process import ServingProcess
 
@@ -47,7 +47,7 @@ class PredictionNode(ServingProcess):
         # The container's own entrypoint: it reads the AIP_* variables and fetches the model.
         return [sys.executable, "-m", "cloudml.serving.entrypoint"]
 
-    def start(self, source: Path | None = None) -> "PredictionNode":
+    def start(self, source: Path | None = None) -> PredictionNode:
         # The emulator's own environment must not leak a model location into the container.
         for key in [k for k in os.environ if k.startswith("AIP_") or k == "CLOUDML_MODEL_DIR"]:
             self.env.setdefault(key, "")

@@ -26,8 +26,8 @@ import threading
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 from socketserver import ThreadingMixIn
+from typing import Any
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -267,7 +267,7 @@ class EmulatorServer:
     def storage_url(self) -> str:
         return f"http://{self.host}:{self.storage_port}"
 
-    def start(self) -> "EmulatorServer":
+    def start(self) -> EmulatorServer:
         import logging
         import os
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import random
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cloudml.emulators.gcp.hosting import PredictionNode
 
