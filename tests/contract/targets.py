@@ -29,6 +29,9 @@ class Target:
     rollout_args: tuple[str, ...] = ("--skip-preflight",)
     failed_rollout_exit = 5
     artifact_keys: tuple[str, ...] = ()  # resources `delete` keeps for a redeploy (`--purge` takes them)
+    # How each says why a rollout failed (the cause as that platform reports it).
+    failed_update_says = ""
+    failed_first_deploy_says = ""
 
     def __init__(self, home: Path, emulator: Any = None):
         self.home = home
@@ -78,6 +81,7 @@ class Local(Target):
     name = "local"
     rollout_args = ()
     failed_rollout_exit = 3
+    failed_update_says = "could not be loaded and warmed up"
 
     def __init__(self, home: Path, emulator: Any = None):
         super().__init__(home, emulator)
@@ -100,6 +104,8 @@ class Aws(Target):
     deploy_options = ("-o", f"image_uri={AWS_IMAGE}")
     api_options = {"image_uri": AWS_IMAGE, "poll_interval": 0.5}
     artifact_keys = ("objects",)
+    failed_update_says = "did not pass the ping health check"
+    failed_first_deploy_says = "failed to start (Failed)"
 
     def resources(self, name: str) -> dict[str, list[str]]:
         """Every SageMaker resource, scaling target and S3 object that carries this deployment's tag."""
@@ -157,6 +163,8 @@ class Gcp(Target):
     deploy_options = ("-o", f"image_uri={GCP_IMAGE}")
     api_options = {"image_uri": GCP_IMAGE, "poll_interval": 0.5}
     artifact_keys = ("objects",)
+    failed_update_says = "Model server exited unexpectedly"
+    failed_first_deploy_says = "nothing was left behind"
 
     def vertex(self):
         """The high-level aiplatform SDK, initialised the way a user points it at the emulator."""
@@ -205,6 +213,8 @@ class Azure(Target):
     deploy_options = ("-o", f"image_uri={AZURE_IMAGE}")
     api_options = {"image_uri": AZURE_IMAGE, "poll_interval": 0.3}
     artifact_keys = ("blobs",)
+    failed_update_says = "ResourceNotReady"
+    failed_first_deploy_says = "failed to start"
 
     def __init__(self, home: Path, emulator: Any = None, ml: Any = None):
         super().__init__(home, emulator)

@@ -73,7 +73,7 @@ def test_a_new_model_that_cannot_serve_leaves_the_old_one_serving_and_nothing_be
     before = target.deploy(cnn.path, name)["deployment"]
     made = target.resources(name)
     failed = target.deploy(unservable_model, name, *target.rollout_args, expect=target.failed_rollout_exit)
-    assert "this model cannot serve" in failed.stderr  # the new server's own log tail
+    assert target.failed_update_says in failed.stderr and "this model cannot serve" in failed.stderr  # why, and the new server's log tail
     assert "previous" in failed.stderr  # ... and that the previous version still serves
     status = target.json("status", name)
     assert (status["status"], status["model_hash"]) == ("healthy", before["model_hash"])
@@ -114,6 +114,7 @@ def test_a_missing_deployment_is_reported_the_same_way_everywhere(target, seed_m
 
 def test_a_rollout_that_fails_in_the_cloud_leaves_nothing_and_shows_the_log(cloud, unservable_model):
     failed = cloud.deploy(unservable_model, "contract-fails", "--skip-preflight", expect=5)
+    assert cloud.failed_first_deploy_says in failed.stderr
     assert "this model cannot serve" in failed.stderr  # the container's log, fetched from the cloud's logging
     assert not any(cloud.resources("contract-fails").values())
 

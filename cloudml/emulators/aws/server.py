@@ -41,7 +41,8 @@ _INVOKE = re.compile(r"^/endpoints/([^/]+)/invocations$")
 
 def _json(status: int, payload: Any, start_response, headers: dict[str, str] | None = None):
     body = json.dumps(payload, default=str).encode()
-    start_response(f"{status} {'OK' if status < 400 else 'Error'}", [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *(headers or {}).items()])
+    start_response(f"{status} {'OK' if status < 400 else 'Error'}",
+                   [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *(headers or {}).items()])
     return [body]
 
 

@@ -55,7 +55,8 @@ class ArmError(Exception):
 
 
 def not_found(kind: str, name: str) -> ArmError:
-    return ArmError(404, "ResourceNotFound", f"The Resource '{PROVIDER}/workspaces/{WORKSPACE}/{kind}/{name}' under resource group '{RESOURCE_GROUP}' was not found.")
+    return ArmError(404, "ResourceNotFound",
+                    f"The Resource '{PROVIDER}/workspaces/{WORKSPACE}/{kind}/{name}' under resource group '{RESOURCE_GROUP}' was not found.")
 
 
 @dataclass

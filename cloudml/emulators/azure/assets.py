@@ -117,7 +117,8 @@ class WorkspaceAssets:
 
     def put_model_version(self, model: str, version: str, body: Any, **_: Any) -> Response:
         if not ASSET_NAME.match(model):
-            raise ArmError(400, "UserError", f"Model name '{model}' is invalid: use letters, digits, '-', '_' and '.', starting with a letter or digit, up to 255 characters.")
+            raise ArmError(400, "UserError", f"Model name '{model}' is invalid: use letters, digits, '-', '_' and '.', "
+                                             "starting with a letter or digit, up to 255 characters.")
         self._validate("ModelVersion", body)
         properties = body.get("properties") or {}
         uri = properties.get("modelUri")

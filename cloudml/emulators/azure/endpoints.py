@@ -59,7 +59,8 @@ class OnlineEndpoints:
         with self.state.lock:
             previous = self.state.endpoints.get(endpoint)
             if previous is not None and previous["properties"]["provisioningState"] in ("Creating", "Updating", "Deleting"):
-                raise ArmError(409, "Conflict", f"Endpoint {endpoint} is {previous['properties']['provisioningState']}; wait for the operation in progress to finish.")
+                raise ArmError(409, "Conflict",
+                               f"Endpoint {endpoint} is {previous['properties']['provisioningState']}; wait for the operation in progress to finish.")
             if previous is not None and previous["properties"]["authMode"] != auth_mode:
                 raise ArmError(400, "BadArgument", "The authMode of an existing endpoint cannot change.")
             traffic = self._check_traffic(endpoint, properties.get("traffic"), "traffic")
@@ -209,10 +210,12 @@ class OnlineEndpoints:
         with self.state.lock:
             parent = self._endpoint(endpoint)
             if parent["properties"]["provisioningState"] not in ("Succeeded", "Updating"):
-                raise ArmError(409, "Conflict", f"Endpoint {endpoint} is {parent['properties']['provisioningState']}; deployments can be added once it has Succeeded.")
+                raise ArmError(409, "Conflict",
+                               f"Endpoint {endpoint} is {parent['properties']['provisioningState']}; deployments can be added once it has Succeeded.")
             previous = self.state.deployments.get((endpoint, deployment))
             if previous is not None and previous["properties"]["provisioningState"] in ("Creating", "Updating", "Deleting"):
-                raise ArmError(409, "Conflict", f"Deployment {deployment} is {previous['properties']['provisioningState']}; wait for the operation in progress to finish.")
+                raise ArmError(409, "Conflict",
+                               f"Deployment {deployment} is {previous['properties']['provisioningState']}; wait for the operation in progress to finish.")
             state = "Updating" if previous else "Creating"
             operation = self._start_operation()
             resource = {

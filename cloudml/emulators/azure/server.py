@@ -192,7 +192,8 @@ class AzureEmulatorServer(WorkspaceAssets, OnlineEndpoints):
         if params.get("rg") not in (None, RESOURCE_GROUP):
             raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{params['rg']}' could not be found.")
         if params.get("ws") not in (None, WORKSPACE):
-            raise ArmError(404, "ResourceNotFound", f"The Resource '{PROVIDER}/workspaces/{params['ws']}' under resource group '{RESOURCE_GROUP}' was not found.")
+            raise ArmError(404, "ResourceNotFound",
+                           f"The Resource '{PROVIDER}/workspaces/{params['ws']}' under resource group '{RESOURCE_GROUP}' was not found.")
 
     def _id(self, *parts: str) -> str:
         return f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/{PROVIDER}/workspaces/{WORKSPACE}" + "".join(f"/{p}" for p in parts)

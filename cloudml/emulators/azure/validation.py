@@ -30,13 +30,13 @@ def _hints(cls: type) -> dict[str, Any]:
     try:
         return typing.get_type_hints(cls, globalns=namespace)
     except Exception:  # noqa: BLE001 - an unresolvable hint: check this model loosely
-        return {attr: typing.Optional[Any] for klass in cls.__mro__ for attr in getattr(klass, "__annotations__", {})}
+        return {attr: typing.Optional[Any] for klass in cls.__mro__ for attr in getattr(klass, "__annotations__", {})}  # noqa: UP045 - a value, not an annotation
 
 
 def _optional(hint: Any) -> tuple[bool, Any]:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return len(args) < len(typing.get_args(hint)), (args[0] if len(args) == 1 else typing.Union[tuple(args)])
+        return len(args) < len(typing.get_args(hint)), (args[0] if len(args) == 1 else typing.Union[tuple(args)])  # noqa: UP007 - built at run time
     return False, hint
 
 

@@ -56,7 +56,8 @@ ROUTES: list[tuple[str, re.Pattern, str]] = [
     ("POST", re.compile(r"^/v2/entries:list$"), "ListLogEntries"),
 ]
 LOG_NAME = "aiplatform.googleapis.com%2Fprediction_container"
-LIST_ENTRIES_FIELDS = {"resourceNames", "resource_names", "projectIds", "project_ids", "filter", "orderBy", "order_by", "pageSize", "page_size", "pageToken", "page_token"}
+LIST_ENTRIES_FIELDS = {"resourceNames", "resource_names", "projectIds", "project_ids", "filter", "orderBy", "order_by",
+                       "pageSize", "page_size", "pageToken", "page_token"}
 
 
 def _respond(status: int, payload: Any, start_response):
@@ -159,7 +160,7 @@ class EmulatorApp:
             return self._control(path, method, environ, start_response)
         raw = _read_body(environ)
         query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
-        for verb, pattern, action in ROUTES:
+        for verb, pattern, action in ROUTES:  # noqa: B007 - `action` is the matched route's, used below
             match = pattern.match(path)
             if match and verb == method:
                 break

@@ -80,9 +80,11 @@ def check_labels(labels: dict[str, str], what: str) -> None:
         raise ApiError("INVALID_ARGUMENT", f"{what} has more than 64 labels.")
     for key, value in labels.items():
         if not LABEL_KEY.match(key):
-            raise ApiError("INVALID_ARGUMENT", f"Label key {key!r} of {what} is invalid: keys must start with a lowercase letter and hold at most 63 lowercase letters, digits, '_' or '-'.")
+            raise ApiError("INVALID_ARGUMENT", f"Label key {key!r} of {what} is invalid: keys must start with a lowercase letter "
+                                               "and hold at most 63 lowercase letters, digits, '_' or '-'.")
         if not LABEL_VALUE.match(value):
-            raise ApiError("INVALID_ARGUMENT", f"Label value {value!r} (key {key!r}) of {what} is invalid: values hold at most 63 lowercase letters, digits, '_' or '-'.")
+            raise ApiError("INVALID_ARGUMENT",
+                           f"Label value {value!r} (key {key!r}) of {what} is invalid: values hold at most 63 lowercase letters, digits, '_' or '-'.")
 
 
 def list_filter(text: str) -> Callable[[Any], bool]:
@@ -195,7 +197,8 @@ class VertexService:
 
     def _check_id(self, value: str, kind: str) -> None:
         if not RESOURCE_ID.match(value):
-            raise ApiError("INVALID_ARGUMENT", f"Invalid {kind} id {value!r}: use up to 63 lowercase letters, digits and hyphens starting with a letter, or up to 9 digits.")
+            raise ApiError("INVALID_ARGUMENT",
+                           f"Invalid {kind} id {value!r}: use up to 63 lowercase letters, digits and hyphens starting with a letter, or up to 9 digits.")
 
     # --- models ---------------------------------------------------------------------------
     def upload_model(self, parent: str, body: dict, blobs: Callable[[str], list[str]]) -> dict:
@@ -212,8 +215,10 @@ class VertexService:
             names = blobs(model.artifact_uri)
             if not names:
                 raise ApiError("INVALID_ARGUMENT", f"There are no files under \"{model.artifact_uri}\" (or the service agent cannot read them).")
-            if TF_IMAGE.match(model.container_spec.image_uri) and not any(n.rsplit("/", 1)[-1] in ("saved_model.pb", "saved_model.pbtxt") and n.count("/") == 0 for n in names):
-                raise ApiError("INVALID_ARGUMENT", f'Model directory {model.artifact_uri} is expected to contain exactly one of: [saved_model.pb, saved_model.pbtxt].')
+            top_level_graph = any(n in ("saved_model.pb", "saved_model.pbtxt") for n in names)
+            if TF_IMAGE.match(model.container_spec.image_uri) and not top_level_graph:
+                raise ApiError("INVALID_ARGUMENT",
+                               f"Model directory {model.artifact_uri} is expected to contain exactly one of: [saved_model.pb, saved_model.pbtxt].")
         if request.model_id:
             self._check_id(request.model_id, "model")
         model_id = request.model_id or _numeric_id()
