@@ -26,9 +26,10 @@ if TYPE_CHECKING:
     from cloudml.emulators.aws import AwsEmulator
     from cloudml.emulators.azure import AzureEmulator
     from cloudml.emulators.gcp import GcpEmulator
+    from cloudml.emulators.process import EmulatorProcess
 
 
-Emulator = TypeVar("Emulator")
+Emulator = TypeVar("Emulator", bound="EmulatorProcess")
 
 
 def _pointed_at(emulator: Emulator, monkeypatch: pytest.MonkeyPatch, provider: str) -> Iterator[Emulator]:

@@ -16,7 +16,8 @@ from cloudml.errors import ConfigError, ProviderUnavailable
 
 
 class EmulatorServer(Protocol):
-    url: str
+    @property
+    def url(self) -> str: ...
 
     def start(self) -> Any: ...
 

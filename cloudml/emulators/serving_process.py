@@ -75,6 +75,7 @@ class ServingProcess:
     def wait_healthy(self, timeout: float, stopping: threading.Event | None = None) -> str | None:
         """None once the health route answers 200; otherwise why it did not (or that the
         emulator is `stopping`)."""
+        assert self.proc is not None, "start() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not (stopping and stopping.is_set()):
             self.ship_logs()

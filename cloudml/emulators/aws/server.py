@@ -21,11 +21,14 @@ import tempfile
 import threading
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloudml.emulators.aws import s3policy
 from cloudml.emulators.aws.sagemaker import SageMakerHosting, ServiceError, use_current_instance_types
 from cloudml.emulators.faults import Fault, Faults
+
+if TYPE_CHECKING:
+    from werkzeug.serving import BaseWSGIServer
 
 ACCOUNT = "123456789012"
 ROLE_NAME = "cloudml-sagemaker-execution"
@@ -177,7 +180,7 @@ class EmulatorServer:
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="cloudml-aws-emulator-"))
         self.hosting = SageMakerHosting(self.state_dir / "instances", account=ACCOUNT, provisioning_delay=provisioning_delay, health_timeout=health_timeout)
         self.faults = Faults()
-        self._server = None
+        self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     @property

@@ -9,7 +9,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cloudml.emulators.azure.hosting import Container
 
@@ -97,6 +98,36 @@ class AzureState:
         self.deployments: dict[tuple[str, str], dict] = {}
         self.containers: dict[tuple[str, str], Container] = {}
         self.operations: dict[str, Operation] = {}
+
+
+class ServerParts:
+    """What the operation mixins (assets.py, endpoints.py) use of AzureEmulatorServer, declared for
+    the type checker only: the server defines each of them."""
+
+    if TYPE_CHECKING:
+        state: AzureState
+        workdir: Path
+        container_name: str
+        provisioning_delay: float
+        health_timeout: float
+
+        @property
+        def url(self) -> str: ...
+
+        def _blob_service(self) -> Any: ...
+
+        def _id(self, *parts: str) -> str: ...
+
+        def _system_data(self, previous: dict | None = None) -> dict: ...
+
+        def _start_operation(self) -> Operation: ...
+
+        def _async_headers(self, operation: Operation) -> dict[str, str]: ...
+
+        def _run_later(self, target: Callable[[], None]) -> None: ...
+
+        @staticmethod
+        def _validate(model: str, body: Any) -> None: ...
 
 
 def _copy(resource: dict) -> dict:

@@ -16,12 +16,13 @@ from cloudml.emulators.azure.arm import (
     WORKSPACE,
     ArmError,
     Response,
+    ServerParts,
     not_found,
 )
 from cloudml.emulators.azure.azurite import ACCOUNT, ACCOUNT_KEY
 
 
-class WorkspaceAssets:
+class WorkspaceAssets(ServerParts):
     # --- workspace and datastores -----------------------------------------------------------
     def get_workspace(self, **_: Any) -> Response:
         return Response(200, {
@@ -103,7 +104,10 @@ class WorkspaceAssets:
         elif view == "ArchivedOnly":
             versions = [v for v in versions if v["properties"].get("isArchived")]
         if query.get("tags"):
-            wanted = dict(pair.split("=", 1) if "=" in pair else (pair, None) for pair in query["tags"].split(","))
+            wanted: dict[str, str | None] = {}
+            for pair in query["tags"].split(","):
+                key, has_value, value = pair.partition("=")
+                wanted[key] = value if has_value else None
             versions = [v for v in versions if all(k in v["properties"]["tags"] and (w is None or v["properties"]["tags"][k] == w) for k, w in wanted.items())]
         versions.sort(key=lambda v: v["systemData"]["createdAt"], reverse=True)
         return Response(200, {"value": versions})

@@ -25,13 +25,14 @@ from cloudml.emulators.azure.arm import (
     ArmError,
     Operation,
     Response,
+    ServerParts,
     _copy,
     not_found,
 )
 from cloudml.emulators.azure.hosting import Container
 
 
-class OnlineEndpoints:
+class OnlineEndpoints(ServerParts):
     # --- online endpoints -----------------------------------------------------------------
     def _endpoint(self, name: str) -> dict:
         found = self.state.endpoints.get(name)

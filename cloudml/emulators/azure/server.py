@@ -133,7 +133,7 @@ class AzureEmulatorServer(WorkspaceAssets, OnlineEndpoints):
         ep = ws + r"/onlineEndpoints/(?P<endpoint>[^/]+)"
         dep = ep + r"/deployments/(?P<deployment>[^/]+)"
         rbac = f"{PROVIDER}/workspaces"
-        table = [
+        table: list[tuple[str, str, Handler, str]] = [
             ("GET", ws, self.get_workspace, f"{rbac}/read"),
             ("GET", ws + "/datastores", self.list_datastores, f"{rbac}/datastores/read"),
             ("GET", ws + "/datastores/(?P<datastore>[^/]+)", self.get_datastore, f"{rbac}/datastores/read"),
@@ -256,7 +256,8 @@ class AzureEmulatorServer(WorkspaceAssets, OnlineEndpoints):
         if operation.status == "InProgress":
             return Response(202, None, {"Retry-After": "1", "retry-after-ms": "250"})
         if operation.status == "Failed":
-            raise ArmError(400, operation.error["code"], operation.error["message"])
+            error = operation.error or {}
+            raise ArmError(400, error.get("code", "InternalServerError"), error.get("message", "The operation failed."))
         return Response(204)
 
 class _Handler(BaseHTTPRequestHandler):
@@ -325,8 +326,13 @@ class _Handler(BaseHTTPRequestHandler):
         if route == "fleet":
             with emulator.state.lock:
                 return Response(200, [{"endpoint": e, "deployment": d, "state": r["properties"]["provisioningState"],
-                                       "pid": getattr(emulator.state.containers.get((e, d)), "proc", None) and emulator.state.containers[(e, d)].proc.pid}
+                                       "pid": _pid(emulator.state.containers.get((e, d)))}
                                       for (e, d), r in emulator.state.deployments.items()])
         return Response(404, {"error": {"code": "NotFound", "message": f"no control route {route}"}})
 
     do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = _handle
+
+
+def _pid(container: Any) -> int | None:
+    proc = getattr(container, "proc", None)
+    return proc.pid if proc is not None else None

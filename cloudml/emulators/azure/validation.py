@@ -50,7 +50,7 @@ def _resolve(cls: type, data: dict) -> type:
     if not mapping:
         return cls
     cls({})
-    field = cls._get_discriminator([])
+    field = cls._get_discriminator([])  # type: ignore[attr-defined]
     if field is None:
         return cls
     value = data.get(field._rest_name)
@@ -71,7 +71,7 @@ def _check(cls: type, data: Any, path: str) -> None:
         raise InvalidBody(f"{path} must be a JSON object")
     cls = _resolve(cls, data)
     cls({})  # the SDK's models compute their field table on first construction
-    fields = {rf._rest_name: (attr, rf) for attr, rf in cls._attr_to_rest_field.items()}
+    fields = {rf._rest_name: (attr, rf) for attr, rf in cls._attr_to_rest_field.items()}  # type: ignore[attr-defined]
     hints = _hints(cls)
     for key, value in data.items():
         if key not in fields:

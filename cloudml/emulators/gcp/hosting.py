@@ -60,5 +60,5 @@ class PredictionNode(ServingProcess):
         if reason is None:
             return None
         if self.exited():
-            return f"Model server exited unexpectedly (exit code {self.proc.returncode})."
+            return f"Model server exited unexpectedly (exit code {self.proc.returncode if self.proc else None})."
         return f"Model server never became ready within {timeout:.0f}s: {self.health_path} did not answer 200."

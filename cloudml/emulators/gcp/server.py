@@ -256,8 +256,8 @@ class EmulatorServer:
         self.logs = LogStore()
         self.faults = Faults()
         self.vertex: VertexService | None = None
-        self._server = None
-        self._storage = None
+        self._server: Any = None  # the WSGI server and the GCS emulator, once started
+        self._storage: Any = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -294,7 +294,7 @@ class EmulatorServer:
     def _blobs(self, uri: str) -> list[str]:
         """Object names under a gs:// folder, relative to it (what the Vertex service agent can read)."""
         from google.auth.credentials import AnonymousCredentials
-        from google.cloud import storage
+        from google.cloud import storage  # type: ignore[attr-defined]
 
         bucket, _, prefix = uri.removeprefix("gs://").partition("/")
         prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""

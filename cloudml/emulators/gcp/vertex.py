@@ -91,18 +91,18 @@ def list_filter(text: str) -> Callable[[Any], bool]:
     """The subset of AIP-160 filters the emulator understands: `labels.k="v"`, `display_name="x"`,
     joined by AND. Anything else is refused rather than ignored."""
     clauses = [c.strip() for c in re.split(r"\s+AND\s+", text.strip()) if c.strip()] if text else []
-    tests = []
+    tests: list[tuple[str | None, str]] = []  # (label key, or None for the display name; the value wanted)
     for clause in clauses:
         match = re.fullmatch(r'(labels\.[a-z][a-z0-9_-]*|display_name|displayName)\s*=\s*"([^"]*)"', clause)
         if not match:
             raise ApiError("INVALID_ARGUMENT", f"Unsupported filter {clause!r} (the emulator knows labels.KEY=\"VALUE\" and display_name=\"NAME\").")
         field, value = match.groups()
-        if field.startswith("labels."):
-            key = field.removeprefix("labels.")
-            tests.append(lambda r, key=key, value=value: r.labels.get(key) == value)
-        else:
-            tests.append(lambda r, value=value: r.display_name == value)
-    return lambda resource: all(test(resource) for test in tests)
+        tests.append((field.removeprefix("labels.") if field.startswith("labels.") else None, value))
+
+    def keep(resource: Any) -> bool:
+        return all((resource.labels.get(key) if key is not None else resource.display_name) == value for key, value in tests)
+
+    return keep
 
 
 def _numeric_id() -> str:
@@ -201,7 +201,7 @@ class VertexService:
                            f"Invalid {kind} id {value!r}: use up to 63 lowercase letters, digits and hyphens starting with a letter, or up to 9 digits.")
 
     # --- models ---------------------------------------------------------------------------
-    def upload_model(self, parent: str, body: dict, blobs: Callable[[str], list[str]]) -> dict:
+    def upload_model(self, parent: str, body: dict, blobs: Callable[[str], list[str]]) -> Operation:
         request = parse(self.v1.UploadModelRequest, body, "UploadModelRequest")
         model = request.model
         if not model.display_name:
