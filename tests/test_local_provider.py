@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import threading
 import time
 from pathlib import Path
@@ -186,10 +187,18 @@ def test_logs_follow_streams_new_requests_until_the_deployment_goes(seed_models,
         [sys.executable, "-m", "cloudml", "logs", "tail", "--tail", "0", "--follow"],
         env={**os.environ, "CLOUDML_HOME": str(home)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout], daemon=True).start()
     try:
-        time.sleep(1.0)  # let it reach the end of the log
-        httpx.get(dep["endpoint_url"] + "/v1/models/tail", timeout=10, trust_env=False)
-        line = follower.stdout.readline()
+        # Requests until the follower prints one: it may still be starting (and --tail 0 skips what came before).
+        deadline = time.monotonic() + 60
+        while True:
+            httpx.get(dep["endpoint_url"] + "/v1/models/tail", timeout=10, trust_env=False)
+            try:
+                line = lines.get(timeout=2)
+                break
+            except queue.Empty:
+                assert time.monotonic() < deadline and follower.poll() is None, "logs --follow printed no new request"
         assert '"GET /v1/models/tail" 200' in line
         cli_json("delete", "tail", home=home)
         assert follower.wait(timeout=15) == 0  # the deployment is gone: nothing more to follow
