@@ -62,9 +62,9 @@ def request(
         if unix_socket:
             conn: http.client.HTTPConnection = _UnixConnection(unix_socket, timeout)
         elif parts.scheme == "https":
-            conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout)
+            conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=timeout)
         else:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+            conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
         try:
             conn.request(method, path, body=body, headers=send_headers)
             response = conn.getresponse()

@@ -7,14 +7,14 @@ time, the Python API defaults to silence.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 
 class Progress:
     """Silent progress; subclasses show it."""
 
     @contextlib.contextmanager
-    def step(self, message: str) -> Iterator["Progress"]:
+    def step(self, message: str) -> Iterator[Progress]:
         yield self
 
     def update(self, message: str) -> None:

@@ -17,7 +17,8 @@ Needs `pip install 'cloudml[aws-emulator]'` (aws), `'cloudml[gcp-emulator]'` (gc
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator, TypeVar
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
@@ -25,9 +26,10 @@ if TYPE_CHECKING:
     from cloudml.emulators.aws import AwsEmulator
     from cloudml.emulators.azure import AzureEmulator
     from cloudml.emulators.gcp import GcpEmulator
+    from cloudml.emulators.process import EmulatorProcess
 
 
-Emulator = TypeVar("Emulator")
+Emulator = TypeVar("Emulator", bound="EmulatorProcess")
 
 
 def _pointed_at(emulator: Emulator, monkeypatch: pytest.MonkeyPatch, provider: str) -> Iterator[Emulator]:
@@ -42,7 +44,7 @@ def _pointed_at(emulator: Emulator, monkeypatch: pytest.MonkeyPatch, provider: s
 
 
 @pytest.fixture(scope="session")
-def aws_emulator_session() -> Iterator["AwsEmulator"]:
+def aws_emulator_session() -> Iterator[AwsEmulator]:
     """One AWS emulator process for the whole test session."""
     from cloudml.emulators.aws import AwsEmulator
 
@@ -51,13 +53,13 @@ def aws_emulator_session() -> Iterator["AwsEmulator"]:
 
 
 @pytest.fixture
-def aws_emulator(aws_emulator_session, monkeypatch) -> Iterator["AwsEmulator"]:
+def aws_emulator(aws_emulator_session, monkeypatch) -> Iterator[AwsEmulator]:
     """The session's AWS emulator; boto3, the `aws` provider and `cloudml` subprocesses use it."""
     yield from _pointed_at(aws_emulator_session, monkeypatch, "aws")
 
 
 @pytest.fixture(scope="session")
-def gcp_emulator_session() -> Iterator["GcpEmulator"]:
+def gcp_emulator_session() -> Iterator[GcpEmulator]:
     """One Vertex AI + GCS emulator process for the whole test session."""
     from cloudml.emulators.gcp import GcpEmulator
 
@@ -66,14 +68,14 @@ def gcp_emulator_session() -> Iterator["GcpEmulator"]:
 
 
 @pytest.fixture
-def gcp_emulator(gcp_emulator_session, monkeypatch) -> Iterator["GcpEmulator"]:
+def gcp_emulator(gcp_emulator_session, monkeypatch) -> Iterator[GcpEmulator]:
     """The session's GCP emulator; google-cloud clients, the `gcp` provider and `cloudml`
     subprocesses use it."""
     yield from _pointed_at(gcp_emulator_session, monkeypatch, "gcp")
 
 
 @pytest.fixture(scope="session")
-def azure_emulator_session() -> Iterator["AzureEmulator"]:
+def azure_emulator_session() -> Iterator[AzureEmulator]:
     """One Azure ML + Azurite emulator process for the whole test session."""
     from cloudml.emulators.azure import AzureEmulator
 
@@ -82,7 +84,7 @@ def azure_emulator_session() -> Iterator["AzureEmulator"]:
 
 
 @pytest.fixture
-def azure_emulator(azure_emulator_session, monkeypatch) -> Iterator["AzureEmulator"]:
+def azure_emulator(azure_emulator_session, monkeypatch) -> Iterator[AzureEmulator]:
     """The session's Azure emulator; DefaultAzureCredential, requests (its certificate), the
     `azure` provider and `cloudml` subprocesses use it."""
     yield from _pointed_at(azure_emulator_session, monkeypatch, "azure")

@@ -21,7 +21,8 @@ SEED_SCRIPTS = {"autoencoder": "train_autoencoder.py", "cnn": "train_cnn.py", "l
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def run_cli(*args: str, home: Path | None = None, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_cli(*args: str, home: Path | None = None, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 300,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the real `cloudml` CLI in a subprocess, as a user's shell would."""
     full_env = {**os.environ, **(env or {})}
     if home is not None:
@@ -63,7 +64,7 @@ class SeedModel:
 
 def rows_close(rows, reference) -> bool:
     """Prediction rows equal the reference outputs (to float tolerance), row for row."""
-    return len(rows) == len(reference) and all(np.allclose(np.asarray(r), np.asarray(e), atol=1e-5) for r, e in zip(rows, reference))
+    return len(rows) == len(reference) and all(np.allclose(np.asarray(r), np.asarray(e), atol=1e-5) for r, e in zip(rows, reference, strict=True))
 
 
 def next_matching(lines, text: str, *, timeout: float) -> bool:
@@ -200,6 +201,21 @@ def deployed(seed_models, session_home) -> dict[str, dict[str, Any]]:
         assert out["deployment"]["status"] == "healthy"
         result[name] = out["deployment"]
     return result
+
+
+@pytest.fixture(scope="session")
+def azure_ml(azure_emulator_session):
+    """A plain MLClient on the emulated Azure ML workspace (DefaultAzureCredential, the emulator as
+    a custom cloud), built with the emulator's environment and leaving the process's as it was."""
+    saved = dict(os.environ)
+    os.environ.update(azure_emulator_session.env)  # the credential (managed identity) and the certificate
+    try:
+        client = azure_emulator_session.ml_client()
+        client.workspaces.get(azure_emulator_session.workspace)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return client
 
 
 @pytest.fixture(scope="module")

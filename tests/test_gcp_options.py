@@ -39,7 +39,7 @@ def test_prebuilt_image_is_the_oldest_that_can_load_the_model():
     assert (2, 12) in versions and versions == sorted(versions)
     assert tensorflow_image(location="europe-west4", tensorflow_version="2.12.1") == "europe-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-12:latest"
     assert tensorflow_image(location="us-central1", tensorflow_version="2.11.0").startswith("us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-11")
-    newest = "%d.%d" % versions[-1]
+    newest = "{}.{}".format(*versions[-1])
     with pytest.raises(ModelError) as refused:
         tensorflow_image(location="us-central1", tensorflow_version="2.21.0")
     assert f"tf2-cpu.{newest.replace('.', '-')}" in refused.value.message and "image_uri" in refused.value.hint

@@ -1,5 +1,8 @@
-"""The `gcp` provider end to end against the offline Vertex AI + GCS (cloudml.emulators.gcp),
-through the CLI and the Python API, with the seed CNN. Resources are checked with the plain
+"""What only the `gcp` provider does, against the offline Vertex AI + GCS (cloudml.emulators.gcp),
+through the CLI and the Python API, with the seed CNN: the resources and settings a deploy makes,
+how an update and a canary move traffic, resumed operations, options, image choice, the emulator's
+own rules. What every provider promises (redeploys, failed rollouts, refusals, foreign endpoints,
+missing names) is in tests/contract. Resources are checked with the plain
 google-cloud-aiplatform and google-cloud-storage clients, the way a user would look at their
 project."""
 
@@ -8,7 +11,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import next_matching, read_exports, relabelled_savedmodel, rows_close, run_cli
 
 pytestmark = pytest.mark.slow
@@ -54,7 +56,7 @@ def labelled(vertex, name: str) -> dict[str, list[str]]:
 NOTHING = {"endpoints": [], "models": [], "objects": []}
 
 
-def test_lifecycle_through_the_cli(gcp_emulator, vertex, seed_models, other_cnn, home):
+def test_what_a_deploy_makes_and_how_an_update_moves_traffic(gcp_emulator, vertex, seed_models, other_cnn, home):
     from google.cloud import storage
 
     cnn = seed_models["cnn"]
@@ -91,19 +93,8 @@ def test_lifecycle_through_the_cli(gcp_emulator, vertex, seed_models, other_cnn,
     assert (resources.machine_spec.machine_type, resources.min_replica_count, resources.max_replica_count) == ("n1-standard-4", 2, 3)
     assert deployed.model == model.resource_name and dict(endpoint.traffic_split) == {deployed.id: 100}
 
-    # Real predictions from the uploaded artifact, through the CLI and the plain SDK alike.
-    result = run_cli("predict", "cnn-cli", json.dumps(cnn.instances), "--provider", "gcp", "--output", "json", home=home)
-    assert result.returncode == 0, result.stderr
-    assert rows_close(json.loads(result.stdout)["predictions"], cnn.reference())
+    # Real predictions from the uploaded artifact, through the plain SDK.
     assert rows_close(endpoint.predict(instances=cnn.instances[:2]).predictions, cnn.reference()[:2])
-
-    # The same model again changes nothing.
-    gcp_emulator.calls(clear=True)
-    before = labelled(vertex, "cnn-cli")
-    again = deploy(cnn.path, "cnn-cli", "--min-replicas", "2", "--max-replicas", "3", "--instance-type", "n1-standard-4", "-t", "team=vision", home=home)
-    assert again["action"] == "unchanged"
-    assert labelled(vertex, "cnn-cli") == before
-    assert not {"UploadModel", "DeployModel", "UndeployModel", "UpdateEndpoint"} & {c["action"] for c in gcp_emulator.calls()}
 
     # A new model: deployed beside the old one, traffic moved, the old one undeployed and its Model deleted.
     gcp_emulator.calls(clear=True)
@@ -111,8 +102,6 @@ def test_lifecycle_through_the_cli(gcp_emulator, vertex, seed_models, other_cnn,
     assert updated["action"] == "updated" and updated["deployment"]["model_hash"] != model_hash
     actions = [c["action"] for c in gcp_emulator.calls() if c["action"] in ("DeployModel", "UpdateEndpoint", "UndeployModel", "DeleteModel")]
     assert actions.index("DeployModel") < actions.index("UndeployModel") < actions.index("DeleteModel")
-    result = run_cli("predict", "cnn-cli", json.dumps(cnn.instances), "--provider", "gcp", "--output", "json", home=home)
-    assert rows_close(json.loads(result.stdout)["predictions"], other_cnn[1])
     endpoint = vertex.Endpoint("cnn-cli")
     [deployed] = endpoint.gca_resource.deployed_models
     resources = labelled(vertex, "cnn-cli")
@@ -121,9 +110,7 @@ def test_lifecycle_through_the_cli(gcp_emulator, vertex, seed_models, other_cnn,
     assert "team" not in endpoint.labels  # tags follow the spec: this deploy set none
 
     logs = run_cli("logs", "cnn-cli", "--provider", "gcp", "--tail", "50", home=home)
-    assert logs.returncode == 0 and "loaded and warmed up" in logs.stdout and "downloaded" in logs.stdout
-    listed = json.loads(run_cli("list", "--provider", "gcp", "--output", "json", home=home).stdout)
-    assert "cnn-cli" in [d["name"] for d in listed]
+    assert logs.returncode == 0 and "loaded and warmed up" in logs.stdout and "downloaded" in logs.stdout  # from Cloud Logging
 
     # delete: everything but the artifact (kept for a redeploy); --purge takes that too.
     assert run_cli("delete", "cnn-cli", "--provider", "gcp", home=home).returncode == 0
@@ -131,9 +118,6 @@ def test_lifecycle_through_the_cli(gcp_emulator, vertex, seed_models, other_cnn,
     assert left["endpoints"] == [] and left["models"] == [] and len({o.split("/")[2] for o in left["objects"]}) == 2
     purged = run_cli("delete", "cnn-cli", "--provider", "gcp", "--purge", home=home)
     assert purged.returncode == 0 and labelled(vertex, "cnn-cli") == NOTHING
-    again = run_cli("delete", "cnn-cli", "--provider", "gcp", home=home)
-    assert again.returncode == 0 and "nothing to delete" in again.stdout
-    assert run_cli("status", "cnn-cli", "--provider", "gcp", home=home).returncode == 4
     assert gcp_emulator.fleet() == [] or all("cnn-cli" not in n["endpoint"] for n in gcp_emulator.fleet())
 
 
@@ -175,55 +159,6 @@ def test_lifecycle_through_the_python_api_with_a_canary(gcp_emulator, vertex, se
     assert [c["action"] for c in calls].index("UndeployModel") > [c["action"] for c in calls].index("DeployModel")
     assert deployer.delete("cnn-api", purge=True) is True
     assert labelled(vertex, "cnn-api") == NOTHING
-    assert deployer.delete("cnn-api") is False
-    with pytest.raises(cloudml.DeploymentNotFound):
-        deployer.update(spec)
-
-
-def test_update_whose_model_cannot_serve_keeps_the_old_one(gcp_emulator, vertex, seed_models, unservable_model, home):
-    cnn = seed_models["cnn"]
-    before = deploy(cnn.path, "cnn-keep", home=home)["deployment"]
-    failed = deploy(unservable_model, "cnn-keep", "--skip-preflight", home=home, expect=5)
-    assert "Model server exited unexpectedly" in failed.stderr and "the previous model keeps serving" in failed.stderr
-    assert "this model cannot serve" in failed.stderr  # the new model server's log tail, from Cloud Logging
-    status = json.loads(run_cli("status", "cnn-keep", "--provider", "gcp", "--output", "json", home=home).stdout)
-    assert status["status"] == "healthy" and status["model_hash"] == before["model_hash"]
-    assert status["details"]["model"] == before["details"]["model"]
-    result = run_cli("predict", "cnn-keep", json.dumps(cnn.instances), "--provider", "gcp", "--output", "json", home=home)
-    assert rows_close(json.loads(result.stdout)["predictions"], cnn.reference())
-    # The failed version's Model and files were removed; the endpoint serves the old one alone.
-    resources = labelled(vertex, "cnn-keep")
-    assert resources["endpoints"] == ["cnn-keep"] and len(resources["models"]) == 1
-    assert {o.split("/")[2] for o in resources["objects"]} == {before["model_hash"].split(":")[1][:16]}
-    assert len(vertex.Endpoint("cnn-keep").gca_resource.deployed_models) == 1
-    assert run_cli("delete", "cnn-keep", "--provider", "gcp", "--purge", home=home).returncode == 0
-
-
-def test_failed_first_deploy_leaves_nothing_and_shows_the_server_log(gcp_emulator, vertex, unservable_model, home):
-    failed = deploy(unservable_model, "cnn-broken", "--skip-preflight", home=home, expect=5)
-    assert "could not deploy the model" in failed.stderr and "nothing was left behind" in failed.stderr
-    assert "this model cannot serve" in failed.stderr
-    assert labelled(vertex, "cnn-broken") == NOTHING
-
-
-def test_preflight_refuses_a_model_that_cannot_serve_before_uploading(gcp_emulator, vertex, unservable_model, home):
-    gcp_emulator.calls(clear=True)
-    failed = deploy(unservable_model, "cnn-preflight", home=home, expect=3)
-    assert "preflight" in failed.stderr and "this model cannot serve" in failed.stderr
-    assert labelled(vertex, "cnn-preflight") == NOTHING
-    assert not {"UploadModel", "CreateEndpoint"} & {c["action"] for c in gcp_emulator.calls()}
-
-
-def test_a_refusal_midway_leaves_no_orphans_and_a_rerun_converges(gcp_emulator, vertex, seed_models, home):
-    cnn = seed_models["cnn"]
-    gcp_emulator.refuse_next("DeployModel", status="RESOURCE_EXHAUSTED",
-                             message="The following quota metrics exceed quota limits: aiplatform.googleapis.com/custom_model_serving_cpus")
-    failed = deploy(cnn.path, "cnn-quota", home=home, expect=5)
-    assert "exceed quota limits" in failed.stderr and "quota increase" in failed.stderr
-    assert labelled(vertex, "cnn-quota") == NOTHING
-    created = deploy(cnn.path, "cnn-quota", home=home)
-    assert created["action"] == "created" and created["deployment"]["status"] == "healthy"
-    assert run_cli("delete", "cnn-quota", "--provider", "gcp", "--purge", home=home).returncode == 0
 
 
 def test_a_client_side_timeout_is_resumed_on_the_same_operation(gcp_emulator, vertex, seed_models, home):
@@ -302,24 +237,10 @@ def test_bad_options_and_credentials_are_refused_clearly(gcp_emulator, vertex, s
     assert "cannot be a Google Cloud label" in bad_tag.stderr
 
 
-def test_an_endpoint_cloudml_did_not_create_is_never_touched(gcp_emulator, vertex, seed_models, home):
-    theirs = vertex.Endpoint.create(display_name="theirs", endpoint_id="theirs")
-    try:
-        refused = deploy(seed_models["cnn"].path, "theirs", home=home, expect=2)
-        assert "was not created by cloudml" in refused.stderr
-        assert run_cli("delete", "theirs", "--provider", "gcp", home=home).returncode == 4
-        assert run_cli("status", "theirs", "--provider", "gcp", home=home).returncode == 4
-        assert vertex.Endpoint("theirs").display_name == "theirs"
-        assert labelled(vertex, "theirs") == NOTHING
-    finally:
-        theirs.delete()
-
-
 def test_the_emulator_refuses_what_vertex_refuses(gcp_emulator, vertex):
     from google.api_core import exceptions as api
-    from google.cloud import aiplatform_v1
-
     from google.auth.credentials import AnonymousCredentials
+    from google.cloud import aiplatform_v1
     from google.protobuf import field_mask_pb2
 
     client = aiplatform_v1.EndpointServiceClient(credentials=AnonymousCredentials(), transport="rest", client_options={"api_endpoint": gcp_emulator.url})
@@ -344,11 +265,13 @@ def test_the_emulator_refuses_what_vertex_refuses(gcp_emulator, vertex):
         with pytest.raises(api.NotFound):
             client.deploy_model(endpoint=endpoint.name, deployed_model=aiplatform_v1.DeployedModel(model=f"{parent}/models/none"))
         with pytest.raises(api.BadRequest, match="unknown DeployedModel"):
-            client.update_endpoint(endpoint=aiplatform_v1.Endpoint(name=endpoint.name, traffic_split={"1": 100}), update_mask=field_mask_pb2.FieldMask(paths=["traffic_split"]))
+            client.update_endpoint(endpoint=aiplatform_v1.Endpoint(name=endpoint.name, traffic_split={"1": 100}),
+                                   update_mask=field_mask_pb2.FieldMask(paths=["traffic_split"]))
         with pytest.raises(api.BadRequest, match="Machine type"):
             models = aiplatform_v1.ModelServiceClient(credentials=AnonymousCredentials(), transport="rest", client_options={"api_endpoint": gcp_emulator.url})
             with pytest.raises(api.BadRequest, match="no files"):
-                models.upload_model(parent=parent, model=aiplatform_v1.Model(display_name="m", artifact_uri="gs://nowhere/x/", container_spec={"image_uri": IMAGE}))
+                models.upload_model(parent=parent, model=aiplatform_v1.Model(display_name="m", artifact_uri="gs://nowhere/x/",
+                                                                             container_spec={"image_uri": IMAGE}))
             raise api.BadRequest("Machine type check needs an uploaded model; covered by test_bad_options_and_credentials_are_refused_clearly")
     finally:
         client.delete_endpoint(name=endpoint.name).result(timeout=30)

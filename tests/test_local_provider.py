@@ -1,9 +1,12 @@
-"""The local provider end to end: deploy, predict, status, list, logs, replace, fail, delete."""
+"""What only the local provider does: every seed model over every serving contract, a replace with no
+downtime, timeouts, dead servers, several serving processes, Ctrl-C, cloudml.yaml. What every
+provider promises (redeploys, failed replaces, refusals, missing names) is in tests/contract."""
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import threading
 import time
 from pathlib import Path
@@ -11,7 +14,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-
 from conftest import cli_json, run_cli
 
 pytestmark = pytest.mark.slow
@@ -34,7 +36,7 @@ def _predictions(result) -> np.ndarray:
 
 
 def _allclose_rows(got, expected) -> bool:
-    return len(got) == len(expected) and all(np.allclose(g, e, atol=1e-5) for g, e in zip(got, expected))
+    return len(got) == len(expected) and all(np.allclose(g, e, atol=1e-5) for g, e in zip(got, expected, strict=True))
 
 
 @pytest.mark.parametrize("model_name", ["autoencoder", "cnn", "lstm"])
@@ -74,18 +76,8 @@ def test_seed_model_lifecycle_through_the_cli(seed_models, home, tmp_path, model
     assert not _pid_alive(pid)
     assert cli_json("list", home=home) == []
     assert not (home / "deployments" / name).exists()
-    assert run_cli("status", name, home=home).returncode == 4
     with pytest.raises(httpx.TransportError):
         httpx.get(url + "/ping", timeout=2)
-
-
-def test_same_model_twice_is_a_no_op(seed_models, home):
-    model = seed_models["cnn"]
-    first = cli_json("deploy", model.path, "--name", "twice", home=home)["deployment"]
-    second = cli_json("deploy", model.path, "--name", "twice", home=home)
-    assert second["action"] == "unchanged"
-    assert second["deployment"]["details"]["pid"] == first["details"]["pid"]
-    assert second["deployment"]["endpoint_url"] == first["endpoint_url"]
 
 
 def test_replacing_a_model_has_no_downtime(seed_models, other_cnn, home):
@@ -132,23 +124,6 @@ def test_replacing_a_model_has_no_downtime(seed_models, other_cnn, home):
     assert len(old) <= first_new + 2  # two threads: each may have one old answer in flight
 
 
-def test_failed_replace_keeps_the_old_version_serving(seed_models, unservable_model, home):
-    cnn = seed_models["cnn"]
-    before = cli_json("deploy", cnn.path, "--name", "keep", home=home)["deployment"]
-    result = run_cli("deploy", unservable_model, "--name", "keep", home=home)
-    assert result.returncode == 3, result.stderr
-    assert "could not be loaded and warmed up" in result.stderr
-    assert "the previous version keeps serving" in result.stderr
-    assert "log tail" in result.stderr and "this model cannot serve" in result.stderr  # the new server's log
-    after = cli_json("status", "keep", home=home)
-    assert after["status"] == "healthy"
-    assert after["details"]["pid"] == before["details"]["pid"] and after["model_hash"] == before["model_hash"]
-    assert _allclose_rows(_predictions(run_cli("predict", "keep", json.dumps(cnn.instances), home=home)), cnn.reference())
-    # The failed revision left nothing behind but its log.
-    revisions = [p.name for p in (home / "deployments" / "keep").iterdir()]
-    assert sorted(revisions) == sorted([Path(before["details"]["log"]).parent.name, "last-failed.log"])
-
-
 def test_replacement_that_never_gets_healthy_times_out_and_is_removed(seed_models, other_cnn, home):
     cnn = seed_models["cnn"]
     before = cli_json("deploy", cnn.path, "--name", "slow", home=home)["deployment"]
@@ -157,12 +132,6 @@ def test_replacement_that_never_gets_healthy_times_out_and_is_removed(seed_model
     assert "did not become healthy within" in result.stderr and "previous version keeps serving" in result.stderr
     after = cli_json("status", "slow", home=home)
     assert after["details"]["pid"] == before["details"]["pid"] and after["status"] == "healthy"
-
-
-def test_first_deploy_of_a_broken_model_leaves_nothing(unservable_model, home):
-    result = run_cli("deploy", unservable_model, "--name", "broken", home=home)
-    assert result.returncode == 3
-    assert cli_json("list", home=home) == []
 
 
 def test_a_dead_server_is_reported_as_dead_and_redeploy_restarts_it(seed_models, home):
@@ -204,11 +173,8 @@ def test_python_api_lifecycle(seed_models, home):
     # Changing the serving environment needs a new server: an update, not a no-op.
     assert deployer.update(DeploymentSpec(name="api-lstm", model=lstm.path, env={"APP_MODE": "prod"})).action == "updated"
     assert deployer.delete("api-lstm") is True
-    assert deployer.delete("api-lstm") is False
     with pytest.raises(DeploymentNotFound):
         deployer.get("api-lstm")
-    with pytest.raises(DeploymentNotFound):
-        deployer.update(DeploymentSpec(name="api-lstm", model=lstm.path))
 
 
 def test_logs_follow_streams_new_requests_until_the_deployment_goes(seed_models, home):
@@ -221,10 +187,18 @@ def test_logs_follow_streams_new_requests_until_the_deployment_goes(seed_models,
         [sys.executable, "-m", "cloudml", "logs", "tail", "--tail", "0", "--follow"],
         env={**os.environ, "CLOUDML_HOME": str(home)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout], daemon=True).start()
     try:
-        time.sleep(1.0)  # let it reach the end of the log
-        httpx.get(dep["endpoint_url"] + "/v1/models/tail", timeout=10, trust_env=False)
-        line = follower.stdout.readline()
+        # Requests until the follower prints one: it may still be starting (and --tail 0 skips what came before).
+        deadline = time.monotonic() + 60
+        while True:
+            httpx.get(dep["endpoint_url"] + "/v1/models/tail", timeout=10, trust_env=False)
+            try:
+                line = lines.get(timeout=2)
+                break
+            except queue.Empty:
+                assert time.monotonic() < deadline and follower.poll() is None, "logs --follow printed no new request"
         assert '"GET /v1/models/tail" 200' in line
         cli_json("delete", "tail", home=home)
         assert follower.wait(timeout=15) == 0  # the deployment is gone: nothing more to follow

@@ -4,17 +4,20 @@ how EmulatorProcess knows it is up)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from cloudml.errors import ConfigError, ProviderUnavailable
 
 
 class EmulatorServer(Protocol):
-    url: str
+    @property
+    def url(self) -> str: ...
 
     def start(self) -> Any: ...
 
@@ -23,11 +26,16 @@ class EmulatorServer(Protocol):
 
 def require_modules(modules: dict[str, str], *, extra: str, title: str) -> None:
     """`modules` maps importable names to the distributions that bring them."""
-    from cloudml.providers.registry import _module_available
-
-    missing = [dist for module, dist in modules.items() if not _module_available(module)]
+    missing = [dist for module, dist in modules.items() if not _importable(module)]
     if missing:
         raise ProviderUnavailable(f"the {title} emulator needs {', '.join(missing)}", hint=f"pip install 'cloudml[{extra}]'")
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a half-installed one
+        return False
 
 
 def serve_until_stopped(server: EmulatorServer, *, address: str, ready_file: Path | None,

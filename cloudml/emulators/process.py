@@ -43,7 +43,7 @@ class EmulatorProcess:
             raise RuntimeError(f"the {self.title} emulator is not started")
         return dict(self.ready.get("env", {}))
 
-    def start(self, timeout: float = 60.0) -> "EmulatorProcess":
+    def start(self, timeout: float = 60.0) -> EmulatorProcess:
         self._scratch = Path(tempfile.mkdtemp(prefix=f"cloudml-{self.cloud}-emu-"))
         ready = self._scratch / "ready.json"
         log_path = self.log_path or self._scratch / "emulator.log"

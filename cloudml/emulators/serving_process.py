@@ -15,8 +15,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from cloudml import httpclient
 from cloudml.httpclient import HTTPResult
@@ -65,7 +65,7 @@ class ServingProcess:
             "--host", "127.0.0.1", "--port", str(self.port), "--package-dir", str(self.folder / "package"),
         ]
 
-    def start(self, source: Path | None = None) -> "ServingProcess":
+    def start(self, source: Path | None = None) -> ServingProcess:
         command = self.command(source)
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("ab") as log:
@@ -75,6 +75,7 @@ class ServingProcess:
     def wait_healthy(self, timeout: float, stopping: threading.Event | None = None) -> str | None:
         """None once the health route answers 200; otherwise why it did not (or that the
         emulator is `stopping`)."""
+        assert self.proc is not None, "start() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not (stopping and stopping.is_set()):
             self.ship_logs()

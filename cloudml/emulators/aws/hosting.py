@@ -24,8 +24,8 @@ class HostedModel(ServingProcess):
         self.variant = variant
         (self.folder / "model.tar.gz").write_bytes(archive)
 
-    def start(self) -> "HostedModel":
+    def start(self, source: Path | None = None) -> HostedModel:
         # What SageMaker runs: `<image> serve` with the model unpacked; here the cloudml runtime.
         self.env["SAGEMAKER_BIND_TO_PORT"] = str(self.port)
-        super().start(self.folder / "model.tar.gz")
+        super().start(source or self.folder / "model.tar.gz")
         return self

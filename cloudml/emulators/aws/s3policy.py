@@ -14,6 +14,8 @@ def s3_request(method: str, path: str, query: str, host: str) -> tuple[str | Non
     params = parse_qs(query, keep_blank_values=True)
     hostname = host.split(":")[0]
     parts = path.lstrip("/").split("/", 1)
+    bucket: str | None
+    key: str | None
     if hostname.count(".") >= 1 and not hostname.replace(".", "").isdigit() and not hostname.startswith("s3."):
         bucket, key = hostname.split(".", 1)[0], path.lstrip("/") or None
     else:

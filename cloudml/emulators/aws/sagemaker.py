@@ -256,6 +256,7 @@ class SageMakerHosting:
             endpoint.failure_reason = None
             endpoint.endpoint_status = "InService"
             old = self.hosted.get((region, name))
+            assert hosted is not None  # no failure: it started and answered
             self.hosted[(region, name)] = hosted
         if old is not None:
             old.stop()
@@ -265,7 +266,10 @@ class SageMakerHosting:
 
         bucket, _, key = url.removeprefix("s3://").partition("/")
         try:
-            return s3_backends[self.account]["global"].get_object(bucket, key).value
+            found = s3_backends[self.account]["global"].get_object(bucket, key)
+            if found is None:
+                raise KeyError(key)
+            return found.value
         except Exception:  # noqa: BLE001 - any miss reads the same to SageMaker
             raise ServiceError(
                 "ValidationException",
@@ -347,7 +351,7 @@ def use_current_instance_types() -> None:
         if instance_type not in _instance_types():
             raise ValidationError(message=f"Value '{instance_type}' at 'instanceType' failed to satisfy constraint: Member must satisfy enum value set")
 
-    FakeEndpointConfig.validate_instance_type = validate_instance_type
+    FakeEndpointConfig.validate_instance_type = validate_instance_type  # type: ignore[method-assign]
 
 
 @lru_cache(maxsize=1)

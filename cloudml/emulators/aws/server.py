@@ -21,11 +21,14 @@ import tempfile
 import threading
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloudml.emulators.aws import s3policy
-from cloudml.emulators.faults import Fault, Faults
 from cloudml.emulators.aws.sagemaker import SageMakerHosting, ServiceError, use_current_instance_types
+from cloudml.emulators.faults import Fault, Faults
+
+if TYPE_CHECKING:
+    from werkzeug.serving import BaseWSGIServer
 
 ACCOUNT = "123456789012"
 ROLE_NAME = "cloudml-sagemaker-execution"
@@ -41,7 +44,8 @@ _INVOKE = re.compile(r"^/endpoints/([^/]+)/invocations$")
 
 def _json(status: int, payload: Any, start_response, headers: dict[str, str] | None = None):
     body = json.dumps(payload, default=str).encode()
-    start_response(f"{status} {'OK' if status < 400 else 'Error'}", [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *(headers or {}).items()])
+    start_response(f"{status} {'OK' if status < 400 else 'Error'}",
+                   [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *(headers or {}).items()])
     return [body]
 
 
@@ -176,14 +180,14 @@ class EmulatorServer:
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="cloudml-aws-emulator-"))
         self.hosting = SageMakerHosting(self.state_dir / "instances", account=ACCOUNT, provisioning_delay=provisioning_delay, health_timeout=health_timeout)
         self.faults = Faults()
-        self._server = None
+        self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "EmulatorServer":
+    def start(self) -> EmulatorServer:
         from moto.moto_server.threaded_moto_server import MotoRequestHandler
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import make_server

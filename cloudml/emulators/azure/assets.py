@@ -7,12 +7,22 @@ import uuid
 from typing import Any
 
 from cloudml.emulators.azure.arm import (
-    ASSET_NAME, DATASTORE, LOCATION, PROVIDER, SUBSCRIPTION, RESOURCE_GROUP, WORKSPACE, ArmError, Response, not_found,
+    ASSET_NAME,
+    DATASTORE,
+    LOCATION,
+    PROVIDER,
+    RESOURCE_GROUP,
+    SUBSCRIPTION,
+    WORKSPACE,
+    ArmError,
+    Response,
+    ServerParts,
+    not_found,
 )
 from cloudml.emulators.azure.azurite import ACCOUNT, ACCOUNT_KEY
 
 
-class WorkspaceAssets:
+class WorkspaceAssets(ServerParts):
     # --- workspace and datastores -----------------------------------------------------------
     def get_workspace(self, **_: Any) -> Response:
         return Response(200, {
@@ -94,7 +104,10 @@ class WorkspaceAssets:
         elif view == "ArchivedOnly":
             versions = [v for v in versions if v["properties"].get("isArchived")]
         if query.get("tags"):
-            wanted = dict(pair.split("=", 1) if "=" in pair else (pair, None) for pair in query["tags"].split(","))
+            wanted: dict[str, str | None] = {}
+            for pair in query["tags"].split(","):
+                key, has_value, value = pair.partition("=")
+                wanted[key] = value if has_value else None
             versions = [v for v in versions if all(k in v["properties"]["tags"] and (w is None or v["properties"]["tags"][k] == w) for k, w in wanted.items())]
         versions.sort(key=lambda v: v["systemData"]["createdAt"], reverse=True)
         return Response(200, {"value": versions})
@@ -108,7 +121,8 @@ class WorkspaceAssets:
 
     def put_model_version(self, model: str, version: str, body: Any, **_: Any) -> Response:
         if not ASSET_NAME.match(model):
-            raise ArmError(400, "UserError", f"Model name '{model}' is invalid: use letters, digits, '-', '_' and '.', starting with a letter or digit, up to 255 characters.")
+            raise ArmError(400, "UserError", f"Model name '{model}' is invalid: use letters, digits, '-', '_' and '.', "
+                                             "starting with a letter or digit, up to 255 characters.")
         self._validate("ModelVersion", body)
         properties = body.get("properties") or {}
         uri = properties.get("modelUri")

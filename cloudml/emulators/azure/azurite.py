@@ -22,7 +22,9 @@ def find_azurite() -> str:
     explicit = os.environ.get("CLOUDML_AZURITE")
     if explicit:
         if not Path(explicit).is_file():
-            raise ProviderUnavailable(f"CLOUDML_AZURITE points at {explicit}, which does not exist", hint="point it at node_modules/.bin/azurite-blob (run `npm install azurite` to get it), or unset it to search PATH and ./node_modules")
+            raise ProviderUnavailable(f"CLOUDML_AZURITE points at {explicit}, which does not exist",
+                                      hint="point it at node_modules/.bin/azurite-blob (run `npm install azurite` to get it), "
+                                           "or unset it to search PATH and ./node_modules")
         return explicit
     on_path = shutil.which("azurite-blob")
     if on_path:
@@ -59,7 +61,7 @@ class Azurite:
         return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
                 f"BlobEndpoint={self.account_url};")
 
-    def start(self, timeout: float = 30.0) -> "Azurite":
+    def start(self, timeout: float = 30.0) -> Azurite:
         self.workdir.mkdir(parents=True, exist_ok=True)
         command = [find_azurite(), "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location", str(self.workdir),
                    "--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent"]

@@ -14,14 +14,25 @@ from pathlib import Path
 from typing import Any
 
 from cloudml.emulators.azure.arm import (
-    DATASTORE, DEPLOYMENT_DEFAULTS, DEPLOYMENT_NAME, ENDPOINT_NAME, LOCATION, PROVIDER, WORKSPACE, ArmError, Operation,
-    Response, _copy, not_found,
+    DATASTORE,
+    DEPLOYMENT_DEFAULTS,
+    DEPLOYMENT_NAME,
+    ENDPOINT_NAME,
+    LOCATION,
+    MANAGED_ONLINE_SKUS,
+    PROVIDER,
+    WORKSPACE,
+    ArmError,
+    Operation,
+    Response,
+    ServerParts,
+    _copy,
+    not_found,
 )
 from cloudml.emulators.azure.hosting import Container
-from cloudml.providers.azure.environment import INSTANCE_TYPES
 
 
-class OnlineEndpoints:
+class OnlineEndpoints(ServerParts):
     # --- online endpoints -----------------------------------------------------------------
     def _endpoint(self, name: str) -> dict:
         found = self.state.endpoints.get(name)
@@ -49,7 +60,8 @@ class OnlineEndpoints:
         with self.state.lock:
             previous = self.state.endpoints.get(endpoint)
             if previous is not None and previous["properties"]["provisioningState"] in ("Creating", "Updating", "Deleting"):
-                raise ArmError(409, "Conflict", f"Endpoint {endpoint} is {previous['properties']['provisioningState']}; wait for the operation in progress to finish.")
+                raise ArmError(409, "Conflict",
+                               f"Endpoint {endpoint} is {previous['properties']['provisioningState']}; wait for the operation in progress to finish.")
             if previous is not None and previous["properties"]["authMode"] != auth_mode:
                 raise ArmError(400, "BadArgument", "The authMode of an existing endpoint cannot change.")
             traffic = self._check_traffic(endpoint, properties.get("traffic"), "traffic")
@@ -190,19 +202,21 @@ class OnlineEndpoints:
         if properties.get("endpointComputeType") != "Managed":
             raise ArmError(400, "BadArgument", "The cloudml emulator implements managed online deployments only (endpointComputeType Managed).")
         instance_type = properties.get("instanceType")
-        if instance_type not in INSTANCE_TYPES:
+        if instance_type not in MANAGED_ONLINE_SKUS:
             raise ArmError(400, "BadArgument", f"The instance type '{instance_type}' is not supported for managed online deployments. "
-                                               f"Supported: {', '.join(sorted(INSTANCE_TYPES))}.")
+                                               f"Supported: {', '.join(sorted(MANAGED_ONLINE_SKUS))}.")
         capacity = (body.get("sku") or {}).get("capacity", 1)
         model = self._resolve_model(properties.get("model"))
         environment = self._resolve_environment(properties.get("environmentId"))
         with self.state.lock:
             parent = self._endpoint(endpoint)
             if parent["properties"]["provisioningState"] not in ("Succeeded", "Updating"):
-                raise ArmError(409, "Conflict", f"Endpoint {endpoint} is {parent['properties']['provisioningState']}; deployments can be added once it has Succeeded.")
+                raise ArmError(409, "Conflict",
+                               f"Endpoint {endpoint} is {parent['properties']['provisioningState']}; deployments can be added once it has Succeeded.")
             previous = self.state.deployments.get((endpoint, deployment))
             if previous is not None and previous["properties"]["provisioningState"] in ("Creating", "Updating", "Deleting"):
-                raise ArmError(409, "Conflict", f"Deployment {deployment} is {previous['properties']['provisioningState']}; wait for the operation in progress to finish.")
+                raise ArmError(409, "Conflict",
+                               f"Deployment {deployment} is {previous['properties']['provisioningState']}; wait for the operation in progress to finish.")
             state = "Updating" if previous else "Creating"
             operation = self._start_operation()
             resource = {

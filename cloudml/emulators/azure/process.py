@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cloudml.emulators.process import EmulatorProcess
 
@@ -46,7 +47,7 @@ class AzureEmulator(EmulatorProcess):
     def command_options(self) -> list[str]:
         return ["--provisioning-delay", str(self.provisioning_delay), "--health-timeout", str(self.health_timeout)]
 
-    def start(self, timeout: float = 90.0) -> "AzureEmulator":  # Azurite and a TLS certificate come first
+    def start(self, timeout: float = 90.0) -> AzureEmulator:  # Azurite and a TLS certificate come first
         super().start(timeout)
         return self
 
@@ -67,12 +68,26 @@ class AzureEmulator(EmulatorProcess):
         return self.env["CLOUDML_AZURE_STORAGE_URL"]
 
     def ml_client(self, credential: Any = None):
-        """A plain azure-ai-ml MLClient on the emulated workspace, as a user would build one
-        (the process environment must hold `env` for the credential and the certificate)."""
-        from cloudml.providers.azure.session import ml_client
+        """A plain azure-ai-ml MLClient on the emulated workspace, as a user would build one: the
+        emulator as a custom cloud (the process environment must hold `env` for the credential
+        and the certificate)."""
+        import os
 
-        return ml_client(subscription_id=self.subscription_id, resource_group=self.resource_group, workspace=self.workspace,
-                         resource_manager_url=self.url, credential=credential)
+        from azure.ai.ml import MLClient
+        from azure.identity import DefaultAzureCredential
+
+        # MLClient records its cloud in the process environment, where child processes would
+        # inherit a name only this process defined: leave the variable as it was.
+        previous = os.environ.get("AZUREML_CURRENT_CLOUD")
+        try:
+            # The SDK keeps custom clouds process-wide by name: one name per emulator address.
+            return MLClient(credential or DefaultAzureCredential(), self.subscription_id, self.resource_group, self.workspace,
+                            cloud=f"CloudMLEmulator{urlsplit(self.url).port}", cloud_metadata=self.ready["metadata"], show_progress=False)
+        finally:
+            if previous is None:
+                os.environ.pop("AZUREML_CURRENT_CLOUD", None)
+            else:
+                os.environ["AZUREML_CURRENT_CLOUD"] = previous
 
     def _call(self, method: str, route: str, payload: Any = None) -> Any:
         import requests

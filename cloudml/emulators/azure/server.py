@@ -19,21 +19,32 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from cloudml.emulators.faults import Fault, Faults
 from cloudml.emulators.azure import certs
 from cloudml.emulators.azure.arm import (
-    CLOUD_NAME, LOCATION, PROVIDER, RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE, ArmError, AzureState, Handler, Operation, Response, now,
+    CLOUD_NAME,
+    LOCATION,
+    PROVIDER,
+    RESOURCE_GROUP,
+    SUBSCRIPTION,
+    WORKSPACE,
+    ArmError,
+    AzureState,
+    Handler,
+    Operation,
+    Response,
+    now,
 )
 from cloudml.emulators.azure.assets import WorkspaceAssets
 from cloudml.emulators.azure.azurite import Azurite
 from cloudml.emulators.azure.endpoints import OnlineEndpoints
 from cloudml.emulators.azure.validation import InvalidBody, check
-from cloudml.providers.azure.session import cloud_metadata
+from cloudml.emulators.faults import Fault, Faults
 
 __all__ = ["AzureEmulatorServer", "CLOUD_NAME"]
 
@@ -61,7 +72,7 @@ class AzureEmulatorServer(WorkspaceAssets, OnlineEndpoints):
         assert self._httpd is not None
         return f"https://{self.host}:{self._httpd.server_address[1]}"
 
-    def start(self) -> "AzureEmulatorServer":
+    def start(self) -> AzureEmulatorServer:
         cert, key, self.ca_bundle = certs.make_certificate(self.workdir / "tls")
         self.azurite.start()
         self._blob_service().create_container(self.container_name)
@@ -104,7 +115,12 @@ class AzureEmulatorServer(WorkspaceAssets, OnlineEndpoints):
         }
 
     def cloud_metadata(self) -> dict[str, str]:
-        return cloud_metadata(self.url)
+        """The endpoints this emulated cloud publishes, in the form azure-ai-ml's `MLClient(cloud=...,
+        cloud_metadata=...)` takes for a custom cloud: everything (ARM, the token authority, the
+        portal) is this server; blob storage keeps the public suffix (Azurite is reached by URL)."""
+        base = self.url.rstrip("/") + "/"
+        return {"azure_portal": base, "resource_manager": base, "active_directory": base, "aml_resource_id": base,
+                "storage_endpoint": "core.windows.net", "registry_discovery_endpoint": base}
 
     def _blob_service(self):
         from azure.storage.blob import BlobServiceClient
@@ -117,7 +133,7 @@ class AzureEmulatorServer(WorkspaceAssets, OnlineEndpoints):
         ep = ws + r"/onlineEndpoints/(?P<endpoint>[^/]+)"
         dep = ep + r"/deployments/(?P<deployment>[^/]+)"
         rbac = f"{PROVIDER}/workspaces"
-        table = [
+        table: list[tuple[str, str, Handler, str]] = [
             ("GET", ws, self.get_workspace, f"{rbac}/read"),
             ("GET", ws + "/datastores", self.list_datastores, f"{rbac}/datastores/read"),
             ("GET", ws + "/datastores/(?P<datastore>[^/]+)", self.get_datastore, f"{rbac}/datastores/read"),
@@ -176,7 +192,8 @@ class AzureEmulatorServer(WorkspaceAssets, OnlineEndpoints):
         if params.get("rg") not in (None, RESOURCE_GROUP):
             raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{params['rg']}' could not be found.")
         if params.get("ws") not in (None, WORKSPACE):
-            raise ArmError(404, "ResourceNotFound", f"The Resource '{PROVIDER}/workspaces/{params['ws']}' under resource group '{RESOURCE_GROUP}' was not found.")
+            raise ArmError(404, "ResourceNotFound",
+                           f"The Resource '{PROVIDER}/workspaces/{params['ws']}' under resource group '{RESOURCE_GROUP}' was not found.")
 
     def _id(self, *parts: str) -> str:
         return f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/{PROVIDER}/workspaces/{WORKSPACE}" + "".join(f"/{p}" for p in parts)
@@ -239,7 +256,8 @@ class AzureEmulatorServer(WorkspaceAssets, OnlineEndpoints):
         if operation.status == "InProgress":
             return Response(202, None, {"Retry-After": "1", "retry-after-ms": "250"})
         if operation.status == "Failed":
-            raise ArmError(400, operation.error["code"], operation.error["message"])
+            error = operation.error or {}
+            raise ArmError(400, error.get("code", "InternalServerError"), error.get("message", "The operation failed."))
         return Response(204)
 
 class _Handler(BaseHTTPRequestHandler):
@@ -308,8 +326,13 @@ class _Handler(BaseHTTPRequestHandler):
         if route == "fleet":
             with emulator.state.lock:
                 return Response(200, [{"endpoint": e, "deployment": d, "state": r["properties"]["provisioningState"],
-                                       "pid": getattr(emulator.state.containers.get((e, d)), "proc", None) and emulator.state.containers[(e, d)].proc.pid}
+                                       "pid": _pid(emulator.state.containers.get((e, d)))}
                                       for (e, d), r in emulator.state.deployments.items()])
         return Response(404, {"error": {"code": "NotFound", "message": f"no control route {route}"}})
 
     do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = _handle
+
+
+def _pid(container: Any) -> int | None:
+    proc = getattr(container, "proc", None)
+    return proc.pid if proc is not None else None

@@ -14,14 +14,14 @@ class InvalidBody(ValueError):
     pass
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _models():
     from azure.ai.ml._restclient.arm_ml_service import models
 
     return models
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     """The field types of one of the SDK's REST models, forward references resolved."""
     import azure.ai.ml._restclient.arm_ml_service.models._models as module
@@ -30,13 +30,13 @@ def _hints(cls: type) -> dict[str, Any]:
     try:
         return typing.get_type_hints(cls, globalns=namespace)
     except Exception:  # noqa: BLE001 - an unresolvable hint: check this model loosely
-        return {attr: typing.Optional[Any] for klass in cls.__mro__ for attr in getattr(klass, "__annotations__", {})}
+        return {attr: typing.Optional[Any] for klass in cls.__mro__ for attr in getattr(klass, "__annotations__", {})}  # noqa: UP045 - a value, not an annotation
 
 
 def _optional(hint: Any) -> tuple[bool, Any]:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return len(args) < len(typing.get_args(hint)), (args[0] if len(args) == 1 else typing.Union[tuple(args)])
+        return len(args) < len(typing.get_args(hint)), (args[0] if len(args) == 1 else typing.Union[tuple(args)])  # noqa: UP007 - built at run time
     return False, hint
 
 
@@ -50,7 +50,7 @@ def _resolve(cls: type, data: dict) -> type:
     if not mapping:
         return cls
     cls({})
-    field = cls._get_discriminator([])
+    field = cls._get_discriminator([])  # type: ignore[attr-defined]
     if field is None:
         return cls
     value = data.get(field._rest_name)
@@ -71,7 +71,7 @@ def _check(cls: type, data: Any, path: str) -> None:
         raise InvalidBody(f"{path} must be a JSON object")
     cls = _resolve(cls, data)
     cls({})  # the SDK's models compute their field table on first construction
-    fields = {rf._rest_name: (attr, rf) for attr, rf in cls._attr_to_rest_field.items()}
+    fields = {rf._rest_name: (attr, rf) for attr, rf in cls._attr_to_rest_field.items()}  # type: ignore[attr-defined]
     hints = _hints(cls)
     for key, value in data.items():
         if key not in fields:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from cloudml.emulators.serving_process import ServingProcess
 
@@ -47,7 +47,7 @@ class PredictionNode(ServingProcess):
         # The container's own entrypoint: it reads the AIP_* variables and fetches the model.
         return [sys.executable, "-m", "cloudml.serving.entrypoint"]
 
-    def start(self, source: Path | None = None) -> "PredictionNode":
+    def start(self, source: Path | None = None) -> PredictionNode:
         # The emulator's own environment must not leak a model location into the container.
         for key in [k for k in os.environ if k.startswith("AIP_") or k == "CLOUDML_MODEL_DIR"]:
             self.env.setdefault(key, "")
@@ -60,5 +60,5 @@ class PredictionNode(ServingProcess):
         if reason is None:
             return None
         if self.exited():
-            return f"Model server exited unexpectedly (exit code {self.proc.returncode})."
+            return f"Model server exited unexpectedly (exit code {self.proc.returncode if self.proc else None})."
         return f"Model server never became ready within {timeout:.0f}s: {self.health_path} did not answer 200."

@@ -26,8 +26,8 @@ import threading
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 from socketserver import ThreadingMixIn
+from typing import Any
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -56,7 +56,8 @@ ROUTES: list[tuple[str, re.Pattern, str]] = [
     ("POST", re.compile(r"^/v2/entries:list$"), "ListLogEntries"),
 ]
 LOG_NAME = "aiplatform.googleapis.com%2Fprediction_container"
-LIST_ENTRIES_FIELDS = {"resourceNames", "resource_names", "projectIds", "project_ids", "filter", "orderBy", "order_by", "pageSize", "page_size", "pageToken", "page_token"}
+LIST_ENTRIES_FIELDS = {"resourceNames", "resource_names", "projectIds", "project_ids", "filter", "orderBy", "order_by",
+                       "pageSize", "page_size", "pageToken", "page_token"}
 
 
 def _respond(status: int, payload: Any, start_response):
@@ -159,7 +160,7 @@ class EmulatorApp:
             return self._control(path, method, environ, start_response)
         raw = _read_body(environ)
         query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
-        for verb, pattern, action in ROUTES:
+        for verb, pattern, action in ROUTES:  # noqa: B007 - `action` is the matched route's, used below
             match = pattern.match(path)
             if match and verb == method:
                 break
@@ -255,8 +256,8 @@ class EmulatorServer:
         self.logs = LogStore()
         self.faults = Faults()
         self.vertex: VertexService | None = None
-        self._server = None
-        self._storage = None
+        self._server: Any = None  # the WSGI server and the GCS emulator, once started
+        self._storage: Any = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -267,7 +268,7 @@ class EmulatorServer:
     def storage_url(self) -> str:
         return f"http://{self.host}:{self.storage_port}"
 
-    def start(self) -> "EmulatorServer":
+    def start(self) -> EmulatorServer:
         import logging
         import os
 
@@ -293,7 +294,7 @@ class EmulatorServer:
     def _blobs(self, uri: str) -> list[str]:
         """Object names under a gs:// folder, relative to it (what the Vertex service agent can read)."""
         from google.auth.credentials import AnonymousCredentials
-        from google.cloud import storage
+        from google.cloud import storage  # type: ignore[attr-defined]
 
         bucket, _, prefix = uri.removeprefix("gs://").partition("/")
         prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""

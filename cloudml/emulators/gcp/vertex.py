@@ -12,8 +12,9 @@ from __future__ import annotations
 import random
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cloudml.emulators.gcp.hosting import PredictionNode
 
@@ -79,27 +80,29 @@ def check_labels(labels: dict[str, str], what: str) -> None:
         raise ApiError("INVALID_ARGUMENT", f"{what} has more than 64 labels.")
     for key, value in labels.items():
         if not LABEL_KEY.match(key):
-            raise ApiError("INVALID_ARGUMENT", f"Label key {key!r} of {what} is invalid: keys must start with a lowercase letter and hold at most 63 lowercase letters, digits, '_' or '-'.")
+            raise ApiError("INVALID_ARGUMENT", f"Label key {key!r} of {what} is invalid: keys must start with a lowercase letter "
+                                               "and hold at most 63 lowercase letters, digits, '_' or '-'.")
         if not LABEL_VALUE.match(value):
-            raise ApiError("INVALID_ARGUMENT", f"Label value {value!r} (key {key!r}) of {what} is invalid: values hold at most 63 lowercase letters, digits, '_' or '-'.")
+            raise ApiError("INVALID_ARGUMENT",
+                           f"Label value {value!r} (key {key!r}) of {what} is invalid: values hold at most 63 lowercase letters, digits, '_' or '-'.")
 
 
 def list_filter(text: str) -> Callable[[Any], bool]:
     """The subset of AIP-160 filters the emulator understands: `labels.k="v"`, `display_name="x"`,
     joined by AND. Anything else is refused rather than ignored."""
     clauses = [c.strip() for c in re.split(r"\s+AND\s+", text.strip()) if c.strip()] if text else []
-    tests = []
+    tests: list[tuple[str | None, str]] = []  # (label key, or None for the display name; the value wanted)
     for clause in clauses:
         match = re.fullmatch(r'(labels\.[a-z][a-z0-9_-]*|display_name|displayName)\s*=\s*"([^"]*)"', clause)
         if not match:
             raise ApiError("INVALID_ARGUMENT", f"Unsupported filter {clause!r} (the emulator knows labels.KEY=\"VALUE\" and display_name=\"NAME\").")
         field, value = match.groups()
-        if field.startswith("labels."):
-            key = field.removeprefix("labels.")
-            tests.append(lambda r, key=key, value=value: r.labels.get(key) == value)
-        else:
-            tests.append(lambda r, value=value: r.display_name == value)
-    return lambda resource: all(test(resource) for test in tests)
+        tests.append((field.removeprefix("labels.") if field.startswith("labels.") else None, value))
+
+    def keep(resource: Any) -> bool:
+        return all((resource.labels.get(key) if key is not None else resource.display_name) == value for key, value in tests)
+
+    return keep
 
 
 def _numeric_id() -> str:
@@ -194,10 +197,11 @@ class VertexService:
 
     def _check_id(self, value: str, kind: str) -> None:
         if not RESOURCE_ID.match(value):
-            raise ApiError("INVALID_ARGUMENT", f"Invalid {kind} id {value!r}: use up to 63 lowercase letters, digits and hyphens starting with a letter, or up to 9 digits.")
+            raise ApiError("INVALID_ARGUMENT",
+                           f"Invalid {kind} id {value!r}: use up to 63 lowercase letters, digits and hyphens starting with a letter, or up to 9 digits.")
 
     # --- models ---------------------------------------------------------------------------
-    def upload_model(self, parent: str, body: dict, blobs: Callable[[str], list[str]]) -> dict:
+    def upload_model(self, parent: str, body: dict, blobs: Callable[[str], list[str]]) -> Operation:
         request = parse(self.v1.UploadModelRequest, body, "UploadModelRequest")
         model = request.model
         if not model.display_name:
@@ -211,8 +215,10 @@ class VertexService:
             names = blobs(model.artifact_uri)
             if not names:
                 raise ApiError("INVALID_ARGUMENT", f"There are no files under \"{model.artifact_uri}\" (or the service agent cannot read them).")
-            if TF_IMAGE.match(model.container_spec.image_uri) and not any(n.rsplit("/", 1)[-1] in ("saved_model.pb", "saved_model.pbtxt") and n.count("/") == 0 for n in names):
-                raise ApiError("INVALID_ARGUMENT", f'Model directory {model.artifact_uri} is expected to contain exactly one of: [saved_model.pb, saved_model.pbtxt].')
+            top_level_graph = any(n in ("saved_model.pb", "saved_model.pbtxt") for n in names)
+            if TF_IMAGE.match(model.container_spec.image_uri) and not top_level_graph:
+                raise ApiError("INVALID_ARGUMENT",
+                               f"Model directory {model.artifact_uri} is expected to contain exactly one of: [saved_model.pb, saved_model.pbtxt].")
         if request.model_id:
             self._check_id(request.model_id, "model")
         model_id = request.model_id or _numeric_id()
