@@ -88,7 +88,7 @@ def test_third_party_provider_is_loaded_from_the_entry_point_group(tmp_path):
 
         class NimbusDeployer(Deployer):
             provider = "nimbus"
-            def deploy(self, spec): raise NotImplementedError
+            def _deploy(self, spec): raise NotImplementedError
             def get(self, name):
                 now = datetime(2026, 1, 1, tzinfo=timezone.utc)
                 return Deployment(name=name, provider="nimbus", status=DeploymentStatus.HEALTHY, created_at=now, updated_at=now)

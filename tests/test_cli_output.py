@@ -43,7 +43,7 @@ PLUGIN = textwrap.dedent("""
 
         provider = "scripted"
 
-        def deploy(self, spec):
+        def _deploy(self, spec):
             raise DeployFailed("the new server never became healthy", hint="the previous version keeps serving",
                                details="\\n".join(NOISE + [USEFUL]))
 

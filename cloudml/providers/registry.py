@@ -135,6 +135,13 @@ def load_provider(name: str) -> type["Deployer"]:
         raise ProviderUnavailable(f"provider {name!r} could not be loaded from {entry.target}: {exc}") from exc
     if not (isinstance(cls, type) and issubclass(cls, Deployer)):
         raise ProviderUnavailable(f"provider {name!r} ({entry.target}) is not a cloudml Deployer subclass")
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        raise ProviderUnavailable(
+            f"provider {name!r} ({entry.target}) does not implement {', '.join(missing)}",
+            hint="a provider implements _deploy(spec), get, list, predict, logs and delete (see cloudml.providers.base.Deployer); "
+                 "upgrade the plug-in for this cloudml release",
+        )
     return cls
 
 

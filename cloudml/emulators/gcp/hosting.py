@@ -20,9 +20,10 @@ class PredictionNode(ServingProcess):
     """One serving process for one deployed model."""
 
     def __init__(self, root: Path, *, deployed_model_id: str, artifact_uri: str, container_env: dict[str, str],
-                 predict_route: str, health_route: str, storage_host: str, project: str, sink: LogSink):
+                 predict_route: str, health_route: str, storage_host: str, project: str, sink: LogSink, prebuilt: bool = False):
         super().__init__(root, name=deployed_model_id, sink=lambda _stream, lines: sink(lines))
         self.deployed_model_id = deployed_model_id
+        self.prebuilt = prebuilt  # a Vertex prebuilt TensorFlow image, which serves a plain SavedModel folder
         self.artifact_uri = artifact_uri
         self.predict_route = predict_route or "/predict"
         self.health_path = health_route or "/health"
@@ -45,6 +46,8 @@ class PredictionNode(ServingProcess):
 
     def command(self, source: Path | None) -> list[str]:
         # The container's own entrypoint: it reads the AIP_* variables and fetches the model.
+        if self.prebuilt:
+            return [sys.executable, "-m", "cloudml.emulators.gcp.tfserving"]
         return [sys.executable, "-m", "cloudml.serving.entrypoint"]
 
     def start(self, source: Path | None = None) -> PredictionNode:

@@ -379,7 +379,7 @@ class VertexService:
             self.root / endpoint_name.rsplit("/", 1)[-1], deployed_model_id=deployed.id, artifact_uri=model.artifact_uri,
             container_env={e.name: e.value for e in spec.env}, predict_route=spec.predict_route, health_route=spec.health_route,
             storage_host=self.storage_host, project=endpoint_name.split("/")[1],
-            sink=lambda lines: self.log_sink(endpoint_name, deployed.id, lines),
+            sink=lambda lines: self.log_sink(endpoint_name, deployed.id, lines), prebuilt=bool(TF_IMAGE.match(spec.image_uri)),
         )
         why = node.start().wait_healthy(self.health_timeout, self.stopping)
         with self.lock:
