@@ -207,7 +207,7 @@ def run_python(
         proc.start()
         workers.append((proc, parent_end))
     try:
-        for proc, pipe in workers:
+        for _proc, pipe in workers:
             if _receive(pipe, 60) != "ready":
                 raise RuntimeError("a load-generator process did not start")
         # Clocks agree across processes: time.monotonic() is CLOCK_MONOTONIC, system-wide on Linux.
@@ -218,7 +218,7 @@ def run_python(
         if on_window:
             on_window(warmup_end, measure_end)
         latencies, errors, cpu = [], Counter(), 0.0
-        for proc, pipe in workers:
+        for _proc, pipe in workers:
             report = _receive(pipe, max(0.0, measure_end - time.monotonic()) + timeout + 10)
             if report is None:
                 raise RuntimeError("a load-generator process died or did not report back in time")

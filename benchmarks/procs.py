@@ -13,9 +13,9 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 LOOPBACK = "127.0.0.1"
 
@@ -25,7 +25,7 @@ class ProcessGroup:
     process: subprocess.Popen
 
     @classmethod
-    def start(cls, argv: list[str], **popen) -> "ProcessGroup":
+    def start(cls, argv: list[str], **popen) -> ProcessGroup:
         return cls(subprocess.Popen(argv, start_new_session=True, **popen))
 
     @property

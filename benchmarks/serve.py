@@ -243,7 +243,7 @@ class Run:
         cold["tensorflow_import_s"] = time_python("import tensorflow")
         cold["tensorflow_import_and_load_s"] = time_python(f"import tensorflow as tf; tf.saved_model.load({str(version_dir)!r})")
 
-    def start_noop(self, package: Path) -> "NoopServer":
+    def start_noop(self, package: Path) -> NoopServer:
         port = free_port()
         print(f"starting benchmarks/noop_server.py on port {port} ...", flush=True)
         env = {k: v for k, v in tf_env().items() if not k.startswith("CLOUDML_")}  # batching on, defaults

@@ -54,14 +54,20 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from cloudml.config import load_spec
     from cloudml.errors import (
-        CloudMLError, ConfigError, DeployFailed, DeploymentNotFound, EndpointUnavailable, ModelError,
-        PredictionRejected, ProviderUnavailable,
+        CloudMLError,
+        ConfigError,
+        DeployFailed,
+        DeploymentNotFound,
+        EndpointUnavailable,
+        ModelError,
+        PredictionRejected,
+        ProviderUnavailable,
     )
     from cloudml.packaging import PackagedModel, package_model
     from cloudml.progress import Progress
     from cloudml.providers.base import Deployer, ProviderOptions
     from cloudml.providers.registry import get_deployer, provider_names
     from cloudml.results import Deployment, DeploymentStatus, DeployResult, Prediction
-    from cloudml.config import load_spec
     from cloudml.spec import DeploymentSpec, Resources

@@ -9,9 +9,10 @@ names the file, variable or flag to fix.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from cloudml.errors import ConfigError
 from cloudml.providers.options import OptionLayer, ProviderOptions, environment_layer, flag_layer, resolve_options
@@ -44,7 +45,7 @@ class Config:
 
     provider: str
     options: ProviderOptions
-    deployer_class: type["Deployer"]
+    deployer_class: type[Deployer]
     settings: dict[str, Any]  # the spec's fields as merged, not yet validated (a `list` needs no name)
     sources: dict[Path_, str] = field(default_factory=dict)  # field path -> where its value came from
     file: Path | None = None
@@ -63,7 +64,7 @@ class Config:
             )
         return DeploymentSpec.validated({**self.settings, "provider": self.provider}, sources=self.sources)
 
-    def deployer(self, *, progress: "Progress | None" = None) -> "Deployer":
+    def deployer(self, *, progress: Progress | None = None) -> Deployer:
         return self.deployer_class(options=self.options, progress=progress)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloudml.errors import ModelError
+
 MANIFEST_NAME = "cloudml-manifest.json"
 MANIFEST_FORMAT = 1
 SIGNATURE_NAME = "serving_default"
@@ -59,7 +60,7 @@ class Manifest(BaseModel):
         return path
 
     @classmethod
-    def read(cls, folder: Path) -> "Manifest":
+    def read(cls, folder: Path) -> Manifest:
         path = folder / MANIFEST_NAME
         try:
             return cls.model_validate_json(path.read_text())

@@ -29,7 +29,7 @@ class Resources(ConfigModel):
     max_replicas: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
-    def _check_bounds(self) -> "Resources":
+    def _check_bounds(self) -> Resources:
         if self.max_replicas is not None and self.max_replicas < self.min_replicas:
             raise ValueError(
                 f"max_replicas ({self.max_replicas}) is below min_replicas ({self.min_replicas})"

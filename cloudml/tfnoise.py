@@ -5,7 +5,7 @@ rest out with this one list, so a server's last lines are its own."""
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 TF_NOISE = (
     "WARNING: All log messages before absl::InitializeLog()",

@@ -9,7 +9,6 @@ import time
 
 import boto3
 import pytest
-
 from conftest import run_cli
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,6 @@ import sys
 import textwrap
 
 import pytest
-
 from conftest import run_cli
 
 
@@ -46,7 +45,8 @@ def _missing(module: str) -> bool:
         return True
 
 
-@pytest.mark.parametrize("provider, extra, module", [("gcp", "gcp", "google.cloud.aiplatform"), ("azure", "azure", "azure.ai.ml"), ("aws", "aws", "sagemaker.core")])
+@pytest.mark.parametrize("provider, extra, module",
+                         [("gcp", "gcp", "google.cloud.aiplatform"), ("azure", "azure", "azure.ai.ml"), ("aws", "aws", "sagemaker.core")])
 def test_missing_extra_gives_the_install_line(provider, extra, module, tmp_path):
     env = {}
     if not _missing(module):

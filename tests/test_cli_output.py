@@ -13,7 +13,6 @@ import sys
 import textwrap
 
 import pytest
-
 from conftest import REPO, run_cli
 
 # What TensorFlow prints when a serving process starts (copied from a real server log).

@@ -6,7 +6,6 @@ import json
 
 import boto3
 import pytest
-
 from conftest import run_cli
 
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from pydantic import Field
 
 import cloudml
@@ -15,7 +16,6 @@ from cloudml.config import option_flags, resolve
 from cloudml.errors import ConfigError
 from cloudml.providers.options import OptionLayer, ProviderOptions, environment_layer, resolve_options
 from cloudml.spec import DeploymentSpec
-from conftest import run_cli
 
 
 def _write(path: Path, text: str) -> Path:
@@ -139,7 +139,8 @@ def test_empty_variables_count_as_unset():
 
 def test_list_options_from_flags_and_the_environment():
     _needs_aws()
-    assert resolve(provider="aws", options=[option_flags(["rollback_alarms=high-5xx, high-latency"])], environ={}).options.rollback_alarms == ["high-5xx", "high-latency"]
+    spaced = resolve(provider="aws", options=[option_flags(["rollback_alarms=high-5xx, high-latency"])], environ={})
+    assert spaced.options.rollback_alarms == ["high-5xx", "high-latency"]
     env = {"CLOUDML_AWS_ROLLBACK_ALARMS": '["with,comma", "other"]'}
     assert resolve(provider="aws", environ=env).options.rollback_alarms == ["with,comma", "other"]
     assert cloudml.get_deployer("aws", rollback_alarms=["in-code"]).options.rollback_alarms == ["in-code"]

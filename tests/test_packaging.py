@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from cloudml.errors import ModelError, UnsafeArchiveError
 from cloudml.packaging import inspect_source, package_model
 from cloudml.packaging.archive import extract_archive
 from cloudml.packaging.hashing import content_hash
-from conftest import run_cli
 
 pytestmark = pytest.mark.slow
 

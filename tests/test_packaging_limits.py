@@ -15,11 +15,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import REPO, run_cli
 
 from cloudml.errors import ModelError
 from cloudml.packaging import package_model
 from cloudml.packaging.archive import extract_archive
-from conftest import REPO, run_cli
 
 MiB = 1 << 20
 
@@ -276,7 +276,8 @@ def test_a_custom_layer_in_the_file_is_refused_and_its_module_never_imported(tmp
     (plugins / "evil_layers.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n")
     config = (
         '{"module": "keras", "class_name": "Sequential", "registered_name": null, "config": {"name": "s", "layers": ['
-        '{"module": "keras.layers", "class_name": "InputLayer", "registered_name": null, "config": {"batch_shape": [null, 4], "dtype": "float32", "name": "x"}},'
+        '{"module": "keras.layers", "class_name": "InputLayer", "registered_name": null, '
+        '"config": {"batch_shape": [null, 4], "dtype": "float32", "name": "x"}},'
         '{"module": "evil_layers", "class_name": "Evil", "registered_name": "Evil", "config": {"name": "evil"}}]}}'
     )
     model = tmp_path / "custom.keras"

@@ -65,7 +65,8 @@ def test_spec_is_typed_and_serialisable():
 
 @pytest.mark.parametrize("build, fragment", [
     (lambda: DeploymentSpec(name="My_Model", model="m.h5"), "name: 'My_Model' is not a valid deployment name"),
-    (lambda: DeploymentSpec(name="abc", model="m.h5", resources={"min_replicas": 3, "max_replicas": 2}), "resources: max_replicas (2) is below min_replicas (3)"),
+    (lambda: DeploymentSpec(name="abc", model="m.h5", resources={"min_replicas": 3, "max_replicas": 2}),
+     "resources: max_replicas (2) is below min_replicas (3)"),
     (lambda: DeploymentSpec(name="abc", model="m.h5", nmae="x"), "nmae: unknown field; did you mean name?"),
     (lambda: DeploymentSpec.model_validate({"name": "abc"}), "model: Field required"),
     (lambda: DeploymentSpec.model_validate_json('{"name": "abc", "model": "m.h5", "model_version": 0}'), "model_version"),

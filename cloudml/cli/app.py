@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, List, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import typer
 
@@ -30,7 +30,8 @@ app = typer.Typer(
 # CLOUDML_CONFIG with the rest of the environment, once, so every variable follows one set of rules.
 ProviderOpt = typer.Option(None, "--provider", "-p", help="local (default), aws, gcp, azure or a plug-in (env CLOUDML_PROVIDER).", show_default=False)
 ConfigOpt = typer.Option(None, "--config", "-c", help="cloudml.yaml to read (env CLOUDML_CONFIG; default: ./cloudml.yaml if present).", show_default=False)
-OptionOpt = typer.Option(None, "--option", "-o", help="Provider option KEY=VALUE (repeatable), e.g. -o port=8080; lists: a,b or JSON. `cloudml providers NAME` lists them.", show_default=False)
+OptionOpt = typer.Option(None, "--option", "-o",
+    help="Provider option KEY=VALUE (repeatable), e.g. -o port=8080; lists: a,b or JSON. `cloudml providers NAME` lists them.", show_default=False)
 OutputOpt = typer.Option("text", "--output", envvar="CLOUDML_OUTPUT", help="text or json (env CLOUDML_OUTPUT); with json, errors too are JSON on stdout.")
 OUTPUTS = ("text", "json")
 
@@ -43,8 +44,8 @@ class Result(NamedTuple):
     code: int = 0
 
 
-def _resolve(provider: Optional[str], config: Optional[Path], options: Optional[List[str]], *,
-             spec: dict[str, Any] | None = None, skip_preflight: bool = False) -> "Config":
+def _resolve(provider: str | None, config: Path | None, options: list[str] | None, *,
+             spec: dict[str, Any] | None = None, skip_preflight: bool = False) -> Config:
     """cloudml.yaml, CLOUDML_* variables and these flags, merged and checked by cloudml.config."""
     from cloudml.config import DEFAULT_CONFIG, option_flags, resolve
     from cloudml.providers.options import OptionLayer
@@ -61,13 +62,13 @@ SPEC_FLAGS = {"name": "--name", "model": "the MODEL argument", "model_version": 
               "resources.min_replicas": "--min-replicas", "resources.max_replicas": "--max-replicas", "env": "--env", "tags": "--tag"}
 
 
-def _deployer(config: "Config", *, progress: bool = True) -> "Deployer":
+def _deployer(config: Config, *, progress: bool = True) -> Deployer:
     from cloudml.cli.output import SpinnerProgress
 
     return config.deployer(progress=SpinnerProgress() if progress else None)
 
 
-def _name(name: Optional[str], config: "Config") -> str:
+def _name(name: str | None, config: Config) -> str:
     from cloudml.errors import ConfigError
 
     resolved = name or config.name
@@ -76,7 +77,7 @@ def _name(name: Optional[str], config: "Config") -> str:
     return resolved
 
 
-def _target(name: Optional[str], provider: Optional[str], config: Optional[Path], options: Optional[List[str]], *, progress: bool = False) -> tuple["Deployer", str]:
+def _target(name: str | None, provider: str | None, config: Path | None, options: list[str] | None, *, progress: bool = False) -> tuple[Deployer, str]:
     """The deployer and deployment name a command acts on (flags, env and cloudml.yaml merged)."""
     resolved = _resolve(provider, config, options)
     return _deployer(resolved, progress=progress), _name(name, resolved)
@@ -133,18 +134,19 @@ def _describe(dep) -> str:
 
 @app.command()
 def deploy(
-    model: Optional[Path] = typer.Argument(None, help=".keras, .h5, SavedModel folder or cloudml package.", show_default=False),
-    name: Optional[str] = typer.Option(None, "--name", "-n", help="Deployment name (3-32 lowercase letters, digits, hyphens).", show_default=False),
-    provider: Optional[str] = ProviderOpt,
-    config: Optional[Path] = ConfigOpt,
-    model_version: Optional[int] = typer.Option(None, "--model-version", help="Version folder number (default: the source's, else 1).", show_default=False),
-    instance_type: Optional[str] = typer.Option(None, "--instance-type", help="Machine type (cloud providers).", show_default=False),
-    min_replicas: Optional[int] = typer.Option(None, "--min-replicas", show_default=False),
-    max_replicas: Optional[int] = typer.Option(None, "--max-replicas", show_default=False),
-    env: Optional[List[str]] = typer.Option(None, "--env", "-e", help="Serving environment variable KEY=VALUE (repeatable).", show_default=False),
-    tag: Optional[List[str]] = typer.Option(None, "--tag", "-t", help="Tag KEY=VALUE (repeatable).", show_default=False),
-    skip_preflight: bool = typer.Option(False, "--skip-preflight", help="Cloud providers: skip loading the model locally and probing it before uploading (the option preflight=false)."),
-    option: Optional[List[str]] = OptionOpt,
+    model: Path | None = typer.Argument(None, help=".keras, .h5, SavedModel folder or cloudml package.", show_default=False),
+    name: str | None = typer.Option(None, "--name", "-n", help="Deployment name (3-32 lowercase letters, digits, hyphens).", show_default=False),
+    provider: str | None = ProviderOpt,
+    config: Path | None = ConfigOpt,
+    model_version: int | None = typer.Option(None, "--model-version", help="Version folder number (default: the source's, else 1).", show_default=False),
+    instance_type: str | None = typer.Option(None, "--instance-type", help="Machine type (cloud providers).", show_default=False),
+    min_replicas: int | None = typer.Option(None, "--min-replicas", show_default=False),
+    max_replicas: int | None = typer.Option(None, "--max-replicas", show_default=False),
+    env: list[str] | None = typer.Option(None, "--env", "-e", help="Serving environment variable KEY=VALUE (repeatable).", show_default=False),
+    tag: list[str] | None = typer.Option(None, "--tag", "-t", help="Tag KEY=VALUE (repeatable).", show_default=False),
+    skip_preflight: bool = typer.Option(False, "--skip-preflight",
+        help="Cloud providers: skip loading the model locally and probing it before uploading (the option preflight=false)."),
+    option: list[str] | None = OptionOpt,
     output: str = OutputOpt,
 ) -> None:
     """Package MODEL and deploy it (same model again: no-op; new model: replaced once healthy).
@@ -170,12 +172,12 @@ def deploy(
 
 @app.command()
 def predict(
-    name: Optional[str] = typer.Argument(None, help="Deployment name.", show_default=False),
-    instances: Optional[str] = typer.Argument(None, help='Inline JSON: [[...], ...] or {"instances": [...]}; "-" reads stdin.', show_default=False),
-    file: Optional[Path] = typer.Option(None, "--file", "-f", help="JSON file with the instances ('-' for stdin).", show_default=False),
-    provider: Optional[str] = ProviderOpt,
-    config: Optional[Path] = ConfigOpt,
-    option: Optional[List[str]] = OptionOpt,
+    name: str | None = typer.Argument(None, help="Deployment name.", show_default=False),
+    instances: str | None = typer.Argument(None, help='Inline JSON: [[...], ...] or {"instances": [...]}; "-" reads stdin.', show_default=False),
+    file: Path | None = typer.Option(None, "--file", "-f", help="JSON file with the instances ('-' for stdin).", show_default=False),
+    provider: str | None = ProviderOpt,
+    config: Path | None = ConfigOpt,
+    option: list[str] | None = OptionOpt,
     output: str = OutputOpt,
 ) -> None:
     """Send instances to a deployment and print its predictions."""
@@ -191,7 +193,7 @@ def predict(
     _run(output, body)
 
 
-def _read_instances(inline: Optional[str], file: Optional[Path]) -> dict[str, Any]:
+def _read_instances(inline: str | None, file: Path | None) -> dict[str, Any]:
     import json
 
     from cloudml.errors import ConfigError
@@ -223,10 +225,10 @@ def _read_instances(inline: Optional[str], file: Optional[Path]) -> dict[str, An
 
 @app.command()
 def status(
-    name: Optional[str] = typer.Argument(None, help="Deployment name.", show_default=False),
-    provider: Optional[str] = ProviderOpt,
-    config: Optional[Path] = ConfigOpt,
-    option: Optional[List[str]] = OptionOpt,
+    name: str | None = typer.Argument(None, help="Deployment name.", show_default=False),
+    provider: str | None = ProviderOpt,
+    config: Path | None = ConfigOpt,
+    option: list[str] | None = OptionOpt,
     output: str = OutputOpt,
 ) -> None:
     """Show a deployment; exits 8 when it exists but is not serving."""
@@ -243,9 +245,9 @@ def status(
 
 @app.command("list")
 def list_(
-    provider: Optional[str] = ProviderOpt,
-    config: Optional[Path] = ConfigOpt,
-    option: Optional[List[str]] = OptionOpt,
+    provider: str | None = ProviderOpt,
+    config: Path | None = ConfigOpt,
+    option: list[str] | None = OptionOpt,
     output: str = OutputOpt,
 ) -> None:
     """List the deployments cloudml made on a provider."""
@@ -263,12 +265,12 @@ def list_(
 
 @app.command()
 def logs(
-    name: Optional[str] = typer.Argument(None, help="Deployment name.", show_default=False),
+    name: str | None = typer.Argument(None, help="Deployment name.", show_default=False),
     tail: int = typer.Option(100, "--tail", help="How many of the last lines to show."),
     follow: bool = typer.Option(False, "--follow", "-F", help="Keep printing new lines."),
-    provider: Optional[str] = ProviderOpt,
-    config: Optional[Path] = ConfigOpt,
-    option: Optional[List[str]] = OptionOpt,
+    provider: str | None = ProviderOpt,
+    config: Path | None = ConfigOpt,
+    option: list[str] | None = OptionOpt,
     output: str = OutputOpt,
 ) -> None:
     """Print the deployment's serving log, without TensorFlow's start-up noise (with --output json:
@@ -291,11 +293,12 @@ def logs(
 
 @app.command()
 def delete(
-    name: Optional[str] = typer.Argument(None, help="Deployment name.", show_default=False),
-    provider: Optional[str] = ProviderOpt,
-    config: Optional[Path] = ConfigOpt,
-    purge: bool = typer.Option(False, "--purge", help="Also delete the stored model artifacts (S3 objects, GCS objects, Azure blobs); kept by default for a redeploy."),
-    option: Optional[List[str]] = OptionOpt,
+    name: str | None = typer.Argument(None, help="Deployment name.", show_default=False),
+    provider: str | None = ProviderOpt,
+    config: Path | None = ConfigOpt,
+    purge: bool = typer.Option(False, "--purge",
+        help="Also delete the stored model artifacts (S3 objects, GCS objects, Azure blobs); kept by default for a redeploy."),
+    option: list[str] | None = OptionOpt,
     output: str = OutputOpt,
 ) -> None:
     """Delete a deployment and everything cloudml created for it (idempotent)."""
@@ -313,8 +316,8 @@ def delete(
 def package(
     model: Path = typer.Argument(..., help=".keras, .h5 or SavedModel folder."),
     out: Path = typer.Option(Path("build/package"), "--out", help="Folder to write the package to."),
-    name: Optional[str] = typer.Option(None, "--name", "-n", help="Model name (default: from the file name).", show_default=False),
-    model_version: Optional[int] = typer.Option(None, "--model-version", show_default=False),
+    name: str | None = typer.Option(None, "--name", "-n", help="Model name (default: from the file name).", show_default=False),
+    model_version: int | None = typer.Option(None, "--model-version", show_default=False),
     container: bool = typer.Option(False, "--container", help="Also write a Docker build context to OUT/container."),
     output: str = OutputOpt,
 ) -> None:
@@ -335,7 +338,9 @@ def package(
             from cloudml.packaging.container import render_build_context
 
             result["container"] = str(render_build_context(packaged, out / "container"))
-        text = "\n".join([f"model folder: {result['folder']}", f"model.tar.gz: {result['archive']}"] + ([f"docker context: {result['container']}  (docker build --platform linux/amd64 {result['container']})"] if container else []) + [f"hash: {packaged.manifest.content_hash}", f"tensorflow: {packaged.manifest.tensorflow_version}"])
+        context = [f"docker context: {result['container']}  (docker build --platform linux/amd64 {result['container']})"] if container else []
+        text = "\n".join([f"model folder: {result['folder']}", f"model.tar.gz: {result['archive']}", *context,
+                          f"hash: {packaged.manifest.content_hash}", f"tensorflow: {packaged.manifest.tensorflow_version}"])
         return Result(result, text)
 
     _run(output, body)
@@ -346,20 +351,26 @@ def serve(
     model: Path = typer.Argument(..., help="Packaged model folder, model.tar.gz, .keras, .h5 or SavedModel folder."),
     host: str = typer.Option("127.0.0.1", "--host", envvar="CLOUDML_HOST", help="Address to bind; 0.0.0.0 to accept remote clients."),
     port: int = typer.Option(8080, "--port", envvar="CLOUDML_PORT"),
-    name: Optional[str] = typer.Option(None, "--name", "-n", help="Model name in TF Serving routes (default: the manifest's).", show_default=False),
-    model_version: Optional[int] = typer.Option(None, "--model-version", show_default=False),
+    name: str | None = typer.Option(None, "--name", "-n", help="Model name in TF Serving routes (default: the manifest's).", show_default=False),
+    model_version: int | None = typer.Option(None, "--model-version", show_default=False),
     max_body_bytes: int = typer.Option(8 * 1024 * 1024, "--max-body-bytes", envvar="CLOUDML_MAX_BODY_BYTES", help="Larger requests get 413."),
-    batching: Optional[bool] = typer.Option(None, "--batching/--no-batching", help="Merge concurrent requests into one model call (default on; env CLOUDML_BATCHING).", show_default=False),
-    max_batch_size: Optional[int] = typer.Option(None, "--max-batch-size", help="Most instances per model call (default 64; env CLOUDML_MAX_BATCH_SIZE).", show_default=False),
-    max_batch_wait_ms: Optional[float] = typer.Option(None, "--max-batch-wait-ms", help="How long a lone request may wait for company (default 0; env CLOUDML_MAX_BATCH_WAIT_MS).", show_default=False),
-    max_queue_size: Optional[int] = typer.Option(None, "--max-queue-size", min=1, help="Requests that may wait for the model; more get 503 with Retry-After (default 512; env CLOUDML_MAX_QUEUE_SIZE).", show_default=False),
-    request_deadline_ms: Optional[float] = typer.Option(None, "--request-deadline-ms", min=1, help="A request not started this long after it arrived gets 503 without running (default 30000; env CLOUDML_REQUEST_DEADLINE_MS).", show_default=False),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Serving processes (default: 1 per 4 cores, at most 8; env CLOUDML_WORKERS).", show_default=False),
+    batching: bool | None = typer.Option(None, "--batching/--no-batching",
+        help="Merge concurrent requests into one model call (default on; env CLOUDML_BATCHING).", show_default=False),
+    max_batch_size: int | None = typer.Option(None, "--max-batch-size",
+        help="Most instances per model call (default 64; env CLOUDML_MAX_BATCH_SIZE).", show_default=False),
+    max_batch_wait_ms: float | None = typer.Option(None, "--max-batch-wait-ms",
+        help="How long a lone request may wait for company (default 0; env CLOUDML_MAX_BATCH_WAIT_MS).", show_default=False),
+    max_queue_size: int | None = typer.Option(None, "--max-queue-size", min=1,
+        help="Requests that may wait for the model; more get 503 with Retry-After (default 512; env CLOUDML_MAX_QUEUE_SIZE).", show_default=False),
+    request_deadline_ms: float | None = typer.Option(None, "--request-deadline-ms", min=1,
+        help="A request not started this long after it arrived gets 503 without running (default 30000; env CLOUDML_REQUEST_DEADLINE_MS).", show_default=False),
+    workers: int | None = typer.Option(None, "--workers", min=1,
+        help="Serving processes (default: 1 per 4 cores, at most 8; env CLOUDML_WORKERS).", show_default=False),
     log_level: str = typer.Option("info", "--log-level"),
-    package_dir: Optional[Path] = typer.Option(None, "--package-dir", hidden=True),
+    package_dir: Path | None = typer.Option(None, "--package-dir", hidden=True),
     reuse_port: bool = typer.Option(False, "--reuse-port", hidden=True),
-    unix_socket: Optional[Path] = typer.Option(None, "--unix-socket", hidden=True),
-    error_file: Optional[Path] = typer.Option(None, "--error-file", hidden=True),
+    unix_socket: Path | None = typer.Option(None, "--unix-socket", hidden=True),
+    error_file: Path | None = typer.Option(None, "--error-file", hidden=True),
     output: str = OutputOpt,
 ) -> None:
     """Serve a model over HTTP with the SageMaker, Vertex AI, Azure ML and TF Serving contracts.
@@ -429,7 +440,7 @@ def _reported(error_file: Path, code: int):
 
 @app.command()
 def providers(
-    name: Optional[str] = typer.Argument(None, help="A provider: list its options (type, default, environment variable).", show_default=False),
+    name: str | None = typer.Argument(None, help="A provider: list its options (type, default, environment variable).", show_default=False),
     output: str = OutputOpt,
 ) -> None:
     """List providers, whether each is ready, and what to install when it is not; with NAME, its options."""
@@ -463,12 +474,13 @@ def _provider_options(name: str) -> Result:
     name = canonical_name(name)
     entry = entries()[name]
     options = describe_options(load_provider(name).Options, name)
-    defaults = {row["name"]: "(required)" if row["required"] else ("-" if row["default"] is None else json.dumps(row["default"], default=str)) for row in options}
+    defaults = {row["name"]: "(required)" if row["required"] else ("-" if row["default"] is None else json.dumps(row["default"], default=str))
+                for row in options}
     table = [("OPTION", "TYPE", "DEFAULT", "ENVIRONMENT VARIABLE")] + [(row["name"], row["type"], defaults[row["name"]], row["env"]) for row in options]
     widths = [max(len(cells[i]) for cells in table) for i in range(3)]
     lines = [f"{name}: {entry.description}" if entry.description else name, ""]
-    for cells, row in zip(table, [None] + options):
-        lines.append("  " + "  ".join(cell.ljust(width) for cell, width in zip(cells, widths + [0])).rstrip())
+    for cells, row in zip(table, [None] + options, strict=True):
+        lines.append("  " + "  ".join(cell.ljust(width) for cell, width in zip(cells, widths + [0], strict=True)).rstrip())
         if row is not None and (row["description"] or row.get("syntax")):
             lines.append("      " + " ".join(part for part in (row["description"], f"(as text: {row['syntax']})" if row.get("syntax") else "") if part))
     lines += ["", f"Give them as -o KEY=VALUE, in the `{name}:` section of cloudml.yaml, or as the {env_prefix(name)}* variables above "
@@ -493,13 +505,13 @@ def emulator_aws(
     init: bool = typer.Option(True, "--init/--no-init", help="Create the SageMaker execution role and the cloudml-artifacts bucket."),
     provisioning_delay: float = typer.Option(1.0, "--provisioning-delay", help="Seconds an endpoint stays Creating before its container starts."),
     health_timeout: float = typer.Option(180.0, "--health-timeout", help="Seconds a container gets to answer /ping before the endpoint fails."),
-    ready_file: Optional[Path] = typer.Option(None, "--ready-file", hidden=True),
+    ready_file: Path | None = typer.Option(None, "--ready-file", hidden=True),
     output: str = OutputOpt,
 ) -> None:
     """Run an AWS-compatible endpoint (S3, IAM, STS, CloudWatch Logs, Auto Scaling, SageMaker
     hosting with real predictions) until Ctrl-C. Point clients at it with the printed variables."""
 
-    def body(ready: Optional[Path]) -> int:
+    def body(ready: Path | None) -> int:
         from cloudml.emulators.foreground import require_modules, serve_until_stopped
 
         require_modules({"moto": "moto[server]", "boto3": "boto3"}, extra="aws-emulator", title="AWS")
@@ -526,13 +538,13 @@ def emulator_gcp(
     location: str = typer.Option("us-central1", "--location"),
     provisioning_delay: float = typer.Option(1.0, "--provisioning-delay", help="Seconds a long-running operation takes before its work starts."),
     health_timeout: float = typer.Option(180.0, "--health-timeout", help="Seconds a model server gets to answer its health route before the deployment fails."),
-    ready_file: Optional[Path] = typer.Option(None, "--ready-file", hidden=True),
+    ready_file: Path | None = typer.Option(None, "--ready-file", hidden=True),
     output: str = OutputOpt,
 ) -> None:
     """Run an offline Vertex AI (REST API with real predictions, Cloud Logging entries:list) and
     GCS until Ctrl-C. Point clients at it with the printed variables."""
 
-    def body(ready: Optional[Path]) -> int:
+    def body(ready: Path | None) -> int:
         from cloudml.emulators.foreground import require_modules, serve_until_stopped
 
         require_modules({"gcp_storage_emulator": "gcp-storage-emulator", "google.cloud.aiplatform": "google-cloud-aiplatform",
@@ -556,7 +568,7 @@ def emulator_azure(
     port: int = typer.Option(0, "--port", help="Port of the Azure Resource Manager / Azure ML endpoint (https; 0 picks a free one)."),
     provisioning_delay: float = typer.Option(1.0, "--provisioning-delay", help="Seconds a deployment stays Creating before its container starts."),
     health_timeout: float = typer.Option(180.0, "--health-timeout", help="Seconds a container gets to answer its readiness route before the deployment fails."),
-    ready_file: Optional[Path] = typer.Option(None, "--ready-file", hidden=True),
+    ready_file: Path | None = typer.Option(None, "--ready-file", hidden=True),
     output: str = OutputOpt,
 ) -> None:
     """Run an Azure ML workspace (ARM and Azure ML REST, online endpoints serving real
@@ -567,7 +579,7 @@ def emulator_azure(
                                                                  health_timeout=health_timeout, ready_file=ready))
 
 
-def _foreground(output: str, ready_file: Optional[Path], run) -> None:
+def _foreground(output: str, ready_file: Path | None, run) -> None:
     """Run an emulator until stopped: `run(ready_file)`. People read its banner on stdout; with
     --output json the banner goes to stderr, and stdout gets the ready file's one object
     ({"url", "env", ...}, what EmulatorProcess reads) once it listens."""

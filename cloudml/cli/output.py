@@ -11,7 +11,8 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape

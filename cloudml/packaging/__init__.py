@@ -18,10 +18,10 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from cloudml.contract import MANIFEST_NAME, Manifest
 from cloudml.errors import ModelError

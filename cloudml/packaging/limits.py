@@ -52,7 +52,7 @@ class Limits:
     max_members: int = 10_000  # files and folders in an archive
 
     @classmethod
-    def from_env(cls, environ=None) -> "Limits":
+    def from_env(cls, environ=None) -> Limits:
         environ = os.environ if environ is None else environ
         return cls(
             max_bytes=_positive_int(environ, MAX_BYTES_VAR, cls.max_bytes),

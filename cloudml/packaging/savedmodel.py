@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cloudml.errors import ModelError
 from cloudml.contract import SIGNATURE_NAME, Signature, TensorSpec
+from cloudml.errors import ModelError
 from cloudml.packaging.limits import check_h5, check_keras_zip
 from cloudml.packaging.source import ModelSource
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
@@ -40,7 +40,7 @@ class Failed(BaseModel):
     details: str | None = None
 
     @classmethod
-    def from_error(cls, exc: CloudMLError) -> "Failed":
+    def from_error(cls, exc: CloudMLError) -> Failed:
         # The most specific class the table knows: a ModelError subclass still arrives as a ModelError.
         known = {cls_: name for name, cls_ in ERRORS.items()}
         kind = next((known[c] for c in type(exc).__mro__ if c in known), type(exc).__name__)
@@ -52,7 +52,7 @@ class Failed(BaseModel):
         return cls(self.message, hint=self.hint, details=self.details) if cls else None
 
 
-Result = Annotated[Union[Packaged, Failed], Field(discriminator="status")]
+Result = Annotated[Packaged | Failed, Field(discriminator="status")]
 _ADAPTER: TypeAdapter[Packaged | Failed] = TypeAdapter(Result)
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Iterator
+from collections.abc import Iterator
+from typing import Any, ClassVar
 
 from cloudml.errors import ConfigError, DeploymentNotFound
 from cloudml.progress import SILENT, Progress

@@ -20,9 +20,10 @@ from __future__ import annotations
 import os
 import shutil
 from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import Field
 
@@ -44,11 +45,13 @@ class CloudOptions(ProviderOptions):
     """What every cloud provider accepts; each cloud's options add their own (and may change a default)."""
 
     image_uri: str | None = Field(default=None, description="Serving image to use instead of the default one for the model.")
-    canary_percent: int | None = Field(default=None, ge=1, le=99, description="Update: move this share of traffic to the new version first, the rest after canary_wait_seconds; default all at once.")
+    canary_percent: int | None = Field(default=None, ge=1, le=99,
+        description="Update: move this share of traffic to the new version first, the rest after canary_wait_seconds; default all at once.")
     canary_wait_seconds: int = Field(default=300, ge=0, le=3600, description="How long a canary runs before the rest of the traffic moves.")
     wait_timeout: float = Field(default=3600.0, gt=0, description="Seconds to wait for the cloud; past it the deploy stops waiting and a later run resumes.")
     poll_interval: float = Field(default=15.0, gt=0, description="Seconds between status polls while waiting.")
-    preflight: bool = Field(default=True, description="Load the packaged model locally and answer a probe request before uploading anything (--skip-preflight turns it off).")
+    preflight: bool = Field(default=True,
+        description="Load the packaged model locally and answer a probe request before uploading anything (--skip-preflight turns it off).")
     work_dir: str | None = Field(default=None, description="Where packages are built; default $CLOUDML_HOME/<provider>-packages.")
 
 

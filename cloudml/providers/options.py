@@ -8,8 +8,9 @@ given; text reaches list and map options as `a,b` / `k=v,k2=v2` or JSON; an empt
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from cloudml.errors import ConfigError
 from cloudml.validation import ConfigModel, collection_kind, describe_fields, did_you_mean, parse_text

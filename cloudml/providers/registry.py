@@ -112,7 +112,7 @@ def canonical_name(name: str, *, given_by: str | None = None) -> str:
     )
 
 
-def load_provider(name: str) -> type["Deployer"]:
+def load_provider(name: str) -> type[Deployer]:
     from cloudml.providers.base import Deployer
 
     name = canonical_name(name)
@@ -145,7 +145,7 @@ def load_provider(name: str) -> type["Deployer"]:
     return cls
 
 
-def get_deployer(provider: str = "local", **options: Any) -> "Deployer":
+def get_deployer(provider: str = "local", **options: Any) -> Deployer:
     """The deployer for `provider` (any case), configured with keyword `options` over
     `CLOUDML_<PROVIDER>_<OPTION>` variables, checked as on the CLI (see `cloudml.providers.options`)."""
     return load_provider(provider)(**options)

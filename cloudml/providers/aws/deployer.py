@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from cloudml.errors import ConfigError, DeployFailed, DeploymentNotFound, EndpointUnavailable, PredictionRejected
 from cloudml.providers.aws import artifacts, logs, scaling
@@ -245,7 +246,8 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
     def _create_config(self, plan: Plan, *, count: int, tags: dict[str, str]) -> bool:
         if self._found(lambda: self.aws.sagemaker.describe_endpoint_config(EndpointConfigName=plan.config_name), f"endpoint configuration {plan.config_name}"):
             return False
-        variant = {"VariantName": VARIANT, "ModelName": plan.model_name, "InstanceType": plan.instance_type, "InitialInstanceCount": count, "InitialVariantWeight": 1.0}
+        variant = {"VariantName": VARIANT, "ModelName": plan.model_name, "InstanceType": plan.instance_type,
+                   "InitialInstanceCount": count, "InitialVariantWeight": 1.0}
         extra = {"KmsKeyId": self.options.kms_key_id} if self.options.kms_key_id else {}
         with aws_errors(f"creating endpoint configuration {plan.config_name}"):
             self.aws.sagemaker.create_endpoint_config(EndpointConfigName=plan.config_name, ProductionVariants=[variant], Tags=tag_list(tags), **extra)
@@ -266,7 +268,8 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
     def _update(self, current: Endpoint, plan: Plan, target: dict | None) -> None:
         opts = self.options
         if opts.canary_percent:
-            routing = {"Type": "CANARY", "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": opts.canary_percent}, "WaitIntervalInSeconds": opts.canary_wait_seconds}
+            routing = {"Type": "CANARY", "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": opts.canary_percent},
+                       "WaitIntervalInSeconds": opts.canary_wait_seconds}
         else:
             routing = {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}
         deployment_config: dict[str, Any] = {

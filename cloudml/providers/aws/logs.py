@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from cloudml.providers.aws.session import AwsSession, aws_errors, is_not_found
 

@@ -23,9 +23,11 @@ class AwsOptions(CloudOptions):
     kms_key_id: str | None = Field(default=None, description="KMS key for the S3 objects and the endpoint's volumes; default SSE-S3 (AES256).")
     instance_type: str = Field(default="ml.m5.large", description="Default when the spec sets no resources.instance_type.")
     instance_count: int = Field(default=1, ge=1, description="Instances a new endpoint starts with (at least min_replicas).")
-    target_invocations_per_instance: float = Field(default=100.0, gt=0, description="Autoscaling target (invocations per instance per minute) when max_replicas is set.")
+    target_invocations_per_instance: float = Field(default=100.0, gt=0,
+        description="Autoscaling target (invocations per instance per minute) when max_replicas is set.")
     rollback_alarms: list[str] = Field(default_factory=list, description="CloudWatch alarms that roll an update back while it runs.")
-    termination_wait_seconds: int = Field(default=0, ge=0, le=3600, description="How long the old fleet stays after traffic moved (a window for alarm-driven rollback).")
+    termination_wait_seconds: int = Field(default=0, ge=0, le=3600,
+        description="How long the old fleet stays after traffic moved (a window for alarm-driven rollback).")
 
     @field_validator("role_arn")
     @classmethod

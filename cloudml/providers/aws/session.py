@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from functools import cached_property
-from typing import Any, Iterator
+from typing import Any
 
 from cloudml.errors import CloudMLError, ConfigError, DeployFailed, ProviderUnavailable
 from cloudml.providers.aws.options import AwsOptions
@@ -126,7 +127,8 @@ def aws_errors(doing: str, *, error: type[CloudMLError] = DeployFailed, passthro
                 hint=f"grant the caller the missing permission (and check bucket policies); {POLICY_HINT}",
             ) from None
         if code == "ResourceLimitExceeded":
-            raise DeployFailed(f"SageMaker refused {doing}: {message}", hint="request a quota increase in Service Quotas, or use a smaller or different instance type") from None
+            raise DeployFailed(f"SageMaker refused {doing}: {message}",
+                hint="request a quota increase in Service Quotas, or use a smaller or different instance type") from None
         if code in ("ThrottlingException", "Throttling"):
             raise DeployFailed(f"AWS throttled {doing}: {message}", hint="wait a minute and run the command again; it resumes where it stopped") from None
         if "assume role" in message:
