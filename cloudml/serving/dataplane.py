@@ -15,6 +15,7 @@ import numpy as np
 
 from cloudml.serving.batching import Batcher, BatchingConfig
 from cloudml.serving.errors import ModelNotFound, NotReady, PayloadTooLarge
+from cloudml.serving.memory import MemoryReturner
 from cloudml.serving.metrics import ServingMetrics
 from cloudml.serving.model import ServedModel
 from cloudml.serving.requests import batch_from_columns, batch_from_instances
@@ -42,6 +43,7 @@ class DataPlane:
         self.batcher = Batcher(model.run, config=batching, metrics=metrics)
         self._deadline_s = batching.deadline_ms / 1000
         self.max_instances = batching.max_instances
+        self.memory = MemoryReturner()
 
     @property
     def ready(self) -> bool:

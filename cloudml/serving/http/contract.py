@@ -34,7 +34,9 @@ class Contract:
         raise NotImplementedError
 
     async def read(self, request: HttpRequest) -> bytes:
-        return await request.body(self.max_body_bytes, expected=self.expected)
+        body = await request.body(self.max_body_bytes, expected=self.expected)
+        self.plane.memory.after_request_of(len(body))
+        return body
 
     async def predict(self, request: HttpRequest, inputs: Any, *, columnar: bool = False) -> Outputs:
         return await self.plane.predict(PredictRequest(inputs, columnar, request.received, request.gone))
