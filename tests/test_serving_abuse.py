@@ -259,3 +259,113 @@ def test_an_instance_of_rank_64_to_a_model_of_unknown_rank_is_a_400(server):
     response = httpx.post(server["url"] + "/invocations", json={"instances": [deep]}, trust_env=False, timeout=30)
     assert response.status_code == 400 and "at most 63" in response.json()["error"], response.text
     assert_serves(server["url"])
+
+
+# --- load: idle connections by the thousand, huge requests, and real clients ----------------------------
+def _real_client(url: str, count: int) -> list[int]:
+    statuses = []
+    with httpx.Client(timeout=15, trust_env=False) as client:
+        for i in range(count):
+            response = client.post(url + "/invocations", json={"instances": [[float(i)]]})
+            statuses.append(response.status_code)
+            if response.status_code == 200:
+                assert response.json() == {"predictions": [[2.0 * i]]}
+    return statuses
+
+
+async def _huge(url: str, count: int) -> list[int]:
+    body = json.dumps({"instances": [[0.5] * 784] * MAX_INSTANCES}).encode()  # ~4 MB, 1000 instances
+    async with httpx.AsyncClient(timeout=120, trust_env=False) as client:
+        responses = await asyncio.gather(*(client.post(url + "/invocations", content=body, headers={"Content-Type": "application/json"}) for _ in range(count)))
+    return [r.status_code for r in responses]
+
+
+def test_idle_connections_and_huge_requests_do_not_starve_real_clients(server):
+    """1,100 idle connections (more than the server's 1,024 descriptors), then six concurrent
+    1,000-instance requests: real clients keep getting answers, RSS stays within 400 MiB of
+    where it started and comes back to within 150 MiB, and the descriptors are given back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, port, pid = server["url"], server["port"], server["proc"].pid
+    rss_before, fds_before = rss_mib(pid), open_fds(pid)
+    idle = []
+    try:
+        for _ in range(1100):
+            try:
+                idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            except OSError:
+                break
+        assert len(idle) == 1100
+        assert open_fds(pid) < DESCRIPTORS
+        start = time.monotonic()
+        with ThreadPoolExecutor(4) as pool:
+            real = [pool.submit(_real_client, url, 25) for _ in range(3)]
+            huge = asyncio.run(_huge(url, 6))
+            statuses = [s for future in real for s in future.result(timeout=120)]
+        elapsed = time.monotonic() - start
+        peak = rss_mib(pid) - rss_before
+    finally:
+        for sock in idle:
+            sock.close()
+    assert statuses == [200] * 75, statuses
+    assert set(huge) <= {200, 503} and 200 in huge, huge
+    assert elapsed < 90
+    assert peak < 400, f"RSS grew {peak:.0f} MiB"
+    time.sleep(2)  # the memory is given back shortly after the burst
+    assert rss_mib(pid) - rss_before < 150, f"RSS stayed {rss_mib(pid) - rss_before:.0f} MiB above where it started"
+    deadline = time.monotonic() + 10
+    while open_fds(pid) > fds_before + 5 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert open_fds(pid) <= fds_before + 5
+    assert_serves(url)
+
+
+# --- a bounded fuzz run of every contract route -----------------------------------------------------------
+ROUTES = [("POST", "/invocations"), ("POST", "/predict"), ("POST", "/score"), ("POST", "/v1/models/double:predict"),
+          ("POST", "/v1/models/double/versions/1:predict"), ("GET", "/ping"), ("GET", "/health"), ("GET", "/ready"),
+          ("GET", "/v1/models/double"), ("GET", "/v1/models/double/metadata"), ("GET", "/metrics")]
+CONTENT_TYPES = ["application/json", "application/jsonlines", "text/csv", "text/csv; header=present", "text/plain", "", "application/json; charset=utf-8"]
+
+
+def test_fuzzed_requests_never_get_a_5xx_or_a_dropped_connection(server):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.floats(allow_nan=False, allow_infinity=False, width=32) | st.integers(-2**70, 2**70) | st.text(max_size=8),
+        lambda children: st.lists(children, max_size=6) | st.dictionaries(st.sampled_from(["instances", "inputs", "x", "data", "signature_name", "b64"]) | st.text(max_size=4), children, max_size=3),
+        max_leaves=40,
+    )
+    bodies = st.one_of(
+        json_values.map(lambda v: json.dumps(v).encode()),
+        st.lists(json_values, min_size=2, max_size=4).map(lambda vs: b"\n".join(json.dumps(v).encode() for v in vs)),
+        st.lists(st.lists(st.sampled_from(["1", "-2.5", "1e3", "nan", "inf", "1_0", '"a"', "", " 3 ", "0x1"]), max_size=4), max_size=4)
+        .map(lambda rows: "\r\n".join(",".join(r) for r in rows).encode()),
+        st.binary(max_size=200),
+    )
+    paths = st.sampled_from(ROUTES) | st.tuples(st.sampled_from(["GET", "POST", "PUT", "DELETE"]),
+                                                st.text(alphabet="/abcdv1:%0aZ.?#", max_size=20).map(lambda p: "/v" + p))
+    client = httpx.Client(base_url=server["url"], timeout=15, trust_env=False)
+    seen: dict[int, int] = {}
+
+    @settings(max_examples=300, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @given(route=paths, content_type=st.sampled_from(CONTENT_TYPES), body=bodies)
+    def one(route, content_type, body):
+        method, path = route
+        headers = {"Content-Type": content_type} if content_type else {}
+        try:
+            response = client.request(method, path, content=body if method != "GET" else None, headers=headers)
+        except httpx.TransportError as exc:
+            raise AssertionError(f"{method} {path} {content_type!r} {body[:200]!r}: connection dropped ({exc!r})") from None
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        assert response.status_code < 500 or response.status_code == 503, f"{method} {path} {content_type!r} {body[:200]!r} -> {response.status_code} {response.text[:300]}"
+        assert response.headers.get("content-type", "").startswith(("application/json", "text/plain; version=0.0.4"))
+
+    start = time.monotonic()
+    try:
+        one()
+    finally:
+        client.close()
+    assert time.monotonic() - start < 240
+    assert seen.get(200) and seen.get(400), seen  # it reached the model and the validation both
+    assert_serves(server["url"])
