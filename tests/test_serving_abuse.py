@@ -369,3 +369,47 @@ def test_fuzzed_requests_never_get_a_5xx_or_a_dropped_connection(server):
     assert time.monotonic() - start < 240
     assert seen.get(200) and seen.get(400), seen  # it reached the model and the validation both
     assert_serves(server["url"])
+
+
+# --- a long request does not starve short ones ----------------------------------------------------------
+def _per_instance_slow_savedmodel(path: Path) -> None:
+    """y = 2x, after sleeping 50 ms per instance in the graph: a model whose time grows with the batch."""
+    import tensorflow as tf
+
+    try:
+        from tensorflow.python.data.experimental.ops.testing import sleep
+    except ImportError:  # private API: without it there is no slow model
+        pytest.skip("this TensorFlow has no tf.data sleep transformation")
+
+    class Slow(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="x")])
+        def serve(self, x):
+            rows = tf.cast(tf.shape(x)[0], tf.int64)
+            waited = tf.data.Dataset.range(rows).apply(sleep(50_000)).reduce(tf.constant(0, tf.int64), lambda total, v: total + 0 * v)
+            return {"y": x * 2.0 + tf.cast(waited, tf.float32)}
+
+    module = Slow()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+
+
+def test_a_long_request_does_not_starve_short_ones(tmp_path):
+    _per_instance_slow_savedmodel(tmp_path / "slow")
+    proc, url, log = start_limited(tmp_path / "slow", tmp_path, {"CLOUDML_MAX_BATCH_SIZE": "4"})
+    try:
+        assert wait_for_exit_or_ping(proc, url, timeout=180) == 200, log.read_text()[-3000:]
+
+        async def main():
+            async with httpx.AsyncClient(timeout=60, trust_env=False) as client:
+                big = asyncio.create_task(client.post(url + "/invocations", json={"instances": [[float(i)] for i in range(60)]}))  # ~3 s of model time
+                await asyncio.sleep(0.5)
+                start = time.monotonic()
+                small = await client.post(url + "/invocations", json={"instances": [[7.0]]})
+                small_s = time.monotonic() - start
+                return await big, small, small_s, time.monotonic()
+
+        big, small, small_s, _ = asyncio.run(main())
+    finally:
+        stop(proc)
+    assert small.status_code == 200 and small.json() == {"predictions": [[14.0]]}
+    assert big.status_code == 200 and big.json() == {"predictions": [[2.0 * i] for i in range(60)]}
+    assert small_s < 1.5, f"the short request waited {small_s:.1f} s behind the long one"
