@@ -336,22 +336,27 @@ def test_fuzzed_requests_never_get_a_5xx_or_a_dropped_connection(server):
         lambda children: st.lists(children, max_size=6) | st.dictionaries(st.sampled_from(["instances", "inputs", "x", "data", "signature_name", "b64"]) | st.text(max_size=4), children, max_size=3),
         max_leaves=40,
     )
-    bodies = st.one_of(
-        json_values.map(lambda v: json.dumps(v).encode()),
-        st.lists(json_values, min_size=2, max_size=4).map(lambda vs: b"\n".join(json.dumps(v).encode() for v in vs)),
-        st.lists(st.lists(st.sampled_from(["1", "-2.5", "1e3", "nan", "inf", "1_0", '"a"', "", " 3 ", "0x1"]), max_size=4), max_size=4)
-        .map(lambda rows: "\r\n".join(",".join(r) for r in rows).encode()),
-        st.binary(max_size=200),
+    json_types = st.sampled_from(["application/json", "application/json; charset=utf-8", "application/jsonlines"])
+    csv_types = st.sampled_from(["text/csv", "text/csv; header=present"])
+    cells = st.sampled_from(["1", "-2.5", "1e3", "nan", "inf", "1_0", '"a"', "", " 3 ", "0x1", "7" * 140_000])
+    typed_bodies = st.one_of(  # (content type, body)
+        st.tuples(json_types, json_values.map(lambda v: json.dumps(v).encode())),
+        st.tuples(json_types, st.lists(json_values, min_size=2, max_size=4).map(lambda vs: b"\n".join(json.dumps(v).encode() for v in vs))),
+        st.tuples(json_types, st.integers(0, 70).map(lambda depth: json.dumps({"instances": [[1.0]]}).encode().replace(b"1.0", b"[" * depth + b"1.0" + b"]" * depth))),
+        st.tuples(csv_types, st.tuples(st.lists(st.lists(cells, min_size=1, max_size=4), max_size=4), st.sampled_from(["\n", "\r\n", "\r"]))
+                  .map(lambda rows_end: rows_end[1].join(",".join(r) for r in rows_end[0]).encode())),
+        st.tuples(st.sampled_from(CONTENT_TYPES), st.binary(max_size=200)),
     )
-    paths = st.sampled_from(ROUTES) | st.tuples(st.sampled_from(["GET", "POST", "PUT", "DELETE"]),
-                                                st.text(alphabet="/abcdv1:%0aZ.?#", max_size=20).map(lambda p: "/v" + p))
+    paths = st.one_of(st.just(("POST", "/invocations")), st.sampled_from(ROUTES),
+                      st.tuples(st.sampled_from(["GET", "POST", "PUT", "DELETE"]), st.text(alphabet="/abcdv1:%0aZ.?#", max_size=20).map(lambda p: "/v" + p)))
     client = httpx.Client(base_url=server["url"], timeout=15, trust_env=False)
     seen: dict[int, int] = {}
 
     @settings(max_examples=300, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
-    @given(route=paths, content_type=st.sampled_from(CONTENT_TYPES), body=bodies)
-    def one(route, content_type, body):
+    @given(route=paths, typed_body=typed_bodies)
+    def one(route, typed_body):
         method, path = route
+        content_type, body = typed_body
         headers = {"Content-Type": content_type} if content_type else {}
         try:
             response = client.request(method, path, content=body if method != "GET" else None, headers=headers)
