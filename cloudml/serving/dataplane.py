@@ -63,9 +63,11 @@ class DataPlane:
         deadline = (time.perf_counter() if request.received is None else request.received) + self._deadline_s
         if request.columnar:
             arrays = batch_from_columns(request.inputs, self.signature)
-            self._check_count(len(next(iter(arrays.values()))))
+            if len(next(iter(arrays.values()))) > self.max_instances:
+                self._too_many(len(next(iter(arrays.values()))))
             return await self.batcher.run(arrays, deadline=deadline, gone=request.gone)
-        self._check_count(len(request.inputs))
+        if len(request.inputs) > self.max_instances:
+            self._too_many(len(request.inputs))
         batch = batch_from_instances(request.inputs, self.signature)
         if len(batch.groups) == 1:
             return await self.batcher.run(batch.groups[0][1], deadline=deadline, gone=request.gone)
@@ -77,12 +79,11 @@ class DataPlane:
                     rows[name][index] = values[row]
         return {name: np.stack(r) if len({np.shape(v) for v in r}) == 1 else r for name, r in rows.items()}
 
-    def _check_count(self, count: int) -> None:
-        if count > self.max_instances:
-            raise PayloadTooLarge(
-                f"the request holds {count} instances; this server takes at most {self.max_instances} per request "
-                "(CLOUDML_MAX_INSTANCES): send them in several requests"
-            )
+    def _too_many(self, count: int):
+        raise PayloadTooLarge(
+            f"the request holds {count} instances; this server takes at most {self.max_instances} per request "
+            "(CLOUDML_MAX_INSTANCES): send them in several requests"
+        )
 
     async def close(self) -> None:
         await self.batcher.close()

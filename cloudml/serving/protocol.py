@@ -146,11 +146,16 @@ class Watchdog:
     def __init__(self, loop: asyncio.AbstractEventLoop, connections: set, limits: ConnectionLimits):
         self.loop, self.connections, self.limits = loop, connections, limits
         self.tick = 0
+        self.displaced = 0  # connections closed to stay under the cap, since the last sweep
         loop.call_later(1.0, self.sweep)
 
     def sweep(self) -> None:
         self.tick += 1
         tick, limits = self.tick, self.limits
+        if self.displaced:
+            log.warning("over %d open connections: closed %d idle or new one(s) in the last second (CLOUDML_MAX_CONNECTIONS)",
+                        limits.max_connections, self.displaced)
+            self.displaced = 0
         for conn in list(self.connections):
             if not isinstance(conn, CoalescingHttpToolsProtocol) or conn.transport is None or conn.transport.is_closing():
                 continue
@@ -196,7 +201,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._in_head, self._chunk, self._head_upper, self._head_lower = False, 0, 0, 0
         self._order = next(self._opened)
         cls = type(self)
-        if cls.watchdog is None:
+        if cls.watchdog is None or cls.watchdog.loop is not self.loop:
             cls.watchdog = Watchdog(self.loop, self.connections, self.limits)
         self._watch_phase, self._watch_key, self._watch_since = 1, None, cls.watchdog.tick
         if len(self.connections) > self.limits.max_connections:
@@ -207,8 +212,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         idle = [c for c in self.connections if c is not self and isinstance(c, CoalescingHttpToolsProtocol)
                 and (c.cycle is None or c.cycle.response_complete) and not c.transport.is_closing()]
         victim = min(idle, key=lambda c: c._order, default=self)
-        log.warning("%d connections open (at most %d): closing %s", len(self.connections), self.limits.max_connections,
-                    "this new one" if victim is self else "the oldest idle one")
+        self.watchdog.displaced += 1  # logged by the next sweep: one line a second, not one per connection
         victim.transport.close()
 
     def data_received(self, data: bytes) -> None:
@@ -249,9 +253,6 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                 cycle.disconnected = True  # its own answer, if it makes one, is not sent
             transport.write(_error_bytes(status, message))
         transport.close()
-
-    def send_400_response(self, msg: str) -> None:
-        self.refuse(400, "the request is not valid HTTP/1.1")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
