@@ -57,6 +57,9 @@ class BatchingConfig:
     # Concurrent model calls. TensorFlow already spreads one call over every core, so more than
     # one mostly helps big machines keep the cores busy while Python splits and encodes results.
     model_workers: int = field(default_factory=lambda: max(1, (os.cpu_count() or 1) // 8))
+    # Instances one request may hold (more is refused, 413): with the body limit, what bounds
+    # the memory and model time a single request can take.
+    max_instances: int = 1024
 
     @classmethod
     def from_env(cls, **overrides) -> "BatchingConfig":
@@ -67,6 +70,7 @@ class BatchingConfig:
             "max_wait_ms": float(env.get("CLOUDML_MAX_BATCH_WAIT_MS", cls.max_wait_ms)),
             "max_queue_size": _positive(env, "CLOUDML_MAX_QUEUE_SIZE", int, cls.max_queue_size),
             "deadline_ms": _positive(env, "CLOUDML_REQUEST_DEADLINE_MS", float, cls.deadline_ms),
+            "max_instances": _positive(env, "CLOUDML_MAX_INSTANCES", int, cls.max_instances),
         }
         if env.get("CLOUDML_MODEL_WORKERS"):
             values["model_workers"] = int(env["CLOUDML_MODEL_WORKERS"])
@@ -116,16 +120,34 @@ class Batcher:
     async def run(self, arrays: Arrays, *, deadline: float = math.inf, gone: Gone | None = None) -> Arrays:
         """The model's outputs for `arrays` (one request's same-shape instances)."""
         if not self.config.enabled:
-            return await self._run_alone(arrays, deadline, gone)
+            return await self._pieces(arrays, deadline, gone, self._run_alone)
         self._admit()
-        return await self._enqueue(arrays, deadline, gone)
+        if len(next(iter(arrays.values()))) <= self.config.max_batch_size:
+            return await self._enqueue(arrays, deadline, gone)
+        return await self._pieces(arrays, deadline, gone, self._enqueue)
 
     async def run_all(self, groups: list[Arrays], *, deadline: float = math.inf, gone: Gone | None = None) -> list[Arrays]:
-        """Outputs for several groups of one request, admitted (or refused) together."""
-        if not self.config.enabled:
-            return list(await asyncio.gather(*(self._run_alone(arrays, deadline, gone) for arrays in groups)))
-        self._admit()
-        return list(await asyncio.gather(*(self._enqueue(arrays, deadline, gone) for arrays in groups)))
+        """Outputs for several groups of one request, admitted (or refused) together and run one
+        after the other, so a request of many shapes holds one place in the queue, not many."""
+        run = self._run_alone if not self.config.enabled else self._enqueue
+        if self.config.enabled:
+            self._admit()
+        results = []
+        for arrays in groups:
+            results.append(await self._pieces(arrays, deadline, gone, run))
+            deadline = math.inf  # its model calls have started: the rest are not abandoned half-way
+        return results
+
+    async def _pieces(self, arrays: Arrays, deadline: float, gone: Gone | None, run) -> Arrays:
+        size = len(next(iter(arrays.values())))
+        limit = self.config.max_batch_size
+        if size <= limit:
+            return await run(arrays, deadline, gone)
+        parts = []
+        for start in range(0, size, limit):
+            parts.append(await run({name: a[start:start + limit] for name, a in arrays.items()}, deadline, gone, admitted=bool(parts)))
+            deadline = math.inf
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     def _admit(self) -> None:
         if len(self._pending) >= self.config.max_queue_size:
@@ -135,7 +157,7 @@ class Batcher:
         self.metrics.count_dropped("overloaded")
         raise Overloaded(f"the server is at capacity: {waiting} requests are waiting for the model (at most {self.config.max_queue_size}); retry shortly")
 
-    def _enqueue(self, arrays: Arrays, deadline: float, gone: Gone | None) -> asyncio.Future:
+    def _enqueue(self, arrays: Arrays, deadline: float, gone: Gone | None, admitted: bool = False) -> asyncio.Future:
         if not self._workers:
             self._start()
         size = len(next(iter(arrays.values())))
@@ -144,8 +166,8 @@ class Batcher:
         self._wakeup.set()
         return item.future
 
-    async def _run_alone(self, arrays: Arrays, deadline: float, gone: Gone | None) -> Arrays:
-        if self._in_flight >= self.config.max_queue_size:
+    async def _run_alone(self, arrays: Arrays, deadline: float, gone: Gone | None, admitted: bool = False) -> Arrays:
+        if not admitted and self._in_flight >= self.config.max_queue_size:
             self._refuse(self._in_flight)
         self._in_flight += 1
         try:

@@ -14,7 +14,8 @@ from typing import Any, Callable
 import numpy as np
 
 from cloudml.serving.batching import Batcher, BatchingConfig
-from cloudml.serving.errors import ModelNotFound, NotReady
+from cloudml.serving.errors import ModelNotFound, NotReady, PayloadTooLarge
+from cloudml.serving.memory import MemoryReturner
 from cloudml.serving.metrics import ServingMetrics
 from cloudml.serving.model import ServedModel
 from cloudml.serving.requests import batch_from_columns, batch_from_instances
@@ -41,6 +42,8 @@ class DataPlane:
         self.metrics = metrics
         self.batcher = Batcher(model.run, config=batching, metrics=metrics)
         self._deadline_s = batching.deadline_ms / 1000
+        self.max_instances = batching.max_instances
+        self.memory = MemoryReturner()
 
     @property
     def ready(self) -> bool:
@@ -60,7 +63,11 @@ class DataPlane:
         deadline = (time.perf_counter() if request.received is None else request.received) + self._deadline_s
         if request.columnar:
             arrays = batch_from_columns(request.inputs, self.signature)
+            if len(next(iter(arrays.values()))) > self.max_instances:
+                self._too_many(len(next(iter(arrays.values()))))
             return await self.batcher.run(arrays, deadline=deadline, gone=request.gone)
+        if len(request.inputs) > self.max_instances:
+            self._too_many(len(request.inputs))
         batch = batch_from_instances(request.inputs, self.signature)
         if len(batch.groups) == 1:
             return await self.batcher.run(batch.groups[0][1], deadline=deadline, gone=request.gone)
@@ -71,6 +78,12 @@ class DataPlane:
                 for row, index in enumerate(indices):
                     rows[name][index] = values[row]
         return {name: np.stack(r) if len({np.shape(v) for v in r}) == 1 else r for name, r in rows.items()}
+
+    def _too_many(self, count: int):
+        raise PayloadTooLarge(
+            f"the request holds {count} instances; this server takes at most {self.max_instances} per request "
+            "(CLOUDML_MAX_INSTANCES): send them in several requests"
+        )
 
     async def close(self) -> None:
         await self.batcher.close()

@@ -22,6 +22,7 @@ BadRequest = InvalidInput
 
 _FLOAT_KINDS = "fiu"
 _INT_KINDS = "iu"
+_MAX_DIMS = 64  # numpy's limit on an array's dimensions (NPY_MAXDIMS)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,9 @@ def _to_array(value: Any, spec: TensorSpec, where: str, *, batched: bool) -> np.
         array = np.asarray(value)
     except ValueError:
         raise InvalidInput(f"{where}: values are ragged (nested lists of different lengths); expected {spec.describe()}") from None
+    if not batched and array.ndim >= _MAX_DIMS:
+        # A batch of these would need one more dimension than numpy (and TensorFlow's C API) has.
+        raise InvalidInput(f"{where}: {array.ndim} dimensions; an instance may have at most {_MAX_DIMS - 1} ({spec.describe()})")
     array = _check_dtype(array, spec, where)
     _check_shape(array.shape, spec, where, batched=batched)
     return array
@@ -129,7 +133,8 @@ def batch_from_instances(instances: list[Any], signature: Signature) -> Batch:
             unknown = sorted(set(instance) - set(names))
             if unknown:
                 raise InvalidInput(
-                    f"instance {index}: unknown input name(s) {', '.join(map(repr, unknown))}; the model's inputs are {', '.join(map(repr, names))}",
+                    f"instance {index}: unknown input name(s) {', '.join(map(repr, unknown))}; the model's inputs are {', '.join(map(repr, names))}"
+                    ' (several instances go in {"instances": [...]})',
                     expected=signature_summary(signature),
                 )
             missing = [n for n in names if n not in instance]

@@ -159,11 +159,15 @@ def _drainable_server(config, app):
 def _run(served, sockets: list[socket.socket], *, max_body_bytes: int, batching: BatchingConfig, error_file: Path | None, workers: WorkerPool | None = None) -> int:
     import uvicorn
 
-    from cloudml.serving.protocol import CoalescingHttpToolsProtocol
+    from cloudml.serving.protocol import CoalescingHttpToolsProtocol, ConnectionLimits, raise_descriptor_limit
 
+    try:
+        limits = ConnectionLimits.from_env().within(raise_descriptor_limit())
+    except CloudMLError as exc:
+        return report_startup_error(exc, error_file)
     app = create_app(served, max_body_bytes=max_body_bytes, batching=batching, workers=workers)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=15, server_header=False,
-                            http=CoalescingHttpToolsProtocol)
+                            http=CoalescingHttpToolsProtocol.configured(limits))
     server = _drainable_server(config, app)
     bound = sockets[0].getsockname()
     mode = f"batching up to {batching.max_batch_size} instances" if batching.enabled else "batching off"

@@ -166,7 +166,11 @@ class ServingApp:
 
     def _log(self, scope, status: int, elapsed_ms: float) -> None:
         client = (scope.get("client") or ("-", 0))[0]
-        self._log_lines.append(f'{self._timestamp(time.time())} INFO cloudml.serving.access: {client} "{scope["method"]} {scope["path"]}" {status} {elapsed_ms:.1f}ms\n')
+        path = scope["path"]
+        if not path.isprintable() or '"' in path:
+            # A percent-encoded newline (or quote) in the path must not forge or split a log line.
+            path = path.encode("unicode_escape").decode("ascii").replace('"', '\\"')
+        self._log_lines.append(f'{self._timestamp(time.time())} INFO cloudml.serving.access: {client} "{scope["method"]} {path}" {status} {elapsed_ms:.1f}ms\n')
         if len(self._log_lines) == 1:
             asyncio.get_running_loop().call_later(LOG_FLUSH_SECONDS, self.flush_log)
 

@@ -6,8 +6,7 @@ Response bodies follow TF Serving's REST formats, which Vertex AI and Azure ML c
 
 from __future__ import annotations
 
-import csv
-import io
+import json
 from typing import Any
 
 import orjson
@@ -24,31 +23,91 @@ def parse_json(body: bytes) -> Any:
         raise InvalidInput(f"request body is not valid JSON: {exc}") from None
 
 
-def parse_jsonlines(body: bytes) -> list[Any]:
-    instances = []
+def parse_json_documents(body: bytes, *, what: str = "request body") -> list[Any]:
+    """One JSON document, or several separated by whitespace (JSON Lines, or documents side by
+    side on a line, as SageMaker's container reads an `application/json` body). The common case,
+    one document, costs one `orjson.loads`; the rest is only tried when that fails."""
+    try:
+        return [orjson.loads(body)]
+    except orjson.JSONDecodeError as exc:
+        whole = exc
+    documents: list[Any] = []
     for number, line in enumerate(body.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            instances.append(orjson.loads(line))
+            documents.append(orjson.loads(line))
+            continue
         except orjson.JSONDecodeError as exc:
-            raise InvalidInput(f"line {number} of the JSON Lines body is not valid JSON: {exc}") from None
-    return instances
+            error = exc
+        try:
+            documents.extend(_side_by_side(line))
+        except ValueError:
+            if not documents:  # nothing parsed before: it is one broken document, not lines
+                raise InvalidInput(f"{what} is not valid JSON: {whole}") from None
+            raise InvalidInput(f"line {number} of the {what} is not valid JSON: {error}") from None
+    if not documents:
+        raise InvalidInput(f"{what} is not valid JSON: {whole}")
+    return documents
 
 
-def parse_csv(body: bytes) -> list[list[float]]:
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # NaN and Infinity are not JSON
+
+
+def _side_by_side(line: bytes) -> list[Any]:
+    """Several JSON documents on one line, separated by whitespace; ValueError if it is not that."""
     try:
-        text = body.decode("utf-8")
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8") from None
+    documents, index = [], 0
+    while True:
+        while index < len(text) and text[index] in " \t\r\n":
+            index += 1
+        if index == len(text):
+            break
+        value, index = _DECODER.raw_decode(text, index)
+        if index < len(text) and text[index] not in " \t\r\n":
+            raise ValueError("documents must be separated by whitespace")
+        documents.append(value)
+    if len(documents) < 2:
+        raise ValueError("not several documents")
+    return documents
+
+
+def parse_jsonlines(body: bytes) -> list[Any]:
+    """One instance per line (blank lines skipped)."""
+    return parse_json_documents(body, what="JSON Lines body")
+
+
+def parse_csv(body: bytes, *, header: bool = False) -> list[list[int | float]]:
+    """Rows of numbers. Each row is read as the JSON array `[row]`, which is what SageMaker's
+    container sends on to TF Serving: values are numbers exactly as JSON writes them (no `nan`,
+    `inf`, `1_0`, `+1` or `.5`, which JSON refuses too), and any line ending (LF, CRLF, CR)
+    ends a row. `header`: the first row names the columns (`text/csv; header=present`)."""
+    try:
+        body.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInput("CSV body is not UTF-8 text") from None
     rows = []
-    for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
-        if not row:
+    for number, line in enumerate(body.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if header:
+            header = False
             continue
         try:
-            rows.append([float(cell) for cell in row])
-        except ValueError:
-            raise InvalidInput(f"CSV row {number} holds a value that is not a number") from None
+            row = orjson.loads(b"[" + line + b"]")
+        except orjson.JSONDecodeError:
+            row = None
+        if row is None or not all(type(v) is float or type(v) is int for v in row):
+            raise InvalidInput(f"CSV row {number} holds a value that is not a number "
+                               "(write numbers as JSON does: 0.5, -3, 1e-05; not nan, inf, 1_0, +1, .5 or quoted)") from None
+        rows.append(row)
     return rows
 
 

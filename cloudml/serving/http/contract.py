@@ -16,6 +16,7 @@ from cloudml.serving.http.codecs import (
 )
 from cloudml.serving.http.request import HttpRequest
 from cloudml.serving.http.responses import json_response
+from cloudml.serving.memory import TRIM_AFTER_BYTES
 from cloudml.serving.requests import signature_summary
 
 Handler = Callable[[HttpRequest], Awaitable[Response]]
@@ -34,7 +35,10 @@ class Contract:
         raise NotImplementedError
 
     async def read(self, request: HttpRequest) -> bytes:
-        return await request.body(self.max_body_bytes, expected=self.expected)
+        body = await request.body(self.max_body_bytes, expected=self.expected)
+        if len(body) >= TRIM_AFTER_BYTES:
+            self.plane.memory.after_big_request()
+        return body
 
     async def predict(self, request: HttpRequest, inputs: Any, *, columnar: bool = False) -> Outputs:
         return await self.plane.predict(PredictRequest(inputs, columnar, request.received, request.gone))
