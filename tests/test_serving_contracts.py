@@ -12,7 +12,6 @@ import json
 import httpx
 import numpy as np
 import pytest
-
 from conftest import endpoint
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
-
 from conftest import endpoint
 
 from cloudml.errors import ExitCode
@@ -32,7 +31,8 @@ CNN_EXPECTED = {"pixels": "float32[784] per instance"}
 
 def assert_error(response: httpx.Response, status: int, *fragments: str) -> dict:
     """`status`, a JSON body, and an "error" that mentions every fragment (case-insensitive)."""
-    assert response.status_code == status, f"{response.request.method} {response.request.url} -> {response.status_code} (wanted {status}): {response.text[:500]}"
+    assert response.status_code == status, (
+        f"{response.request.method} {response.request.url} -> {response.status_code} (wanted {status}): {response.text[:500]}")
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
     assert isinstance(body.get("error"), str) and body["error"]
@@ -111,23 +111,29 @@ def _cnn_cases():
         ("empty-bare-list", "POST", "/invocations", {"json": []}, 400, ["empty batch"]),
         ("instances-not-a-list", "POST", "/invocations", {"json": {"instances": {"pixels": good}}}, 400, ['"instances" must be a JSON list']),
         ("no-instances-key", "POST", "/invocations", {"json": {"rows": [good]}}, 400, ['{"instances": [...]}']),
-        ("text-plain", "POST", "/invocations", {"content": b"0.5,0.5", "headers": {"Content-Type": "text/plain"}}, 415, ["unsupported Content-Type 'text/plain'", "application/json"]),
-        ("xml", "POST", "/invocations", {"content": b"<instances/>", "headers": {"Content-Type": "application/xml"}}, 415, ["unsupported Content-Type 'application/xml'"]),
+        ("text-plain", "POST", "/invocations", {"content": b"0.5,0.5", "headers": {"Content-Type": "text/plain"}}, 415,
+         ["unsupported Content-Type 'text/plain'", "application/json"]),
+        ("xml", "POST", "/invocations", {"content": b"<instances/>", "headers": {"Content-Type": "application/xml"}}, 415,
+         ["unsupported Content-Type 'application/xml'"]),
         ("xml-vertex", "POST", "/predict", {"content": b"<instances/>", "headers": {"Content-Type": "application/xml"}}, 415, ["unsupported Content-Type"]),
-        ("xml-tfs", "POST", "/v1/models/seed-cnn:predict", {"content": b"<instances/>", "headers": {"Content-Type": "application/xml"}}, 415, ["unsupported Content-Type"]),
+        ("xml-tfs", "POST", "/v1/models/seed-cnn:predict", {"content": b"<instances/>", "headers": {"Content-Type": "application/xml"}}, 415,
+         ["unsupported Content-Type"]),
         ("ragged-instances", "POST", "/invocations", {"json": {"instances": [good, [0.5] * 700]}}, 400, ["instance 1", "shape [700]", "784"]),
         ("ragged-nested", "POST", "/invocations", {"json": {"instances": [[0.5, [0.5]] + [0.5] * 782]}}, 400, ["instance 0", "ragged"]),
         ("ragged-columns", "POST", "/v1/models/seed-cnn:predict", {"json": {"inputs": [good, [0.5] * 700]}}, 400, ["ragged"]),
         ("columns-unknown-input", "POST", "/v1/models/seed-cnn:predict", {"json": {"inputs": {"bogus": [good]}}}, 400, ["unknown input", "'bogus'"]),
         ("columns-missing-input", "POST", "/v1/models/seed-cnn:predict", {"json": {"inputs": {}}}, 400, ["missing input", "'pixels'"]),
-        ("wrong-signature", "POST", "/v1/models/seed-cnn:predict", {"json": {"signature_name": "predict_proba", "instances": [good]}}, 400, ["signature 'predict_proba'", "serving_default"]),
+        ("wrong-signature", "POST", "/v1/models/seed-cnn:predict", {"json": {"signature_name": "predict_proba", "instances": [good]}}, 400,
+         ["signature 'predict_proba'", "serving_default"]),
         ("empty-body", "POST", "/invocations", {"content": b"", "headers": json_ct}, 400, ["body is empty"]),
         ("empty-body-vertex", "POST", "/predict", {"content": b"", "headers": json_ct}, 400, ["body is empty"]),
         ("empty-body-csv", "POST", "/invocations", {"content": b"", "headers": {"Content-Type": "text/csv"}}, 400, ["body is empty"]),
         ("csv-not-a-number", "POST", "/invocations", {"content": b"0.5,abc\n", "headers": {"Content-Type": "text/csv"}}, 400, ["CSV row 1", "not a number"]),
         ("csv-short-row", "POST", "/invocations", {"content": b"0.5,0.5\n", "headers": {"Content-Type": "text/csv"}}, 400, ["shape [1, 2]", "784"]),
-        ("jsonlines-bad-line", "POST", "/invocations", {"content": json.dumps(good).encode() + b"\n[0.5,\n", "headers": {"Content-Type": "application/jsonlines"}}, 400, ["line 2", "not valid JSON"]),
-        ("accept-csv", "POST", "/invocations", {"json": {"instances": [good]}, "headers": {"Accept": "text/csv"}}, 406, ["Accept 'text/csv'", "application/json"]),
+        ("jsonlines-bad-line", "POST", "/invocations", {"content": json.dumps(good).encode() + b"\n[0.5,\n",
+                                                        "headers": {"Content-Type": "application/jsonlines"}}, 400, ["line 2", "not valid JSON"]),
+        ("accept-csv", "POST", "/invocations", {"json": {"instances": [good]}, "headers": {"Accept": "text/csv"}}, 406, ["Accept 'text/csv'",
+                                                                                                                         "application/json"]),
         ("accept-json-q0", "POST", "/invocations", {"json": {"instances": [good]}, "headers": {"Accept": "text/csv, application/json;q=0"}}, 406, ["Accept"]),
         ("get-invocations", "GET", "/invocations", {}, 405, ["method GET is not allowed on /invocations"]),
         ("put-score", "PUT", "/score", {"json": {"data": [good]}}, 405, ["method PUT is not allowed on /score"]),
@@ -166,7 +172,8 @@ def _lstm_cases():
         ("fractional-tokens-mixed-lengths", "/invocations", {"instances": [[12, 3], [4.25]]}, ["instance 1", "expected integers"]),
         ("string-tokens", "/invocations", {"instances": [["goal", "match"]]}, ["expected numbers", "got strings"]),
         ("out-of-vocabulary", "/invocations", {"instances": [[12, 10000]]}, ["model rejected the input", "10000 is not in [0, 10000)"]),
-        ("out-of-vocabulary-tfs", "/v1/models/seed-lstm:predict", {"instances": [[5], [12, 3, 123456]]}, ["model rejected the input", "123456 is not in [0, 10000)"]),
+        ("out-of-vocabulary-tfs", "/v1/models/seed-lstm:predict", {"instances": [[5], [12, 3, 123456]]}, ["model rejected the input",
+                                                                                                          "123456 is not in [0, 10000)"]),
         ("beyond-int64", "/invocations", {"instances": [[12, 2**63]]}, ["do not fit in int64"]),
         ("ragged-nesting", "/invocations", {"instances": [[12, 3], [4, [5]]]}, ["instance 1", "ragged"]),
         ("ragged-columns", "/v1/models/seed-lstm:predict", {"inputs": [[12, 3], [4]]}, ["ragged", "'tokens'"]),
@@ -249,7 +256,7 @@ def test_serve_binds_loopback_by_default(small_server):
     if tcp.exists():  # Linux: the listening socket is on 127.0.0.1 only, not 0.0.0.0
         listening = [line.split()[1] for line in tcp.read_text().splitlines()[1:] if line.split()[3] == "0A"]
         ours = [addr for addr in listening if int(addr.split(":")[1], 16) == port]
-        assert ours == ["0100007F:%04X" % port], ours
+        assert ours == [f"0100007F:{port:04X}"], ours
 
 
 def test_oversized_body_with_content_length(small_server, seed_models, references, client):

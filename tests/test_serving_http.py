@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-
 from conftest import endpoint, rows_close
 
 pytestmark = pytest.mark.slow

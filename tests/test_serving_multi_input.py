@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-
 from test_serving_errors import start_serve, stop, wait_for_exit_or_ping
 
 pytestmark = pytest.mark.slow

@@ -23,9 +23,9 @@ import math
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
@@ -62,7 +62,7 @@ class BatchingConfig:
     max_instances: int = 1024
 
     @classmethod
-    def from_env(cls, **overrides) -> "BatchingConfig":
+    def from_env(cls, **overrides) -> BatchingConfig:
         env = os.environ
         values = {
             "enabled": env.get("CLOUDML_BATCHING", "1").lower() not in ("0", "false", "off", "no"),

@@ -8,8 +8,9 @@ signature, batching, deadlines and the model live below this line and know no pr
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

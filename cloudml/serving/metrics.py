@@ -58,7 +58,8 @@ class ServingMetrics:
             lines += histogram.render()
         lines += ["# HELP cloudml_responses_total HTTP responses by status code.", "# TYPE cloudml_responses_total counter"]
         lines += [f'cloudml_responses_total{{code="{code}"}} {n}' for code, n in sorted(self.responses.items())]
-        lines += ["# HELP cloudml_requests_dropped_total Requests answered without running the model: overloaded (queue full), deadline (waited too long), disconnected (caller gone).",
+        lines += ["# HELP cloudml_requests_dropped_total Requests answered without running the model: "
+                  "overloaded (queue full), deadline (waited too long), disconnected (caller gone).",
                   "# TYPE cloudml_requests_dropped_total counter"]
         lines += [f'cloudml_requests_dropped_total{{reason="{reason}"}} {self.dropped[reason]}' for reason in ("overloaded", "deadline", "disconnected")]
         return "\n".join(lines) + "\n"

@@ -53,7 +53,7 @@ class ConnectionLimits:
     body_timeout_s: float = 30.0
 
     @classmethod
-    def from_env(cls) -> "ConnectionLimits":
+    def from_env(cls) -> ConnectionLimits:
         from cloudml.serving.batching import _positive  # one parser for every CLOUDML_* number
 
         env = os.environ
@@ -64,7 +64,7 @@ class ConnectionLimits:
             body_timeout_s=_positive(env, "CLOUDML_BODY_TIMEOUT_S", float, cls.body_timeout_s),
         )
 
-    def within(self, descriptors: int) -> "ConnectionLimits":
+    def within(self, descriptors: int) -> ConnectionLimits:
         """Capped below a descriptor limit, leaving room for the model's files, pipes and the
         listening sockets (an accept that fails for want of a descriptor stalls every client)."""
         return replace(self, max_connections=max(1, min(self.max_connections, descriptors - max(64, descriptors // 8))))
@@ -188,7 +188,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     _opened = itertools.count()
 
     @classmethod
-    def configured(cls, limits: ConnectionLimits) -> type["CoalescingHttpToolsProtocol"]:
+    def configured(cls, limits: ConnectionLimits) -> type[CoalescingHttpToolsProtocol]:
         return type(cls.__name__, (cls,), {"limits": limits, "watchdog": None})
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]

@@ -169,7 +169,8 @@ def batch_from_columns(columns: Any, signature: Signature) -> dict[str, np.ndarr
         raise InvalidInput('"inputs" must be an object keyed by input name for a model with several inputs', expected=signature_summary(signature))
     unknown = sorted(set(columns) - set(names))
     if unknown:
-        raise InvalidInput(f"unknown input name(s) {', '.join(map(repr, unknown))}; the model's inputs are {', '.join(map(repr, names))}", expected=signature_summary(signature))
+        raise InvalidInput(f"unknown input name(s) {', '.join(map(repr, unknown))}; the model's inputs are {', '.join(map(repr, names))}",
+                           expected=signature_summary(signature))
     missing = [n for n in names if n not in columns]
     if missing:
         raise InvalidInput(f"missing input(s) {', '.join(map(repr, missing))}", expected=signature_summary(signature))

@@ -134,7 +134,8 @@ def aws_errors(doing: str, *, error: type[CloudMLError] = DeployFailed, passthro
         if "assume role" in message:
             raise ConfigError(
                 f"SageMaker cannot use the execution role while {doing}: {message}",
-                hint="pass the ARN of an existing role whose trust policy allows sagemaker.amazonaws.com (see deploy_templates/aws-sagemaker-trust-policy.json)",
+                hint="pass the ARN of an existing role whose trust policy allows sagemaker.amazonaws.com "
+                     "(see deploy_templates/aws-sagemaker-trust-policy.json)",
             ) from None
         raise error(f"AWS refused {doing}: {code}: {message}") from None
     except BotoCoreError as exc:

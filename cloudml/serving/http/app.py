@@ -190,7 +190,7 @@ def create_app(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     batching: BatchingConfig | None = None,
-    workers: "WorkerPool | None" = None,
+    workers: WorkerPool | None = None,
     load: bool = True,
 ):
     plane = DataPlane(model, batching=batching or BatchingConfig(), metrics=ServingMetrics())

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from cloudml.serving.errors import (
     CallerGone,
@@ -35,7 +36,7 @@ class HttpRequest:
     gone: Callable[[], bool] | None
 
     @classmethod
-    def from_scope(cls, scope: dict, receive, received: float) -> "HttpRequest":
+    def from_scope(cls, scope: dict, receive, received: float) -> HttpRequest:
         extensions = scope.get("extensions")
         return cls(
             scope["method"],

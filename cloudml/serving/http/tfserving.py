@@ -33,7 +33,8 @@ class TFServing(Contract):
     async def status(self, request: HttpRequest) -> Response:
         self._check_model(request)
         state = "AVAILABLE" if self.plane.ready else "LOADING"
-        return json_response({"model_version_status": [{"version": str(self.plane.model.version), "state": state, "status": {"error_code": "OK", "error_message": ""}}]})
+        version = {"version": str(self.plane.model.version), "state": state, "status": {"error_code": "OK", "error_message": ""}}
+        return json_response({"model_version_status": [version]})
 
     async def metadata(self, request: HttpRequest) -> Response:
         self._check_model(request)
@@ -43,7 +44,8 @@ class TFServing(Contract):
             return {
                 name: {
                     "dtype": _TF_DTYPE_NAMES.get(spec.dtype, "DT_" + spec.dtype.upper()),
-                    "tensor_shape": {"dim": [{"size": str(-1 if d is None else d), "name": ""} for d in (spec.shape or [])], "unknown_rank": spec.shape is None},
+                    "tensor_shape": {"dim": [{"size": str(-1 if d is None else d), "name": ""} for d in (spec.shape or [])],
+                                     "unknown_rank": spec.shape is None},
                     "name": name,
                 }
                 for name, spec in specs.items()
@@ -51,7 +53,8 @@ class TFServing(Contract):
 
         return json_response({
             "model_spec": {"name": model.name, "signature_name": "", "version": str(model.version)},
-            "metadata": {"signature_def": {"signature_def": {sig.name: {"inputs": tensors(sig.inputs), "outputs": tensors(sig.outputs), "method_name": "tensorflow/serving/predict"}}}},
+            "metadata": {"signature_def": {"signature_def": {sig.name: {"inputs": tensors(sig.inputs), "outputs": tensors(sig.outputs),
+                                                                        "method_name": "tensorflow/serving/predict"}}}},
         })
 
     async def predict_route(self, request: HttpRequest) -> Response:
