@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.cloudml-installed
 DEMO_NAME ?= mnist-cnn
 
-.PHONY: install demo demo-aws demo-gcp demo-azure demo-clean test test-fast bench
+.PHONY: install demo demo-aws demo-gcp demo-azure demo-clean check test test-fast bench
 
 $(STAMP): pyproject.toml package.json package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,12 +38,18 @@ demo-clean: $(STAMP)
 	$(BIN)/cloudml delete $(DEMO_NAME)
 
 ## Every test, slow ones included (what CI runs).
-test: $(STAMP)
+test: check
 	$(BIN)/python -m pytest
 
-## Only the fast tests.
-test-fast: $(STAMP)
+## Only the fast tests (after the same static checks).
+test-fast: check
 	$(BIN)/python -m pytest -m "not slow"
+
+## Static checks: the import graph (no cycle, layers respected), ruff, mypy.
+check: $(STAMP)
+	$(BIN)/python tools/check_imports.py
+	$(BIN)/ruff check cloudml tests benchmarks tools
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/cli_startup.py
