@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from cloudml.errors import CloudMLError, ExitCode, ModelError
+from cloudml.serving import handover
 from cloudml.serving.app import DEFAULT_MAX_BODY_BYTES, create_app
 from cloudml.serving.batching import BatchingConfig
 from cloudml.serving.model import describe_error
@@ -94,6 +95,7 @@ def serve(
 ) -> int:
     """Serve until stopped; returns an exit code (non-zero when the model could not be served)."""
     configure_logging(log_level)
+    handover.tie_to_parent()  # first: a deploy killed while this server starts must not leave it running
     batching = batching or BatchingConfig.from_env()
     workers = workers or int(os.environ.get("CLOUDML_WORKERS") or 0) or default_workers()
     if workers > 1:
@@ -108,7 +110,9 @@ def serve(
             package_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="cloudml-serve-")))
         try:
             served = prepare_model(model, package_dir=package_dir, name=name, version=version)
-            sockets = [tcp_socket(host, port, reuse_port=reuse_port)]
+            inherited = handover.inherited_listener()  # a local deployment's own port (see handover)
+            sockets = [inherited or tcp_socket(host, port, reuse_port=reuse_port)]
+            cleanup.enter_context(handover.handing_off(sockets[0]))
             if unix_socket_path is not None:
                 sockets.append(unix_socket(unix_socket_path))
                 cleanup.callback(unix_socket_path.unlink, missing_ok=True)
@@ -122,7 +126,8 @@ def serve(
             serve_args = ["--max-body-bytes", str(max_body_bytes), "--log-level", log_level,
                           "--max-batch-size", str(batching.max_batch_size), "--max-batch-wait-ms", str(batching.max_wait_ms),
                           "--batching" if batching.enabled else "--no-batching"]
-            pool = WorkerPool(package=served.folder, host=bound_host, port=bound_port, count=workers - 1, serve_args=serve_args)
+            pool = WorkerPool(package=served.folder, host=bound_host, port=bound_port, count=workers - 1, serve_args=serve_args,
+                              listen_fd=sockets[0].fileno() if inherited else None)
         return _run(served, sockets, max_body_bytes=max_body_bytes, batching=batching, error_file=error_file, workers=pool)
 
 
