@@ -118,7 +118,8 @@ class LocalDeployer(Deployer):
                     current.updated_at = utcnow().isoformat()
                     self.state.put(current)
                 return DeployResult(action="unchanged", deployment=self._to_deployment(current))
-            old = current.server if current and current.server and self._running(current.server) else None
+            previous = current.server if current else None
+            old = previous if previous and self._running(previous) else None
             action = "created" if current is None else ("restarted" if current.fingerprint == fingerprint else "updated")
             listener = self._listener(current, old)
             try:
@@ -131,7 +132,7 @@ class LocalDeployer(Deployer):
             finally:
                 listener.close()  # the server has its own copy; without one, the port is free again
             record.server, record.pending = new, None
-            record.retired = [old] if old else ([current.server] if current and current.server else [])
+            record.retired = [previous] if previous else []  # a dead one too: its files go
             record.fingerprint, record.model_hash, record.model_path = fingerprint, model_hash, str(Path(spec.model).resolve())
             record.model_version, record.env, record.tags = _served_version(new) or version, dict(spec.env), dict(spec.tags)
             record.updated_at = utcnow().isoformat()
@@ -164,8 +165,8 @@ class LocalDeployer(Deployer):
 
     def _start(self, spec: DeploymentSpec, model: Path, record: LocalRecord, listener) -> Server:
         """Start a server for `spec` on `listener`, recorded as pending; return it once healthy."""
-        fingerprint = hashlib.sha256(f"{spec.name}{time.time()}".encode()).hexdigest()
-        folder = self.options.home / "deployments" / spec.name / f"{fingerprint[:12]}-{int(time.time() * 1000)}"
+        revision = hashlib.sha256(f"{spec.name}{time.time()}{os.getpid()}".encode()).hexdigest()
+        folder = self.options.home / "deployments" / spec.name / f"{revision[:12]}-{int(time.time() * 1000)}"
         served = inspect_source(model)
         new = Server.new(folder, served.path if served.format == "package" else folder / "package" / "model")
         record.pending = new
@@ -375,13 +376,15 @@ class LocalDeployer(Deployer):
             with self.progress.step(f"stopping {name} (pid {record.pid})"):
                 for server in servers:
                     process.stop_server(server.pid, server.socket_path)
-            self.state.remove(name)
+            # Files first: on a full disk, that makes the room the state write needs; if we die
+            # before it, the record names stopped servers, and deleting again finishes.
             for server in servers:
                 server.remove_files()
             with contextlib.suppress(OSError):
                 for leftover in (self.options.home / "deployments" / name).iterdir():
                     leftover.unlink()  # last-failed.log
                 (self.options.home / "deployments" / name).rmdir()
+            self.state.remove(name)
             return True
 
 

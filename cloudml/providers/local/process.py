@@ -23,7 +23,10 @@ class Tie:
     def release(self) -> None:
         """The server is recorded: it no longer depends on this process."""
         if self.write_fd >= 0:
-            os.write(self.write_fd, handover.RELEASE)
+            try:
+                os.write(self.write_fd, handover.RELEASE)
+            except BrokenPipeError:
+                pass  # the server is gone; the next health check says so
             self.close()
 
     def close(self) -> None:
