@@ -2,7 +2,7 @@
 a first deploy and of a replace, and a full disk under CLOUDML_HOME. Afterwards `status` and
 `list` tell the truth, no server or port is leaked, errors are clear, and a re-run converges.
 
-The deploy is stopped at an exact step by CLOUDML_LOCAL_TEST_FAULT=STEP:SIGNAL, which makes the
+The deploy is stopped at an exact step by CLOUDML_TEST_LOCAL_FAULT=STEP:SIGNAL, which makes the
 local deployer send itself SIGNAL there (a hook for these tests only, see providers/local/deployer.py).
 """
 
@@ -60,7 +60,7 @@ def _port_free(port: int) -> bool:
 
 def _killed_deploy(model, name: str, home: Path, fault: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cloudml", "deploy", str(model), "--name", name],
-                          env={**os.environ, "CLOUDML_HOME": str(home), "CLOUDML_LOCAL_TEST_FAULT": fault},
+                          env={**os.environ, "CLOUDML_HOME": str(home), "CLOUDML_TEST_LOCAL_FAULT": fault},
                           capture_output=True, text=True, timeout=300)
 
 
@@ -148,19 +148,14 @@ def small_disk(tmp_path):
 
 
 def _fill(path: Path) -> None:
-    with open(path, "wb") as handle:
-        try:
-            while True:
-                handle.write(b"\0" * (1 << 20))
-                handle.flush()
-        except OSError:
-            pass
-        try:
-            while True:
-                handle.write(b"\0" * 512)
-                handle.flush()
-        except OSError:
-            pass
+    """Fill the file system `path` is on, to the last byte."""
+    with open(path, "wb", buffering=0) as handle:
+        for size in (1 << 20, 4096, 1):
+            try:
+                while handle.write(b"\0" * size):
+                    pass
+            except OSError:
+                pass
 
 
 def test_a_full_disk_under_cloudml_home_gives_clear_errors_and_keeps_the_truth(seed_models, other_cnn, small_disk):

@@ -38,7 +38,7 @@ from cloudml.spec import DeploymentSpec
 
 # For tests only (tests/test_local_faults.py): "STEP:SIGNAL" makes a deploy send itself SIGNAL
 # when it reaches STEP (recorded, started, healthy, switched, draining), to stop it exactly there.
-FAULT_VARIABLE = "CLOUDML_LOCAL_TEST_FAULT"
+FAULT_VARIABLE = "CLOUDML_TEST_LOCAL_FAULT"
 
 
 def default_home() -> Path:
