@@ -63,3 +63,14 @@ def test_every_form_cloudml_package_writes_deploys_on_aws(aws_emulator, seed_mod
         assert json.loads(result.stdout)["deployment"]["status"] == "healthy", form
         deleted = run_cli("delete", f"aws-{form}", "--provider", "aws", home=home)
         assert deleted.returncode == 0, deleted.stderr
+
+
+def test_a_tf_serving_base_folder_names_the_model_after_itself_not_its_version(unservable_model, tmp_path):
+    import shutil
+
+    base = tmp_path / "half_plus_three"
+    shutil.copytree(unservable_model, base / "1")
+    result = run_cli("package", base, "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "out" / "model" / "cloudml-manifest.json").read_text())
+    assert manifest["model_name"] == "half-plus-three" and manifest["model_version"] == 1
