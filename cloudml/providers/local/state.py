@@ -140,13 +140,13 @@ class StateStore:
             self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
             if not self.home.is_dir():
                 raise NotADirectoryError(str(self.home))
-            if stat.S_IMODE(self.home.stat().st_mode) & 0o077:
-                self.home.chmod(0o700)
             os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-            if stat.S_IMODE(self.path.stat().st_mode) & 0o077:
-                self.path.chmod(0o600)
         except OSError as exc:
             raise _fault(exc, self.home) from None
+        for path, private in ((self.home, 0o700), (self.path, 0o600)):
+            with contextlib.suppress(OSError):  # not ours to change (a shared folder): leave it
+                if stat.S_IMODE(path.stat().st_mode) & 0o077:
+                    path.chmod(private)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
