@@ -383,6 +383,7 @@ def serve(
 
         from cloudml.errors import CloudMLError
         from cloudml.serving.batching import BatchingConfig
+        from cloudml.serving.handover import tie_to_parent
         from cloudml.serving.server import configure_logging, report_startup_error, serving_workers
         from cloudml.serving.server import serve as run_server
 
@@ -401,6 +402,8 @@ def serve(
             return package_model(source, target, name=name, version=model_version, archive=False).folder
 
         configure_logging(log_level)
+        # First: a local deploy killed while this server packages and starts must not leave it running.
+        tie_to_parent()
         # Before packaging, which starts TensorFlow: it reads its thread settings only then.
         count = serving_workers(workers)
         as_json = output.lower() == "json"

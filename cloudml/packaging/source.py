@@ -22,6 +22,8 @@ class ModelSource:
 
     @property
     def display_name(self) -> str:
+        if self.format == "saved_model" and self.path.name.isdigit():
+            return self.path.parent.name  # a TF Serving base folder: <name>/<version>/saved_model.pb
         return self.path.stem if self.path.is_file() else self.path.name
 
 
@@ -42,6 +44,8 @@ def inspect_source(path: Path | str) -> ModelSource:
     if path.is_dir():
         if (path / MANIFEST_NAME).is_file():
             return ModelSource(path, "package")
+        if (path / "model" / MANIFEST_NAME).is_file():
+            return ModelSource(path / "model", "package")  # the folder `cloudml package` writes
         if (path / "saved_model.pb").is_file():
             version = int(path.name) if path.name.isdigit() else None
             return ModelSource(path, "saved_model", version)

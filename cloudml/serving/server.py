@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from cloudml.errors import CloudMLError, ExitCode, ModelError
+from cloudml.serving import handover
 from cloudml.serving.batching import BatchingConfig
 from cloudml.serving.http.app import DEFAULT_MAX_BODY_BYTES, create_app
 from cloudml.serving.model import describe_error
@@ -110,6 +111,7 @@ def serve(
     """Serve a package folder until stopped; returns an exit code (non-zero when the model could
     not be served)."""
     configure_logging(log_level)
+    handover.tie_to_parent()  # first: a deploy killed while this server starts must not leave it running
     workers = serving_workers(workers)
     if workers > 1:
         reuse_port = True  # the other processes listen on the same port
@@ -117,7 +119,9 @@ def serve(
         try:
             batching = batching or BatchingConfig.from_env()
             served = open_package(package)
-            sockets = [tcp_socket(host, port, reuse_port=reuse_port)]
+            inherited = handover.inherited_listener()  # a local deployment's own port (see handover)
+            sockets = [inherited or tcp_socket(host, port, reuse_port=reuse_port)]
+            cleanup.enter_context(handover.handing_off(sockets[0]))
             if unix_socket_path is not None:
                 sockets.append(unix_socket(unix_socket_path))
                 cleanup.callback(unix_socket_path.unlink, missing_ok=True)
@@ -130,7 +134,8 @@ def serve(
                           "--max-batch-size", str(batching.max_batch_size), "--max-batch-wait-ms", str(batching.max_wait_ms),
                           "--max-queue-size", str(batching.max_queue_size), "--request-deadline-ms", str(batching.deadline_ms),
                           "--batching" if batching.enabled else "--no-batching"]
-            pool = WorkerPool(package=served.folder, host=bound_host, port=bound_port, count=workers - 1, serve_args=serve_args)
+            pool = WorkerPool(package=served.folder, host=bound_host, port=bound_port, count=workers - 1, serve_args=serve_args,
+                              listen_fd=sockets[0].fileno() if inherited else None)
         return _run(served, sockets, max_body_bytes=max_body_bytes, batching=batching, error_file=error_file, workers=pool)
 
 

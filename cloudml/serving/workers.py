@@ -43,10 +43,12 @@ def _die_with_parent() -> None:
 
 
 class WorkerPool:
-    def __init__(self, *, package: Path, host: str, port: int, count: int, serve_args: list[str]):
+    def __init__(self, *, package: Path, host: str, port: int, count: int, serve_args: list[str], listen_fd: int | None = None):
+        # A local deployment's socket is inherited, not joined with SO_REUSEPORT (see serving.handover).
+        self.listen_fd = listen_fd
         self.command = [
             sys.executable, "-m", "cloudml", "serve", str(package), "--host", host, "--port", str(port),
-            "--reuse-port", "--workers", "1", *serve_args,
+            *([] if listen_fd is not None else ["--reuse-port"]), "--workers", "1", *serve_args,
         ]
         self.count = count
         self.processes: list[subprocess.Popen] = []
@@ -55,7 +57,8 @@ class WorkerPool:
 
     def _spawn(self) -> subprocess.Popen:
         # Same stdout/stderr as this process: one log file for the whole server.
-        return subprocess.Popen(self.command, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        inherit = {} if self.listen_fd is None else {"pass_fds": (self.listen_fd,), "env": {**os.environ, "CLOUDML_LISTEN_FD": str(self.listen_fd)}}
+        return subprocess.Popen(self.command, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent if sys.platform == "linux" else None, **inherit)
 
     async def start(self) -> None:
         self.processes = [self._spawn() for _ in range(self.count)]

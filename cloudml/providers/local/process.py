@@ -4,12 +4,35 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from cloudml import httpclient
+from cloudml.serving import handover
+
+
+class Tie:
+    """The deploy's end of the pipe that keeps a new server alive (see cloudml.serving.handover)."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+
+    def release(self) -> None:
+        """The server is recorded: it no longer depends on this process."""
+        if self.write_fd >= 0:
+            try:
+                os.write(self.write_fd, handover.RELEASE)
+            except BrokenPipeError:
+                pass  # the server is gone; the next health check says so
+            self.close()
+
+    def close(self) -> None:
+        if self.write_fd >= 0:
+            os.close(self.write_fd)
+            self.write_fd = -1
 
 
 def start_server(
@@ -18,37 +41,73 @@ def start_server(
     package_dir: Path,
     log_path: Path,
     socket_path: Path,
+    handoff_path: Path,
     error_file: Path,
+    listener: socket.socket,
+    tie: Tie,
     host: str,
-    port: int,
     name: str,
     version: int | None,
     env: dict[str, str],
 ) -> subprocess.Popen:
-    """Start `cloudml serve` detached from this shell, logging to `log_path`."""
+    """Start `cloudml serve` in its own session, serving `listener`, logging to `log_path`.
+
+    It outlives this process only once `tie` is released; until then it stops when we end."""
+    port = listener.getsockname()[1]
     command = [
         sys.executable, "-m", "cloudml", "serve", str(model),
         "--host", host, "--port", str(port), "--name", name,
-        "--package-dir", str(package_dir), "--reuse-port",
+        "--package-dir", str(package_dir),
         "--unix-socket", str(socket_path), "--error-file", str(error_file),
     ]
     if version is not None:
         command += ["--model-version", str(version)]
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ, **env, "CLOUDML_DEPLOYMENT": name, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,  # survives the CLI that started it, and Ctrl-C in that shell
-            close_fds=True,
-        )
+    wiring = {handover.LISTEN_FD: str(listener.fileno()), handover.TIE_FD: str(tie.read_fd), handover.HANDOFF_SOCKET: str(handoff_path)}
+    try:
+        with log_path.open("ab") as log:
+            return subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # TensorFlow's native start-up noise is off unless the user's environment or --env asks for it.
+                env={"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ, **env, **wiring, "CLOUDML_DEPLOYMENT": name, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,  # Ctrl-C in this shell is the deploy's to handle, not the server's
+                close_fds=True,
+                pass_fds=(listener.fileno(), tie.read_fd),
+            )
+    finally:
+        os.close(tie.read_fd)
+
+
+def take_over(handoff_path: Path) -> socket.socket | None:
+    """The listening socket of a deployment's running server, or None when it does not hand it over."""
+    try:
+        return handover.receive_listener(handoff_path)
+    except OSError:
+        return None
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A new deployment's own listening socket. Without SO_REUSEPORT, so a port any program
+    listens on is refused, and listening at once, so no one else can take it after us."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a deleted deployment's TIME_WAIT connections do not hold the port
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def is_running(pid: int, socket_path: Path) -> bool:
     """True when `pid` is alive and is the server we started (not a recycled pid)."""
+    if pid <= 0:
+        return False  # not started yet (0 would name our own process group)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
