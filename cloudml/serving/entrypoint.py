@@ -26,7 +26,7 @@ def download_gcs_folder(uri: str, dest: Path) -> Path:
 
     Uses google-cloud-storage, which honours STORAGE_EMULATOR_HOST (the offline GCS emulator).
     """
-    from google.cloud import storage
+    import google.cloud.storage as storage
 
     bucket_name, _, prefix = uri.removeprefix("gs://").partition("/")
     prefix = prefix.strip("/")
