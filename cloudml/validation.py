@@ -12,9 +12,9 @@ import difflib
 import json
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticUndefined
@@ -183,7 +183,8 @@ def describe_fields(model: type[BaseModel]) -> list[dict[str, Any]]:
         if required:
             default = None
         elif field.default_factory is not None:
-            default = field.default_factory()
+            # cloudml's models use only no-argument factories, never pydantic's validated-data form
+            default = cast(Callable[[], Any], field.default_factory)()
         else:
             default = None if field.default is PydanticUndefined else field.default
         rows.append({

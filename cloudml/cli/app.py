@@ -482,7 +482,8 @@ def _provider_options(name: str) -> Result:
     table = [("OPTION", "TYPE", "DEFAULT", "ENVIRONMENT VARIABLE")] + [(row["name"], row["type"], defaults[row["name"]], row["env"]) for row in options]
     widths = [max(len(cells[i]) for cells in table) for i in range(3)]
     lines = [f"{name}: {entry.description}" if entry.description else name, ""]
-    for cells, row in zip(table, [None] + options, strict=True):
+    rows: list[dict[str, Any] | None] = [None, *options]  # None: the header line
+    for cells, row in zip(table, rows, strict=True):
         lines.append("  " + "  ".join(cell.ljust(width) for cell, width in zip(cells, widths + [0], strict=True)).rstrip())
         if row is not None and (row["description"] or row.get("syntax")):
             lines.append("      " + " ".join(part for part in (row["description"], f"(as text: {row['syntax']})" if row.get("syntax") else "") if part))

@@ -12,7 +12,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -20,6 +20,9 @@ from rich.markup import escape
 from cloudml.errors import CloudMLError, ExitCode
 from cloudml.progress import Progress
 from cloudml.tfnoise import clean_text
+
+if TYPE_CHECKING:
+    from rich.status import Status
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -31,7 +34,7 @@ class SpinnerProgress(Progress):
 
     def __init__(self, console: Console = stderr):
         self.console = console
-        self._status = None
+        self._status: Status | None = None
         self._message = ""
 
     @contextlib.contextmanager

@@ -16,7 +16,7 @@ import shutil
 import tarfile
 import zlib
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from cloudml.errors import UnsafeArchiveError
 from cloudml.packaging.hashing import CHUNK, HashingWriter, iter_files
@@ -69,7 +69,7 @@ class _CountedStream:
     """The decompressed tar stream, counted as tarfile reads it, so the limits stop extraction
     (and bound the memory tarfile's headers may take) at the limit."""
 
-    def __init__(self, raw: BinaryIO, *, packed: int, limits: Limits, what: object):
+    def __init__(self, raw: io.BufferedIOBase, *, packed: int, limits: Limits, what: object):
         self.raw, self.packed, self.limits, self.what = raw, packed, limits, what
         self.count = 0
 
@@ -83,7 +83,7 @@ class _CountedStream:
         return data
 
 
-def _decompressed(raw: io.BufferedReader) -> BinaryIO:
+def _decompressed(raw: io.BufferedReader) -> io.BufferedIOBase:
     head = raw.peek(6)[:6]
     if head.startswith(b"\x1f\x8b"):
         return gzip.GzipFile(fileobj=raw, mode="rb")
@@ -151,7 +151,8 @@ def _extract(archive: Path, root: Path, *, what: object, limits: Limits) -> None
     try:
         with archive.open("rb") as raw, _decompressed(raw) as stream:
             counted = _CountedStream(stream, packed=max(archive.stat().st_size, 1), limits=limits, what=what)
-            with tarfile.open(fileobj=counted, mode="r|", bufsize=CHUNK) as tar:
+            # Stream mode ("r|") only reads; typeshed asks any fileobj for write, seek and tell too.
+            with tarfile.open(fileobj=cast(BinaryIO, counted), mode="r|", bufsize=CHUNK) as tar:
                 for count, member in enumerate(tar, start=1):
                     limits.check_members(count, what)
                     try:

@@ -79,10 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.probe:
             from cloudml.preflight.probe import probe_archive
 
+            assert packaged.archive is not None  # package_model(archive=True) wrote it
             probe_archive(packaged.archive)
     except CloudMLError as exc:
         write_result(args.result, Failed.from_error(exc))
         return 1
+    assert packaged.archive is not None and packaged.archive_digest is not None  # package_model(archive=True) wrote it
     write_result(args.result, Packaged(folder=packaged.folder, archive=packaged.archive, archive_digest=packaged.archive_digest,
                                        manifest=packaged.manifest))
     return 0

@@ -6,6 +6,7 @@ specs and options and keyword-only parameters.
 
 from __future__ import annotations
 
+import builtins
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -86,7 +87,8 @@ class Deployer(ABC):
         """Deployments this provider created through cloudml (and nothing else)."""
 
     @abstractmethod
-    def predict(self, name: str, *, instances: list[Any], parameters: dict[str, Any] | None = None) -> Prediction:
+    # builtins.list: inside the class body `list` is the method above
+    def predict(self, name: str, *, instances: builtins.list[Any], parameters: dict[str, Any] | None = None) -> Prediction:
         """Send `{"instances": [...]}`; the same format on every provider."""
 
     @abstractmethod

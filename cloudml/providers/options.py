@@ -8,7 +8,7 @@ given; text reaches list and map options as `a,b` / `k=v,k2=v2` or JSON; an empt
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -91,7 +91,7 @@ def resolve_options(options_cls: type[Options], provider: str, layers: Sequence[
     )
 
 
-def unknown_option(provider: str, option: str, layer: OptionLayer, known: Sequence[str]) -> ConfigError:
+def unknown_option(provider: str, option: str, layer: OptionLayer, known: Collection[str]) -> ConfigError:
     suggestion = did_you_mean(option, known)
     listing = f"`cloudml providers {provider}` describes its options ({', '.join(known) or 'none'})"
     if suggestion:

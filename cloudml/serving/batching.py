@@ -143,7 +143,7 @@ class Batcher:
         limit = self.config.max_batch_size
         if size <= limit:
             return await run(arrays, deadline, gone)
-        parts = []
+        parts: list[Arrays] = []
         for start in range(0, size, limit):
             parts.append(await run({name: a[start:start + limit] for name, a in arrays.items()}, deadline, gone, admitted=bool(parts)))
             deadline = math.inf
@@ -163,6 +163,7 @@ class Batcher:
         size = len(next(iter(arrays.values())))
         item = _Pending(_shape_key(arrays), arrays, size, asyncio.get_running_loop().create_future(), time.perf_counter(), deadline, gone)
         self._pending.append(item)
+        assert self._wakeup is not None  # _start made it with the workers
         self._wakeup.set()
         return item.future
 
@@ -220,7 +221,8 @@ class Batcher:
         Requests past their deadline or whose caller has gone are answered on the way."""
         now = time.perf_counter()
         batch: list[_Pending] = []
-        total, kept = 0, deque()
+        total = 0
+        kept: deque[_Pending] = deque()
         while self._pending:
             item = self._pending.popleft()
             if item.future.done():
@@ -243,6 +245,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             if not self._pending:
+                assert self._wakeup is not None  # _start made it before this worker
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue

@@ -26,7 +26,8 @@ def download_gcs_folder(uri: str, dest: Path) -> Path:
 
     Uses google-cloud-storage, which honours STORAGE_EMULATOR_HOST (the offline GCS emulator).
     """
-    from google.cloud import storage
+    # google-cloud-storage ships no py.typed, unlike the google.cloud packages mypy does read
+    from google.cloud import storage  # type: ignore[attr-defined]
 
     bucket_name, _, prefix = uri.removeprefix("gs://").partition("/")
     prefix = prefix.strip("/")

@@ -7,7 +7,9 @@ import gc
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,8 +41,9 @@ class ServedModel:
         self.folder = Path(package_dir)
         self.manifest = Manifest.read(self.folder)
         self.signature = self.manifest.signature
-        self._call = None  # inputs -> outputs, once loaded: the flat call if it checks out
-        self._tf = None
+        # inputs -> outputs, once loaded: the flat call if it checks out
+        self._call: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
+        self._tf: Any = None  # the tensorflow module, once loaded (it ships no type information)
         self.load_error: BaseException | None = None
 
     @property

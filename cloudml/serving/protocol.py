@@ -35,6 +35,7 @@ import itertools
 import logging
 import os
 from dataclasses import dataclass, replace
+from typing import Any, cast
 
 import httptools
 import orjson
@@ -160,6 +161,7 @@ class Watchdog:
             if not isinstance(conn, CoalescingHttpToolsProtocol) or conn.transport is None or conn.transport.is_closing():
                 continue
             cycle = conn.cycle
+            key: object  # the scope or cycle being timed (None: no request yet)
             if cycle is None or cycle.scope is not conn.scope:
                 phase, key, timeout, what = 1, conn.scope, limits.header_timeout_s, "request headers"
             elif not cycle.more_body or (cycle.response_started and not cycle.response_complete):
@@ -186,6 +188,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     limits = ConnectionLimits()  # set per server by `configured`
     watchdog: Watchdog | None = None
     _opened = itertools.count()
+    # Set per connection by connection_made:
+    _watch_key: object  # what the watchdog times, compared by identity only
+    _extensions: dict[str, Any]  # ASGI types extension values as dicts; CLIENT_GONE's is a callable
 
     @classmethod
     def configured(cls, limits: ConnectionLimits) -> type[CoalescingHttpToolsProtocol]:
@@ -194,7 +199,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         # Flow control and the peer addresses keep the real transport; responses go through this.
-        self.transport = CoalescingTransport(transport, self.loop)
+        # A duck-typed Transport: what it does not define, it forwards to the real one.
+        self.transport = cast(asyncio.Transport, CoalescingTransport(transport, self.loop))
         # A transport starts closing as soon as the peer's end of file or a reset is read.
         self._client_gone = transport.is_closing
         self._extensions = {CLIENT_GONE: self._client_gone}
@@ -212,6 +218,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         idle = [c for c in self.connections if c is not self and isinstance(c, CoalescingHttpToolsProtocol)
                 and (c.cycle is None or c.cycle.response_complete) and not c.transport.is_closing()]
         victim = min(idle, key=lambda c: c._order, default=self)
+        assert self.watchdog is not None  # connection_made set it
         self.watchdog.displaced += 1  # logged by the next sweep: one line a second, not one per connection
         victim.transport.close()
 
@@ -257,7 +264,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head, self._head_upper, self._head_lower = True, self._chunk, 0
-        extensions = self.scope.get("extensions")
+        extensions: dict[str, Any] | None = self.scope.get("extensions")
         if extensions is None:
             self.scope["extensions"] = self._extensions  # read-only for the app; one per connection
         else:

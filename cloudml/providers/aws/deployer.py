@@ -8,6 +8,7 @@ and the same model twice changes nothing. Every resource cloudml makes is tagged
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -136,7 +137,9 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
         if plan.max_replicas is None:
             return True
         target = endpoint.target
-        return bool(target) and (target["MinCapacity"], target["MaxCapacity"]) == (plan.min_replicas, plan.max_replicas)
+        if not target:
+            return False
+        return (target["MinCapacity"], target["MaxCapacity"]) == (plan.min_replicas, plan.max_replicas)
 
     def refresh_tags(self, endpoint: Endpoint, spec: DeploymentSpec, plan: Plan) -> None:
         self._retag(endpoint, spec, plan, version=None)
@@ -154,6 +157,7 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
         with self.progress.step(f"uploading model.tar.gz to s3://{bucket}/{key}"):
             artifacts.ensure_bucket(self.aws, bucket)
             packaged = rollout.packaged
+            assert packaged.archive is not None  # prepare_model always writes the archive
             if artifacts.upload_archive(self.aws, packaged.archive, bucket=bucket, key=key, digest=packaged.archive_digest,
                                         tags={TAG_DEPLOYMENT: plan.name, TAG_HASH: plan.model_hash}):
                 rollout.journal.record(f"s3://{bucket}/{key}", lambda: self.aws.s3.delete_object(Bucket=bucket, Key=key))
@@ -297,6 +301,7 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
             final = self._wait(plan.name, "to finish the blue/green update")
         finally:
             if lifted:
+                assert target is not None  # lifted implies an autoscaling target
                 scaling.register(self.aws, plan.name, VARIANT, min_replicas=int(target["MinCapacity"]), max_replicas=int(target["MaxCapacity"]),
                                  target_value=self.options.target_invocations_per_instance)
         if final.get("EndpointConfigName") != plan.config_name:
@@ -409,7 +414,7 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
     def describe(self, endpoint: Endpoint) -> Deployment:
         described, tags = endpoint.description, endpoint.tags
         name = described["EndpointName"]
-        variant = next((v for v in described.get("ProductionVariants", []) if v["VariantName"] == VARIANT), {})
+        variant: dict[str, Any] = next((v for v in described.get("ProductionVariants", []) if v["VariantName"] == VARIANT), {})
         details: dict[str, Any] = {
             "endpoint_arn": described["EndpointArn"],
             "endpoint_config": described.get("EndpointConfigName"),
@@ -443,7 +448,8 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
                             out.append(self.describe(Endpoint(described, tags)))
         return sorted(out, key=lambda d: d.name)
 
-    def predict(self, name: str, *, instances: list[Any], parameters: dict[str, Any] | None = None) -> Prediction:
+    # builtins.list: inside the class body `list` is the method above
+    def predict(self, name: str, *, instances: builtins.list[Any], parameters: dict[str, Any] | None = None) -> Prediction:
         from botocore.exceptions import ClientError
 
         body: dict[str, Any] = {"instances": instances}

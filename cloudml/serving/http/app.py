@@ -214,7 +214,8 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        # Starlette types every handler as taking Exception, though it passes each the class it is keyed by.
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},  # type: ignore[dict-item]
     )
     # The routes without parameters skip Starlette's router; the first listed wins, as there.
     direct: dict[tuple[str, str], Handler] = {}

@@ -15,7 +15,7 @@ predictions here:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from starlette.responses import Response
@@ -73,9 +73,10 @@ class SageMaker(Contract):
         spec = next(iter(inputs.values()))
         shape = spec.instance_shape
         if shape and len(shape) > 1 and all(d is not None for d in shape):
-            size = int(np.prod(shape))
+            fixed = cast("list[int]", shape)  # every dimension is known (checked above)
+            size = int(np.prod(fixed))
             for number, row in enumerate(rows, start=1):
                 if len(row) != size:
                     raise InvalidInput(f"CSV row {number} has {len(row)} values; expected {size} ({spec.describe()}, flattened)")
-            return [np.asarray(row).reshape(shape) for row in rows]
+            return [np.asarray(row).reshape(fixed) for row in rows]
         return [row[0] if len(row) == 1 else row for row in rows]
