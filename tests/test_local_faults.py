@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import cli_json, run_cli
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import cli_json, run_cli
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import cli_json, run_cli
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,6 @@ import stat
 import threading
 
 import pytest
-
 from conftest import run_cli
 
 

@@ -161,7 +161,8 @@ def _drainable_server(config, app):
     return Server(config)
 
 
-def _run(served, sockets: list[socket.socket], *, max_body_bytes: int, batching: BatchingConfig, error_file: Path | None, workers: WorkerPool | None = None) -> int:
+def _run(served, sockets: list[socket.socket], *, max_body_bytes: int, batching: BatchingConfig, error_file: Path | None,
+         workers: WorkerPool | None = None) -> int:
     import uvicorn
 
     from cloudml.serving.protocol import CoalescingHttpToolsProtocol, ConnectionLimits, raise_descriptor_limit
@@ -186,8 +187,9 @@ def _run(served, sockets: list[socket.socket], *, max_body_bytes: int, batching:
         if server.started:
             raise
     if not server.started:
-        exc = served.load_error or RuntimeError("the server did not start")
-        wrapped = ModelError(f"the model could not be loaded and warmed up: {type(exc).__name__}: {describe_error(exc)}", hint="check the model runs in-process; the log above has the traceback")
+        failure = served.load_error or RuntimeError("the server did not start")
+        wrapped = ModelError(f"the model could not be loaded and warmed up: {type(failure).__name__}: {describe_error(failure)}",
+                             hint="check the model runs in-process; the log above has the traceback")
         log.error("%s", wrapped.message)
         _write_error(error_file, wrapped)
         return ExitCode.MODEL

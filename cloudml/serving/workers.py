@@ -57,8 +57,11 @@ class WorkerPool:
 
     def _spawn(self) -> subprocess.Popen:
         # Same stdout/stderr as this process: one log file for the whole server.
-        inherit = {} if self.listen_fd is None else {"pass_fds": (self.listen_fd,), "env": {**os.environ, "CLOUDML_LISTEN_FD": str(self.listen_fd)}}
-        return subprocess.Popen(self.command, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent if sys.platform == "linux" else None, **inherit)
+        # A local deployment's workers share its one listening socket instead of joining the port.
+        fds: tuple[int, ...] = () if self.listen_fd is None else (self.listen_fd,)
+        env = None if self.listen_fd is None else {**os.environ, "CLOUDML_LISTEN_FD": str(self.listen_fd)}
+        return subprocess.Popen(self.command, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                                pass_fds=fds, env=env)
 
     async def start(self) -> None:
         self.processes = [self._spawn() for _ in range(self.count)]

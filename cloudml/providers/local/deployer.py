@@ -14,6 +14,7 @@ or the new one recorded; what a killed deploy left is reaped by the next command
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import hashlib
@@ -22,8 +23,9 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -48,7 +50,8 @@ def default_home() -> Path:
 class LocalOptions(ProviderOptions):
     home: Path = Field(default_factory=default_home, description="State, packages and logs ($CLOUDML_HOME).")
     host: str = Field(default="127.0.0.1", description="Address to listen on; 0.0.0.0 exposes the endpoint to the network.")
-    port: int | None = Field(default=None, ge=0, le=65535, description="Port for a new deployment (refused when anything listens on it); a free one when unset.")
+    port: int | None = Field(default=None, ge=0, le=65535,
+                             description="Port for a new deployment (refused when anything listens on it); a free one when unset.")
     startup_timeout: float = Field(default=180.0, gt=0, description="Seconds to wait for a new server to become healthy.")
     request_timeout: float = Field(default=60.0, gt=0)
     drain_seconds: float = Field(default=2.0, ge=0, description="On replace: how long kept-alive clients get to move to the new server.")
@@ -120,7 +123,8 @@ class LocalDeployer(Deployer):
                 return DeployResult(action="unchanged", deployment=self._to_deployment(current))
             previous = current.server if current else None
             old = previous if previous and self._running(previous) else None
-            action = "created" if current is None else ("restarted" if current.fingerprint == fingerprint else "updated")
+            action: Literal["created", "updated", "restarted"] = (
+                "created" if current is None else ("restarted" if current.fingerprint == fingerprint else "updated"))
             listener = self._listener(current, old)
             try:
                 now = utcnow().isoformat()
@@ -140,7 +144,8 @@ class LocalDeployer(Deployer):
                 self.state.put(record)
             except StateError as exc:
                 process.stop_server(new.pid, new.socket_path, grace=5)
-                raise StateError(f"{exc.message}; the new server was stopped{'' if old is None else ' and the previous version keeps serving'}", hint=exc.hint) from None
+                raise StateError(f"{exc.message}; the new server was stopped{'' if old is None else ' and the previous version keeps serving'}",
+                                 hint=exc.hint) from None
             _fault_point("switched")
             self._retire(record)
             return DeployResult(action=action, deployment=self._to_deployment(record))
@@ -148,6 +153,7 @@ class LocalDeployer(Deployer):
     def _listener(self, current: LocalRecord | None, old: Server | None):
         """The deployment's listening socket: the running server's, or a newly bound one."""
         if old is not None:
+            assert current is not None  # a running server belongs to a recorded deployment
             listener = process.take_over(old.handoff_path)
             if listener is None:
                 raise DeployFailed(f"the running server of {current.name!r} (pid {old.pid}) does not hand over its port; it keeps serving",
@@ -231,7 +237,7 @@ class LocalDeployer(Deployer):
         finally:
             for old in record.retired:
                 process.stop_server(old.pid, old.socket_path, grace=5)
-                if old.folder != record.server.folder:
+                if record.server is None or old.folder != record.server.folder:
                     old.remove_files()
             record.retired = []
             with contextlib.suppress(StateError):  # a later command finds them stopped and forgets them
@@ -256,6 +262,7 @@ class LocalDeployer(Deployer):
     def _fail(self, record: LocalRecord, error_file: Path, message: str) -> None:
         """Keep the failed revision's log for the user and raise (`_start` removes the revision)."""
         new = record.pending
+        assert new is not None  # _fail is called while a new server is pending
         folder = Path(new.folder)
         log_tail = process.tail(new.log_path)
         kept_log = folder.parent / "last-failed.log"
@@ -319,7 +326,7 @@ class LocalDeployer(Deployer):
         records = [self._settled(r) for r in self.state.all()]
         return [self._to_deployment(r) for r in records if r is not None]
 
-    def predict(self, name: str, *, instances: list[Any], parameters: dict[str, Any] | None = None) -> Prediction:
+    def predict(self, name: str, *, instances: builtins.list[Any], parameters: dict[str, Any] | None = None) -> Prediction:
         record = self._record(name)
         payload: dict[str, Any] = {"instances": instances}
         if parameters:

@@ -17,10 +17,11 @@ import shutil
 import sqlite3
 import stat
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from cloudml.errors import ConfigError
 
@@ -49,7 +50,7 @@ class Server:
     package: str = ""  # the package folder it serves (a cloudml package is served where it is)
 
     @classmethod
-    def new(cls, folder: Path, package: Path) -> "Server":
+    def new(cls, folder: Path, package: Path) -> Server:
         run_dir = folder
         if len(str(folder / "handoff.sock")) >= _MAX_SOCKET_PATH:
             # A private folder with an unpredictable name; removed with the revision.
@@ -92,7 +93,7 @@ class LocalRecord:
     tags: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_json(cls, text: str) -> "LocalRecord":
+    def from_json(cls, text: str) -> LocalRecord:
         data: dict[str, Any] = json.loads(text)
         if "folder" in data:  # written before servers were recorded apart from the deployment
             folder, pid = data.pop("folder"), data.pop("pid")
@@ -122,7 +123,8 @@ def _fault(exc: BaseException, path: Path) -> StateError:
     if isinstance(exc, (NotADirectoryError, FileExistsError)) or getattr(exc, "errno", None) == errno.ENOTDIR:
         return StateError(f"the local provider's home {home} is not a folder", hint="set CLOUDML_HOME to a folder (or -o home=...), or move that file away")
     if "locked" in text:
-        return StateError(f"the local deployment state {path} is locked by another process", hint="wait for the other cloudml command to finish and run this one again")
+        return StateError(f"the local deployment state {path} is locked by another process",
+                          hint="wait for the other cloudml command to finish and run this one again")
     if "full" in text or getattr(exc, "errno", None) == errno.ENOSPC:
         return StateError(f"no space left to write the local deployment state under {home}", hint="free some disk space there, then run the command again")
     if isinstance(exc, sqlite3.DatabaseError) and ("not a database" in text or "malformed" in text):
