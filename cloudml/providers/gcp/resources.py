@@ -136,11 +136,20 @@ class VertexResources:
 
     def wait_for_model(self, name: str) -> None:
         """Wait until the model exists (another run's upload of it is under way)."""
+        self._wait_until_made(lambda: self.get_model(name), f"model {name} is still uploading")
+
+    def wait_for_endpoint(self, name: str):
+        """Wait until the endpoint exists (an earlier run's create of it is under way); returns it."""
+        return self._wait_until_made(lambda: self.get_endpoint(name, missing_ok=True), f"endpoint {short(name)} is still being created")
+
+    def _wait_until_made(self, read, still: str):
         deadline = time.monotonic() + self.options.wait_timeout
-        while self.get_model(name) is None:
-            if time.monotonic() > deadline:
-                raise WaitTimedOut(f"model {name} is still uploading after {self.options.wait_timeout:.0f}s", hint=RESUME_HINT)
-            time.sleep(min(self.options.poll_interval, 2.0))
+        with self.progress.step(f"waiting: {still} (an earlier run started it)"):
+            while (found := read()) is None:
+                if time.monotonic() > deadline:
+                    raise WaitTimedOut(f"{still} after {self.options.wait_timeout:.0f}s", hint=RESUME_HINT)
+                time.sleep(min(self.options.poll_interval, 2.0))
+        return found
 
     def delete_model(self, name: str) -> bool:
         """True when there was a model to delete."""
