@@ -124,3 +124,29 @@ def test_a_rejected_request_shows_the_servers_message_not_the_url(gcp_emulator, 
     missing = run_cli("predict", "cnn-none", json.dumps([[1.0]]), "--provider", "gcp", home=home)
     assert missing.returncode != 0 and "cnn-none" in missing.stderr and "%24alt" not in missing.stderr
     assert run_cli("delete", "cnn-4xx", "--provider", "gcp", home=home).returncode == 0
+
+
+def test_a_deploy_killed_right_after_the_deploy_call_is_waited_for_not_repeated(gcp_emulator, vertex, seed_models, home, monkeypatch):
+    import cloudml
+    from cloudml import DeploymentSpec
+    from cloudml.providers.gcp.deployer import VertexDeployer
+
+    monkeypatch.setenv("CLOUDML_HOME", str(home))
+    cnn = seed_models["cnn"]
+
+    def killed(self, endpoint_name, op_id, model_id):
+        raise KeyboardInterrupt  # after deployModel was sent, before the endpoint was labelled with it
+
+    gcp_emulator.calls(clear=True)
+    with monkeypatch.context() as patch:
+        patch.setattr(VertexDeployer, "_mark_pending", killed)
+        with pytest.raises(KeyboardInterrupt):
+            cloudml.get_deployer("gcp", image_uri=IMAGE, poll_interval=0.3).deploy(DeploymentSpec(name="cnn-kill", model=cnn.path))
+    assert "cloudml-operation" not in vertex.Endpoint("cnn-kill").labels
+
+    resumed = deploy(cnn.path, "cnn-kill", home=home)
+    assert resumed["action"] == "created" and resumed["deployment"]["status"] == "healthy"
+    assert deploy_calls(gcp_emulator) == 1
+    assert len(vertex.Endpoint("cnn-kill").gca_resource.deployed_models) == 1
+    assert run_cli("delete", "cnn-kill", "--provider", "gcp", "--purge", home=home).returncode == 0
+    assert labelled(vertex, "cnn-kill") == NOTHING
