@@ -150,3 +150,20 @@ def test_a_deploy_killed_right_after_the_deploy_call_is_waited_for_not_repeated(
     assert len(vertex.Endpoint("cnn-kill").gca_resource.deployed_models) == 1
     assert run_cli("delete", "cnn-kill", "--provider", "gcp", "--purge", home=home).returncode == 0
     assert labelled(vertex, "cnn-kill") == NOTHING
+
+
+def test_a_refused_call_names_what_was_done_and_the_servers_text():
+    import requests
+    from google.api_core import exceptions as api
+
+    import cloudml
+    from cloudml.providers.gcp.session import gcp_errors
+
+    response = requests.Response()
+    response.status_code = 400
+    response._content = json.dumps({"error": {"code": 400, "message": "Machine type \"n9-huge\" is not supported.", "status": "INVALID_ARGUMENT"}}).encode()
+    url = "https://us-central1-aiplatform.googleapis.com/v1/projects/p/locations/us-central1/endpoints/cnn:deployModel?%24alt=json%3Benum-encoding%3Dint"
+    refused = api.format_http_response_error(response, "POST", url, response.json())
+    with pytest.raises(cloudml.DeployFailed) as failed, gcp_errors("deploying model m to endpoint cnn"):
+        raise refused
+    assert failed.value.message == 'Google Cloud refused deploying model m to endpoint cnn: INVALID_ARGUMENT: Machine type "n9-huge" is not supported.'

@@ -21,13 +21,13 @@ from typing import Any, Iterator
 
 from cloudml.errors import ConfigError, DeployFailed, DeploymentNotFound, EndpointUnavailable, PredictionRejected
 from cloudml.providers.cloud import Action, CloudDeployer, Rollout, UndoJournal
-from cloudml.providers.common import WaitTimedOut, container_error
+from cloudml.providers.common import container_error
 from cloudml.providers.gcp import artifacts, logs
 from cloudml.providers.gcp.images import is_prebuilt, tensorflow_image
 from cloudml.providers.gcp.options import GcpOptions
 from cloudml.providers.gcp.plan import (LABEL_DEPLOYMENT, LABEL_OPERATION, LABEL_PENDING_MODEL, LABEL_VERSION, OWN_LABELS,
                                         VertexPlan, canary_split, check_spec, plan_deployment)
-from cloudml.providers.gcp.resources import RESUME_HINT, VertexResources, short
+from cloudml.providers.gcp.resources import VertexResources, short
 from cloudml.providers.gcp.session import GcpSession, error_message, error_status, gcp_errors
 from cloudml.results import Deployment, DeploymentStatus, Prediction, utcnow
 from cloudml.spec import DeploymentSpec
@@ -263,27 +263,14 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
 
     def _await_unlabelled_deploy(self, endpoint, plan: VertexPlan):
         """An earlier run killed between its deployModel call and labelling the endpoint left an
-        operation no label names; the Model's deployed_models already points at this endpoint
-        (Vertex adds the reference when the deployment starts). That deployment is waited for
-        rather than started a second time; returns the endpoint as it is then."""
-        model = self.vertex.get_model(self.vertex.model_name(plan.model_id))
-        known = {dm.id for dm in endpoint.deployed_models}
-        pending = {ref.deployed_model_id for ref in (model.deployed_models if model is not None else [])
-                   if ref.endpoint == endpoint.name and ref.deployed_model_id not in known}
-        if not pending:
+        operation no label names, but Vertex already lists the deployment in the Model's
+        deployed_models: it is waited for rather than started a second time. Returns the
+        endpoint as it is then."""
+        model = self.vertex.model_name(plan.model_id)
+        if not self.vertex.deployments_under_way(endpoint, model):
             return endpoint
-        deadline = time.monotonic() + self.options.wait_timeout
         with self.progress.step(f"waiting for model {plan.model_id} to deploy on endpoint {plan.name} (an earlier run started it)"):
-            while True:
-                endpoint = self.vertex.get_endpoint(endpoint.name)
-                model = self.vertex.get_model(self.vertex.model_name(plan.model_id))
-                still = {ref.deployed_model_id for ref in (model.deployed_models if model is not None else []) if ref.endpoint == endpoint.name}
-                if pending & {dm.id for dm in endpoint.deployed_models} or not pending & still:
-                    return endpoint  # deployed, or it failed (its reference went): deploy afresh
-                if time.monotonic() > deadline:
-                    raise WaitTimedOut(f"model {plan.model_id} is still deploying on endpoint {plan.name} after {self.options.wait_timeout:.0f}s",
-                                       hint=f"{RESUME_HINT}, or watch `cloudml status {plan.name} --provider gcp`")
-                time.sleep(min(self.options.poll_interval, 2.0))
+            return self.vertex.wait_deployments_under_way(endpoint, model)
 
     def _deploy_failure(self, name: str, reason: str, *, previous: bool = True) -> DeployFailed:
         keeps = "the previous model keeps serving all traffic" if previous else "nothing was left behind"
