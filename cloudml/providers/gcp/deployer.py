@@ -118,6 +118,11 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
         labels = endpoint.proto.labels
         version = {LABEL_VERSION: labels[LABEL_VERSION]} if LABEL_VERSION in labels else {}
         self._relabel(endpoint.proto, {**plan.labels, **version})
+        # What an earlier run of this plan, stopped before its clean-up ended, still owes: the old Models.
+        keep = self.vertex.model_name(plan.model_id)
+        for model in self._owned_models(plan.name):
+            if model.name != keep and not model.deployed_models:
+                self.vertex.delete_model(model.name)
 
     def _same_deployment(self, deployed, plan: VertexPlan) -> bool:
         resources = deployed.dedicated_resources
