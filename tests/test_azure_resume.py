@@ -27,7 +27,11 @@ def creates(azure_emulator) -> int:
 def provisioned(ml, endpoint: str, deployment: str, timeout: float = 300) -> str:
     """The deployment's provisioning state once Azure ML is done with it."""
     deadline = time.monotonic() + timeout
-    while (state := str(ml.online_deployments.get(deployment, endpoint).provisioning_state).lower()) in ("creating", "updating"):
+    def read() -> str:
+        value = ml.online_deployments.get(deployment, endpoint).provisioning_state
+        return str(getattr(value, "value", value)).lower()  # an enum or a string, by SDK version
+
+    while (state := read()) in ("creating", "updating"):
         assert time.monotonic() < deadline, f"deployment {deployment} is still {state}"
         time.sleep(0.5)
     return state
