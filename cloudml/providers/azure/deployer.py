@@ -169,17 +169,22 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
         return self._as_endpoint(resource)
 
     def is_unchanged(self, endpoint: AzureEndpoint, plan: AzurePlan) -> bool:
-        return (endpoint.live == plan.deployment_name and endpoint.state == "succeeded"
+        """All traffic on this plan's deployment, provisioned: a canary an earlier run left half
+        way is not (the resumed run moves the rest); its leftovers are removed by refresh_tags."""
+        shares = {d: p for d, p in (endpoint.resource.traffic or {}).items() if p}
+        return (shares == {plan.deployment_name: 100} and endpoint.state == "succeeded"
                 and state(endpoint.deployments.get(plan.deployment_name)) == "succeeded")
 
     def refresh_tags(self, endpoint: AzureEndpoint, spec: DeploymentSpec, plan: AzurePlan) -> None:
         wanted = cloudml_tags(spec, plan)
         have = endpoint.tags
-        if all(have.get(k) == v for k, v in wanted.items()):
-            return
-        endpoint.resource.tags = {**have, **wanted}
-        with azure_errors(f"tagging endpoint {spec.name}"):
-            self._finish(self.ml.online_endpoints.begin_create_or_update(endpoint.resource), f"endpoint {spec.name} to be tagged")
+        if any(have.get(k) != v for k, v in wanted.items()):
+            endpoint.resource.tags = {**have, **wanted}
+            with azure_errors(f"tagging endpoint {spec.name}"):
+                self._finish(self.ml.online_endpoints.begin_create_or_update(endpoint.resource), f"endpoint {spec.name} to be tagged")
+        # An earlier run of this plan that was stopped after moving the traffic still owes its clean-up.
+        kept = next((v for v in workspace.model_versions(self.ml, plan.model_name) if (v.tags or {}).get(TAG_HASH) == plan.model_hash), None)
+        self._retire(spec.name, plan, keep_model=str(kept.version) if kept is not None else None, deployments=endpoint.deployments.values())
 
     def default_image(self, plan: AzurePlan, tensorflow_version: str) -> str:
         """Azure ML has no default image: without image_uri the configured environment serves
@@ -224,12 +229,16 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
     def retire_previous(self, rollout: Rollout[AzurePlan, AzureEndpoint]) -> None:
         """The old deployments, then the model versions cloudml registered for them (blobs stay
         for a redeploy until `delete --purge`)."""
-        name, plan = rollout.spec.name, rollout.plan
-        for deployment in workspace.deployments(self.ml, name):
+        self._retire(rollout.spec.name, rollout.plan, keep_model=rollout.notes["model_version"],
+                     deployments=workspace.deployments(self.ml, rollout.spec.name))
+
+    def _retire(self, name: str, plan: AzurePlan, *, keep_model: str | None, deployments: Any) -> None:
+        for deployment in deployments:
             if deployment.name != plan.deployment_name and (deployment.tags or {}).get(TAG_DEPLOYMENT) == name:
                 with self.progress.step(f"deleting the previous deployment {deployment.name}"):
                     self._delete_deployment(name, deployment.name)
-        self._delete_model_versions(name, keep=rollout.notes["model_version"])
+        if keep_model is not None:
+            self._delete_model_versions(name, keep=keep_model)
 
     def _undoable(self, journal: UndoJournal, what: str, undo: Callable[[], object]) -> None:
         def step() -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Iterator
 
-from cloudml.errors import DeployFailed, DeploymentNotFound, EndpointUnavailable, PredictionRejected
+from cloudml.errors import ConfigError, DeployFailed, DeploymentNotFound, EndpointUnavailable, PredictionRejected
 from cloudml.providers.cloud import Action, CloudDeployer, Rollout, UndoJournal
 from cloudml.providers.common import container_error
 from cloudml.providers.gcp import artifacts, logs
@@ -28,7 +28,7 @@ from cloudml.providers.gcp.options import GcpOptions
 from cloudml.providers.gcp.plan import (LABEL_DEPLOYMENT, LABEL_OPERATION, LABEL_PENDING_MODEL, LABEL_VERSION, OWN_LABELS,
                                         VertexPlan, canary_split, check_spec, plan_deployment)
 from cloudml.providers.gcp.resources import VertexResources, short
-from cloudml.providers.gcp.session import GcpSession, error_status, gcp_errors
+from cloudml.providers.gcp.session import GcpSession, error_message, error_status, gcp_errors
 from cloudml.results import Deployment, DeploymentStatus, Prediction, utcnow
 from cloudml.spec import DeploymentSpec
 
@@ -118,6 +118,11 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
         labels = endpoint.proto.labels
         version = {LABEL_VERSION: labels[LABEL_VERSION]} if LABEL_VERSION in labels else {}
         self._relabel(endpoint.proto, {**plan.labels, **version})
+        # What an earlier run of this plan, stopped before its clean-up ended, still owes: the old Models.
+        keep = self.vertex.model_name(plan.model_id)
+        for model in self._owned_models(plan.name):
+            if model.name != keep and not model.deployed_models:
+                self.vertex.delete_model(model.name)
 
     def _same_deployment(self, deployed, plan: VertexPlan) -> bool:
         resources = deployed.dedicated_resources
@@ -156,6 +161,9 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
             endpoint = rollout.current.proto
         previous = self._previous(rollout)
         new = next((dm for dm in endpoint.deployed_models if self._same_deployment(dm, plan)), None)
+        if new is None:
+            endpoint = self._await_unlabelled_deploy(endpoint, plan)
+            new = next((dm for dm in endpoint.deployed_models if self._same_deployment(dm, plan)), None)
         if new is None:
             new = self._deploy_model(endpoint, plan, first=not previous, journal=journal)
         if previous:
@@ -216,10 +224,21 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
     def _create_endpoint(self, name: str, labels: dict[str, str]):
         from google.cloud import aiplatform_v1
 
+        from google.api_core import exceptions as api
+
         with self.progress.step(f"creating endpoint {name}"):
-            with gcp_errors(f"creating endpoint {name}"):
-                operation = self.gcp.endpoints.create_endpoint(
-                    parent=self.gcp.parent, endpoint_id=name, endpoint=aiplatform_v1.Endpoint(display_name=name, labels=labels))
+            with gcp_errors(f"creating endpoint {name}", passthrough=api.Conflict):
+                try:
+                    operation = self.gcp.endpoints.create_endpoint(
+                        parent=self.gcp.parent, endpoint_id=name, endpoint=aiplatform_v1.Endpoint(display_name=name, labels=labels))
+                except api.Conflict:
+                    # An earlier run's create of this endpoint is still running (read_endpoint
+                    # found none): wait for it rather than fail on ALREADY_EXISTS.
+                    made = self.vertex.wait_for_endpoint(self.vertex.endpoint_name(name))
+                    if made.labels.get(LABEL_DEPLOYMENT) != name:
+                        raise ConfigError(f"{self.endpoint_kind} {name!r} was just created by someone else, not by cloudml",
+                                          hint="cloudml never takes over endpoints it did not make: choose another --name") from None
+                    return made
             self.vertex.wait_operation(operation.operation.name, f"for endpoint {name} to be created", fail=f"creating endpoint {name}")
         return self.vertex.get_endpoint(self.vertex.endpoint_name(name))
 
@@ -246,6 +265,17 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
         new = aiplatform_v1.DeployModelResponse.deserialize(result.response.value).deployed_model
         journal.record(f"deployed model {new.id}", lambda: self.vertex.undeploy(endpoint.name, new.id))
         return new
+
+    def _await_unlabelled_deploy(self, endpoint, plan: VertexPlan):
+        """An earlier run killed between its deployModel call and labelling the endpoint left an
+        operation no label names, but Vertex already lists the deployment in the Model's
+        deployed_models: it is waited for rather than started a second time. Returns the
+        endpoint as it is then."""
+        model = self.vertex.model_name(plan.model_id)
+        if not self.vertex.deployments_under_way(endpoint, model):
+            return endpoint
+        with self.progress.step(f"waiting for model {plan.model_id} to deploy on endpoint {plan.name} (an earlier run started it)"):
+            return self.vertex.wait_deployments_under_way(endpoint, model)
 
     def _deploy_failure(self, name: str, reason: str, *, previous: bool = True) -> DeployFailed:
         keeps = "the previous model keeps serving all traffic" if previous else "nothing was left behind"
@@ -327,11 +357,51 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
             tags={k: v for k, v in labels.items() if k not in OWN_LABELS}, details=details,
         )
 
+    def get(self, name: str) -> Deployment:
+        if self.read_endpoint(name) is None:
+            models = self._owned_models(name)
+            if models:
+                ids = ", ".join(short(m.name) for m in models)
+                raise DeploymentNotFound(
+                    f"no Vertex AI endpoint named {name!r} in {self.gcp.parent}, but an interrupted deploy left its model {ids}",
+                    hint=f"deploy {name} again to finish it, or `cloudml delete {name} --provider gcp --purge` removes the model and its files",
+                )
+        return super().get(name)
+
     def list(self) -> list[Deployment]:
         with gcp_errors("listing Vertex AI endpoints"):
             found = [VertexEndpoint(e) for e in self.gcp.endpoints.list_endpoints(parent=self.gcp.parent)]
         out = [self.describe(e) for e in found if self.owner(e) == short(e.name)]
+        listed = {d.name for d in out}
+        with gcp_errors("listing Vertex AI models"):
+            models = list(self.gcp.models.list_models(request={"parent": self.gcp.parent}))
+        orphans: dict[str, list] = {}
+        for model in models:
+            owner = model.labels.get(LABEL_DEPLOYMENT)
+            if owner and owner not in listed:
+                orphans.setdefault(owner, []).append(model)
+        out += [self._describe_orphan(name, left) for name, left in orphans.items()]
         return sorted(out, key=lambda d: d.name)
+
+    def _owned_models(self, name: str) -> list:
+        with gcp_errors(f"listing the models of {name}"):
+            return list(self.gcp.models.list_models(request={"parent": self.gcp.parent, "filter": f'labels.{LABEL_DEPLOYMENT}="{name}"'}))
+
+    def _describe_orphan(self, name: str, models: list) -> Deployment:
+        """A deployment whose Models exist without its endpoint (a first deploy interrupted after
+        the upload): listed as failed, so that it is seen and can be deployed again or deleted."""
+        newest = max(models, key=lambda m: m.update_time or m.create_time)
+        version = newest.labels.get(LABEL_VERSION)
+        created = newest.create_time or utcnow()
+        return Deployment(
+            name=name, provider=self.provider, status=DeploymentStatus.FAILED, endpoint_url=None,
+            model_version=int(version) if version and version.isdigit() else None,
+            model_hash=next((w for w in newest.description.split() if w.startswith("sha256:")), None),
+            created_at=created, updated_at=newest.update_time or created,
+            tags={k: v for k, v in newest.labels.items() if k not in OWN_LABELS},
+            details={"models": sorted(short(m.name) for m in models), "project": self.gcp.project, "location": self.gcp.location,
+                     "problem": f"no endpoint: a deploy was interrupted after uploading the model; deploy {name} again, or delete it"},
+        )
 
     def predict(self, name: str, *, instances: list[Any], parameters: dict[str, Any] | None = None) -> Prediction:
         from google.api_core import exceptions as api
@@ -347,8 +417,8 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
             raise DeploymentNotFound(f"no Vertex AI endpoint {name!r} in {self.gcp.parent}") from None
         except api.BadRequest as exc:
             if error_status(exc) == "FAILED_PRECONDITION":
-                raise EndpointUnavailable(f"endpoint {name} is not serving: {exc.message}") from None
-            raise PredictionRejected(f"{name} rejected the request: {container_error(exc.message)}", status_code=400) from None
+                raise EndpointUnavailable(f"endpoint {name} is not serving: {error_message(exc)}") from None
+            raise PredictionRejected(f"{name} rejected the request: {container_error(error_message(exc))}", status_code=400) from None
         from google.protobuf import json_format
 
         payload = json_format.MessageToDict(type(response).pb(response))
@@ -379,10 +449,8 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
         self.vertex.delete_endpoint(proto.name)
 
     def delete_leftovers(self, name: str) -> bool:
-        with gcp_errors(f"listing the models of {name}"):
-            models = list(self.gcp.models.list_models(request={"parent": self.gcp.parent, "filter": f'labels.{LABEL_DEPLOYMENT}="{name}"'}))
         deleted = False
-        for model in models:
+        for model in self._owned_models(name):
             deleted = self.vertex.delete_model(model.name) or deleted
         return deleted
 

@@ -113,6 +113,30 @@ class VertexResources:
             if handover:
                 split = handover
 
+    def deployments_under_way(self, endpoint, model_name: str) -> set[str]:
+        """Ids of the Model's deployments onto this endpoint that have started but are not on it
+        yet: Vertex adds the Model's reference when a deployModel starts, the endpoint's
+        DeployedModel when it is done (a failed one drops the reference)."""
+        model = self.get_model(model_name)
+        on_endpoint = {dm.id for dm in endpoint.deployed_models}
+        return {ref.deployed_model_id for ref in (model.deployed_models if model is not None else [])
+                if ref.endpoint == endpoint.name and ref.deployed_model_id not in on_endpoint}
+
+    def wait_deployments_under_way(self, endpoint, model_name: str):
+        """Poll until one of those deployments is on the endpoint or all have failed; returns the endpoint."""
+        pending = self.deployments_under_way(endpoint, model_name)
+        deadline = time.monotonic() + self.options.wait_timeout
+        while pending:
+            time.sleep(min(self.options.poll_interval, 2.0))
+            endpoint = self.get_endpoint(endpoint.name)
+            if pending & {dm.id for dm in endpoint.deployed_models}:
+                break
+            pending &= self.deployments_under_way(endpoint, model_name)
+            if pending and time.monotonic() > deadline:
+                raise WaitTimedOut(f"model {short(model_name)} is still deploying on endpoint {short(endpoint.name)} after {self.options.wait_timeout:.0f}s",
+                                   hint=f"{RESUME_HINT}, or watch `cloudml status {short(endpoint.name)} --provider gcp`")
+        return endpoint
+
     def delete_endpoint(self, resource: str) -> None:
         """Delete the Endpoint resource itself (what serves on it must be undeployed first)."""
         from google.api_core import exceptions as api
@@ -136,11 +160,20 @@ class VertexResources:
 
     def wait_for_model(self, name: str) -> None:
         """Wait until the model exists (another run's upload of it is under way)."""
+        self._wait_until_made(lambda: self.get_model(name), f"model {name} is still uploading")
+
+    def wait_for_endpoint(self, name: str):
+        """Wait until the endpoint exists (an earlier run's create of it is under way); returns it."""
+        return self._wait_until_made(lambda: self.get_endpoint(name, missing_ok=True), f"endpoint {short(name)} is still being created")
+
+    def _wait_until_made(self, read, still: str):
         deadline = time.monotonic() + self.options.wait_timeout
-        while self.get_model(name) is None:
-            if time.monotonic() > deadline:
-                raise WaitTimedOut(f"model {name} is still uploading after {self.options.wait_timeout:.0f}s", hint=RESUME_HINT)
-            time.sleep(min(self.options.poll_interval, 2.0))
+        with self.progress.step(f"waiting: {still} (an earlier run started it)"):
+            while (found := read()) is None:
+                if time.monotonic() > deadline:
+                    raise WaitTimedOut(f"{still} after {self.options.wait_timeout:.0f}s", hint=RESUME_HINT)
+                time.sleep(min(self.options.poll_interval, 2.0))
+        return found
 
     def delete_model(self, name: str) -> bool:
         """True when there was a model to delete."""

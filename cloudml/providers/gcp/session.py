@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from functools import cached_property
 from typing import Iterator
 
@@ -113,8 +114,14 @@ class GcpSession:
         return f"{base.rstrip('/')}/v1/{self.parent}/endpoints/{endpoint_id}:predict"
 
 
-def _message(exc: BaseException) -> str:
-    return getattr(exc, "message", None) or str(exc)
+# Over REST, google-api-core puts the request line before the server's text
+# ("POST https://...:predict?%24alt=json%3Benum-encoding%3Dint: <message>"): users get the text.
+_REQUEST_LINE = re.compile(r"^(?:GET|POST|PUT|PATCH|DELETE) \S+: ")
+
+
+def error_message(exc: BaseException) -> str:
+    """The server's error text of a Google API error, without the request URL."""
+    return _REQUEST_LINE.sub("", getattr(exc, "message", None) or str(exc), count=1)
 
 
 def error_status(exc: BaseException) -> str:
@@ -146,17 +153,18 @@ def gcp_errors(doing: str, *, error: type[CloudMLError] = DeployFailed, passthro
     # Over REST, errors come as the HTTP classes (Forbidden, TooManyRequests, ...); over gRPC as
     # their canonical subclasses (PermissionDenied, ResourceExhausted, ...): catch the HTTP ones.
     except (auth_errors.RefreshError, auth_errors.DefaultCredentialsError, api.Unauthorized) as exc:
-        raise ConfigError(f"Google Cloud refused the credentials while {doing}: {_message(exc)}", hint=LOGIN_HINT) from None
+        raise ConfigError(f"Google Cloud refused the credentials while {doing}: {error_message(exc)}", hint=LOGIN_HINT) from None
     except api.Forbidden as exc:
-        text = _message(exc)
+        text = error_message(exc)
         if "SERVICE_DISABLED" in text or "has not been used" in text or "is disabled" in text:
             raise DeployFailed(f"the Vertex AI API is not enabled while {doing}: {text}", hint="run `gcloud services enable aiplatform.googleapis.com storage.googleapis.com`") from None
         raise DeployFailed(f"permission denied while {doing}: {text}", hint=ROLES_HINT) from None
     except api.TooManyRequests as exc:
-        raise DeployFailed(f"Vertex AI refused {doing}: {_message(exc)}", hint="request a quota increase (IAM & Admin > Quotas) or use a smaller machine type / fewer replicas; the run can be repeated") from None
+        raise DeployFailed(f"Vertex AI refused {doing}: {error_message(exc)}", hint="request a quota increase (IAM & Admin > Quotas) or use a smaller machine type / fewer replicas; the run can be repeated") from None
     except (api.ServiceUnavailable, requests.exceptions.ConnectionError) as exc:
-        raise ProviderUnavailable(f"cannot reach Google Cloud while {doing}: {_message(exc)}", hint="check the network, the location and api_endpoint") from None
+        raise ProviderUnavailable(f"cannot reach Google Cloud while {doing}: {error_message(exc)}", hint="check the network, the location and api_endpoint") from None
     except api.GoogleAPICallError as exc:
-        raise error(f"Google Cloud refused {doing}: {exc.code.name if hasattr(exc.code, 'name') else exc.code}: {_message(exc)}") from None
+        code = error_status(exc) or getattr(exc.code, "name", None) or f"HTTP {exc.code}"
+        raise error(f"Google Cloud refused {doing}: {code}: {error_message(exc)}") from None
     except auth_errors.GoogleAuthError as exc:
         raise ConfigError(f"Google Cloud authentication failed while {doing}: {exc}", hint=LOGIN_HINT) from None
