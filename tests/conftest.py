@@ -239,3 +239,29 @@ def endpoint(deployed, name: str) -> str:
     url = deployed[name]["endpoint_url"]
     assert urlsplit(url).hostname == "127.0.0.1", f"local deployments must listen on loopback: {url}"
     return url
+
+
+@pytest.fixture
+def vertex(gcp_emulator):
+    """The high-level aiplatform SDK, initialised the way a user points it at the emulator."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import aiplatform
+
+    aiplatform.init(project=gcp_emulator.project, location=gcp_emulator.location, credentials=AnonymousCredentials(),
+                    api_endpoint=gcp_emulator.url, api_transport="rest")
+    return aiplatform
+
+
+@pytest.fixture
+def ml(azure_ml):
+    return azure_ml
+
+
+@pytest.fixture
+def blobs(azure_emulator, ml):
+    """The workspace datastore's blob container in Azurite."""
+    from azure.storage.blob import ContainerClient
+
+    from cloudml.emulators.azure.azurite import ACCOUNT_KEY
+
+    return ContainerClient(azure_emulator.storage_url, ml.datastores.get_default().container_name, credential=ACCOUNT_KEY)

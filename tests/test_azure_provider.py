@@ -28,21 +28,6 @@ def deploy(model, name, *args, home, expect=0):
     return json.loads(result.stdout) if expect == 0 else result
 
 
-@pytest.fixture
-def ml(azure_ml):
-    return azure_ml
-
-
-@pytest.fixture
-def blobs(azure_emulator, ml):
-    """The workspace datastore's blob container in Azurite."""
-    from azure.storage.blob import ContainerClient
-
-    from cloudml.emulators.azure.azurite import ACCOUNT_KEY
-
-    return ContainerClient(azure_emulator.storage_url, ml.datastores.get_default().container_name, credential=ACCOUNT_KEY)
-
-
 def tagged(ml, blobs, name: str) -> dict[str, list[str]]:
     """Every endpoint, deployment, model version and blob this deployment left in the workspace."""
     found = {"endpoints": [], "deployments": [], "models": [], "blobs": []}

@@ -9,9 +9,8 @@ import json
 import time
 
 import pytest
-
 from conftest import rows_close, run_cli
-from test_azure_provider import NOTHING, blobs, deploy, ml, tagged  # noqa: F401 - ml and blobs are fixtures
+from test_azure_provider import NOTHING, deploy, tagged
 
 pytestmark = pytest.mark.slow
 
@@ -94,11 +93,11 @@ def test_a_timed_out_create_resumes_as_created(azure_emulator, ml, blobs, seed_m
 
 
 def test_a_run_interrupted_after_moving_traffic_is_cleaned_up_by_the_next(azure_emulator, ml, blobs, seed_models, other_cnn, home, monkeypatch):
+    from test_azure_provider import IMAGE
+
     import cloudml
     from cloudml import DeploymentSpec
     from cloudml.providers.azure.deployer import AzureMLDeployer
-
-    from test_azure_provider import IMAGE
 
     monkeypatch.setenv("CLOUDML_HOME", str(home))
     first = deploy(seed_models["cnn"].path, "cnn-cut", home=home)["deployment"]

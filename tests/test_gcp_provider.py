@@ -26,17 +26,6 @@ def deploy(model, name, *args, home, expect=0, image=IMAGE):
     return json.loads(result.stdout) if expect == 0 else result
 
 
-@pytest.fixture
-def vertex(gcp_emulator):
-    """The high-level aiplatform SDK, initialised the way a user points it at the emulator."""
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import aiplatform
-
-    aiplatform.init(project=gcp_emulator.project, location=gcp_emulator.location, credentials=AnonymousCredentials(),
-                    api_endpoint=gcp_emulator.url, api_transport="rest")
-    return aiplatform
-
-
 def labelled(vertex, name: str) -> dict[str, list[str]]:
     """Every Endpoint and Model labelled as this deployment's, and its GCS objects."""
     from google.cloud import storage

@@ -9,9 +9,8 @@ import json
 import time
 
 import pytest
-
 from conftest import rows_close, run_cli
-from test_gcp_provider import IMAGE, NOTHING, deploy, labelled, vertex  # noqa: F401 - vertex is a fixture
+from test_gcp_provider import IMAGE, NOTHING, deploy, labelled
 
 pytestmark = pytest.mark.slow
 

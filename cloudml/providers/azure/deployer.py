@@ -13,20 +13,32 @@ The deploy sequence and its failure rules are `CloudDeployer`'s; this module hol
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import functools
 import io
 import json
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from cloudml.errors import ConfigError, DeployFailed, EndpointUnavailable, ModelError, PredictionRejected
 from cloudml.providers.azure import artifacts, logs, workspace
 from cloudml.providers.azure.environment import check_endpoint_name, serving_environment
 from cloudml.providers.azure.options import AzureOptions
-from cloudml.providers.azure.plan import (TAG_DEPLOYMENT, TAG_HASH, TAG_VERSION, AzurePlan, cloudml_tags, live_deployment,
-                                          make_plan, model_name, state, traffic_steps)
+from cloudml.providers.azure.plan import (
+    TAG_DEPLOYMENT,
+    TAG_HASH,
+    TAG_VERSION,
+    AzurePlan,
+    cloudml_tags,
+    live_deployment,
+    make_plan,
+    model_name,
+    state,
+    traffic_steps,
+)
 from cloudml.providers.azure.session import azure_errors, error_message, ml_client
 from cloudml.providers.cloud import Action, CloudDeployer, Rollout, UndoJournal
 from cloudml.providers.common import WaitTimedOut, wait_while_busy
@@ -106,9 +118,11 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
                     hint="pass -o subscription_id=... -o resource_group=... -o workspace=..., set them under azure: in cloudml.yaml, "
                          "or export CLOUDML_AZURE_SUBSCRIPTION_ID / _RESOURCE_GROUP / _WORKSPACE (`az ml workspace list` shows yours)",
                 )
+            subscription, group, name = self.options.subscription_id, self.options.resource_group, self.options.workspace
+            assert subscription and group and name  # each was checked just above
             with azure_errors("connecting to the Azure ML workspace", error=ConfigError):
-                self._ml = ml_client(subscription_id=self.options.subscription_id, resource_group=self.options.resource_group,
-                                     workspace=self.options.workspace, resource_manager_url=self.options.resource_manager_url,
+                self._ml = ml_client(subscription_id=subscription, resource_group=group,
+                                     workspace=name, resource_manager_url=self.options.resource_manager_url,
                                      user_agent=f"cloudml/{_version()}")
         return self._ml
 
@@ -338,6 +352,8 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
             if index:
                 self._canary_wait(spec.name, plan.deployment_name)
             endpoint = workspace.endpoint(self.ml, spec.name)
+            if endpoint is None:
+                raise DeployFailed(f"endpoint {spec.name} disappeared while its traffic was moving")
             endpoint.traffic = traffic
             endpoint.tags = {**(endpoint.tags or {}), **cloudml_tags(spec, plan, version=version)}
             shares = ", ".join(f"{d} {p}%" for d, p in traffic.items())
@@ -405,7 +421,7 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
         return sorted((self.describe(self._as_endpoint(e)) for e in endpoints if (e.tags or {}).get(TAG_DEPLOYMENT) == e.name),
                       key=lambda d: d.name)
 
-    def predict(self, name: str, *, instances: list[Any], parameters: dict[str, Any] | None = None) -> Prediction:
+    def predict(self, name: str, *, instances: builtins.list[Any], parameters: dict[str, Any] | None = None) -> Prediction:
         import requests
 
         endpoint = self.owned_endpoint(name).resource
@@ -483,7 +499,9 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
         workspace.delete_deployment(self.ml, endpoint, name, timeout=self.options.wait_timeout)
 
     def _delete_model_version(self, model: str, version: str) -> None:
-        workspace.delete_model_version(self.ml, model, version, resource_group=self.options.resource_group, workspace=self.options.workspace)
+        ml = self.ml  # checks the workspace settings
+        assert self.options.resource_group and self.options.workspace
+        workspace.delete_model_version(ml, model, version, resource_group=self.options.resource_group, workspace=self.options.workspace)
 
 
 def _version() -> str:

@@ -4,7 +4,8 @@ online-deployment get-logs` shows)."""
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from cloudml.providers.azure.session import azure_errors
 

@@ -24,12 +24,21 @@ class AzureOptions(CloudOptions):
     workspace: str | None = Field(default=None, description="Azure ML workspace name.")
     instance_type: str = Field(default="Standard_DS3_v2", description="Managed online endpoint VM SKU when the spec sets no resources.instance_type.")
     instance_count: int = Field(default=1, ge=1, le=20, description="Instances of the deployment (at least min_replicas).")
-    auth_mode: Literal["key", "aml_token"] = Field(default="key", description="How callers authenticate at the scoring URI: endpoint key, or an Azure ML token.")
-    image_uri: str | None = Field(default=None, description="The cloudml serving image (from `cloudml package --container`, pushed to your ACR), run as a custom container with liveness GET /, readiness GET /ready and scoring POST /score on port 8080.")
-    environment: str | None = Field(default=None, description="An existing Azure ML environment to serve with instead of image_uri (azureml:<name>:<version> or <name>@latest); it must declare the same inference routes.")
+    auth_mode: Literal["key", "aml_token"] = Field(default="key",
+                                                   description="How callers authenticate at the scoring URI: endpoint key, or an Azure ML token.")
+    image_uri: str | None = Field(default=None,
+                                  description="The cloudml serving image (from `cloudml package --container`, pushed to your ACR), run as a custom container "
+                                              "with liveness GET /, readiness GET /ready and scoring POST /score on port 8080.")
+    environment: str | None = Field(default=None,
+                                    description="An existing Azure ML environment to serve with instead of image_uri (azureml:<name>:<version> or "
+                                                "<name>@latest); it must declare the same inference routes.")
     canary_wait_seconds: int = Field(default=60, ge=0, le=3600, description="How long a canary runs before the rest of the traffic moves.")
-    resource_manager_url: str | None = Field(default=None, description="A custom Azure Resource Manager endpoint (a sovereign or private cloud, the cloudml emulator); default: Azure public cloud.")
-    storage_url: str | None = Field(default=None, description="Blob service URL of the workspace's default datastore when it is not https://<account>.blob.<cloud suffix> (Azurite in the emulator).")
+    resource_manager_url: str | None = Field(default=None,
+                                             description="A custom Azure Resource Manager endpoint (a sovereign or private cloud, the cloudml emulator); "
+                                                         "default: Azure public cloud.")
+    storage_url: str | None = Field(default=None,
+                                    description="Blob service URL of the workspace's default datastore when it is not https://<account>.blob.<cloud suffix> "
+                                                "(Azurite in the emulator).")
 
     @field_validator("subscription_id")
     @classmethod

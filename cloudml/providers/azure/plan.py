@@ -3,8 +3,9 @@ deployment, the traffic steps of a roll-out, and which deployment is live."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from cloudml.errors import ConfigError
 from cloudml.providers.azure.environment import check_instance_type

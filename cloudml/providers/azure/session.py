@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from cloudml.errors import CloudMLError, ConfigError, DeployFailed, DeploymentNotFound, ProviderUnavailable
 
@@ -76,7 +77,7 @@ def error_code(exc: BaseException) -> str:
     code = getattr(error, "code", None)
     if code:
         return str(code)
-    response = getattr(exc, "response", None)
+    response: Any = getattr(exc, "response", None)  # None fails below like any body that is not JSON
     try:
         return str(response.json()["error"]["code"])
     except Exception:  # noqa: BLE001 - not an ARM error body
@@ -88,7 +89,7 @@ def error_message(exc: BaseException) -> str:
     message = getattr(error, "message", None)
     if message:
         return str(message)
-    response = getattr(exc, "response", None)
+    response: Any = getattr(exc, "response", None)  # None fails below like any body that is not JSON
     try:
         return str(response.json()["error"]["message"])
     except Exception:  # noqa: BLE001 - not an ARM error body

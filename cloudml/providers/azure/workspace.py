@@ -3,7 +3,8 @@ and a resource that is not there read as absent (None, [] or nothing to delete).
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from cloudml.providers.azure.session import azure_errors, is_not_found
 from cloudml.providers.common import WaitTimedOut

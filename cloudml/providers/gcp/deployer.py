@@ -14,10 +14,12 @@ starting over.
 
 from __future__ import annotations
 
+import builtins
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Iterator
+from typing import Any
 
 from cloudml.errors import ConfigError, DeployFailed, DeploymentNotFound, EndpointUnavailable, PredictionRejected
 from cloudml.providers.cloud import Action, CloudDeployer, Rollout, UndoJournal
@@ -25,8 +27,17 @@ from cloudml.providers.common import container_error
 from cloudml.providers.gcp import artifacts, logs
 from cloudml.providers.gcp.images import is_prebuilt, tensorflow_image
 from cloudml.providers.gcp.options import GcpOptions
-from cloudml.providers.gcp.plan import (LABEL_DEPLOYMENT, LABEL_OPERATION, LABEL_PENDING_MODEL, LABEL_VERSION, OWN_LABELS,
-                                        VertexPlan, canary_split, check_spec, plan_deployment)
+from cloudml.providers.gcp.plan import (
+    LABEL_DEPLOYMENT,
+    LABEL_OPERATION,
+    LABEL_PENDING_MODEL,
+    LABEL_VERSION,
+    OWN_LABELS,
+    VertexPlan,
+    canary_split,
+    check_spec,
+    plan_deployment,
+)
 from cloudml.providers.gcp.resources import VertexResources, short
 from cloudml.providers.gcp.session import GcpSession, error_message, error_status, gcp_errors
 from cloudml.results import Deployment, DeploymentStatus, Prediction, utcnow
@@ -187,7 +198,7 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
     def _labels(self, rollout: Rollout[VertexPlan, VertexEndpoint]) -> dict[str, str]:
         return {**rollout.plan.labels, LABEL_VERSION: str(rollout.packaged.manifest.model_version)}
 
-    def _previous(self, rollout: Rollout[VertexPlan, VertexEndpoint]) -> list:
+    def _previous(self, rollout: Rollout[VertexPlan, VertexEndpoint]) -> builtins.list[Any]:
         """The deployed models that served before this run: all but one of this plan."""
         if rollout.current is None:
             return []
@@ -222,9 +233,8 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
         return True
 
     def _create_endpoint(self, name: str, labels: dict[str, str]):
-        from google.cloud import aiplatform_v1
-
         from google.api_core import exceptions as api
+        from google.cloud import aiplatform_v1
 
         with self.progress.step(f"creating endpoint {name}"):
             with gcp_errors(f"creating endpoint {name}", passthrough=api.Conflict):
@@ -375,7 +385,7 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
         listed = {d.name for d in out}
         with gcp_errors("listing Vertex AI models"):
             models = list(self.gcp.models.list_models(request={"parent": self.gcp.parent}))
-        orphans: dict[str, list] = {}
+        orphans: dict[str, builtins.list[Any]] = {}
         for model in models:
             owner = model.labels.get(LABEL_DEPLOYMENT)
             if owner and owner not in listed:
@@ -383,11 +393,11 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
         out += [self._describe_orphan(name, left) for name, left in orphans.items()]
         return sorted(out, key=lambda d: d.name)
 
-    def _owned_models(self, name: str) -> list:
+    def _owned_models(self, name: str) -> builtins.list[Any]:
         with gcp_errors(f"listing the models of {name}"):
             return list(self.gcp.models.list_models(request={"parent": self.gcp.parent, "filter": f'labels.{LABEL_DEPLOYMENT}="{name}"'}))
 
-    def _describe_orphan(self, name: str, models: list) -> Deployment:
+    def _describe_orphan(self, name: str, models: builtins.list[Any]) -> Deployment:
         """A deployment whose Models exist without its endpoint (a first deploy interrupted after
         the upload): listed as failed, so that it is seen and can be deployed again or deleted."""
         newest = max(models, key=lambda m: m.update_time or m.create_time)
@@ -403,7 +413,7 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
                      "problem": f"no endpoint: a deploy was interrupted after uploading the model; deploy {name} again, or delete it"},
         )
 
-    def predict(self, name: str, *, instances: list[Any], parameters: dict[str, Any] | None = None) -> Prediction:
+    def predict(self, name: str, *, instances: builtins.list[Any], parameters: dict[str, Any] | None = None) -> Prediction:
         from google.api_core import exceptions as api
 
         started = time.perf_counter()

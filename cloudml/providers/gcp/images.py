@@ -43,7 +43,7 @@ def tensorflow_image(*, location: str, tensorflow_version: str) -> str:
     available = tensorflow_serving_versions()
     usable = [v for v in available if v[0] == wanted[0] and v >= wanted]
     if not usable:
-        newest = "%d.%d" % available[-1]
+        newest = "{}.{}".format(*available[-1])
         raise ModelError(
             f"no Vertex AI prebuilt TensorFlow image can load this model: it was saved by TensorFlow "
             f"{tensorflow_version} and the newest prebuilt image is tf2-cpu.{newest.replace('.', '-')}",

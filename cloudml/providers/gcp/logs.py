@@ -4,7 +4,7 @@ model server's stdout/stderr as entries of resource type `aiplatform.googleapis.
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from cloudml.errors import DeployFailed
 from cloudml.providers.gcp.session import GcpSession
@@ -54,7 +54,8 @@ def follow(gcp: GcpSession, endpoint_id: str, *, lines: int, poll: float = 2.0) 
     yield from (_line(e) for e in first[-lines:] if lines)
     while True:
         time.sleep(poll)
-        query = {"resourceNames": [f"projects/{gcp.project}"], "filter": f'{log_filter(gcp, endpoint_id)} AND timestamp>="{since}"', "orderBy": "timestamp asc", "pageSize": 1000}
+        query = {"resourceNames": [f"projects/{gcp.project}"], "filter": f'{log_filter(gcp, endpoint_id)} AND timestamp>="{since}"',
+                 "orderBy": "timestamp asc", "pageSize": 1000}
         for entry in _list(gcp, query).get("entries", []):
             if entry.get("insertId") in seen:
                 continue

@@ -33,12 +33,20 @@ class GcpOptions(CloudOptions):
 
     project: str | None = Field(default=None, description="Google Cloud project id; default: the ADC project or GOOGLE_CLOUD_PROJECT.")
     location: str = Field(default="us-central1", description="Vertex AI region of the model and endpoint.")
-    staging_bucket: str | None = Field(default=None, description="GCS bucket for the model folders (gs://name or name); default <project>-cloudml, created in `location` if absent.")
+    staging_bucket: str | None = Field(default=None,
+                                       description="GCS bucket for the model folders (gs://name or name); default <project>-cloudml, created in `location` "
+                                                   "if absent.")
     prefix: str = Field(default="cloudml", description="Object prefix inside the bucket.")
     machine_type: str = Field(default="n1-standard-2", description="Default when the spec sets no resources.instance_type.")
-    service_account: str | None = Field(default=None, description="Service account the model server runs as (needs roles/iam.serviceAccountUser for the caller); default: Vertex's.")
-    credentials: str | None = Field(default=None, description="Path to a service-account or ADC JSON file, or 'anonymous' (emulators); default: Application Default Credentials.")
-    api_endpoint: str | None = Field(default=None, description="Vertex AI API endpoint override (a private endpoint, the cloudml emulator as http://127.0.0.1:PORT); default <location>-aiplatform.googleapis.com.")
+    service_account: str | None = Field(default=None,
+                                        description="Service account the model server runs as (needs roles/iam.serviceAccountUser for the caller); default: "
+                                                    "Vertex's.")
+    credentials: str | None = Field(default=None,
+                                    description="Path to a service-account or ADC JSON file, or 'anonymous' (emulators); default: Application Default "
+                                                "Credentials.")
+    api_endpoint: str | None = Field(default=None,
+                                     description="Vertex AI API endpoint override (a private endpoint, the cloudml emulator as http://127.0.0.1:PORT); "
+                                                 "default <location>-aiplatform.googleapis.com.")
     logging_endpoint: str | None = Field(default=None, description="Cloud Logging API endpoint override; default https://logging.googleapis.com.")
     poll_interval: float = Field(default=10.0, gt=0, description="Seconds between operation polls while waiting.")
 

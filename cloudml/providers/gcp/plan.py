@@ -81,5 +81,5 @@ def scaled(split: dict[str, int], total: int) -> dict[str, int]:
         return {}
     whole = sum(split.values())
     out = {k: v * total // whole for k, v in split.items()}
-    out[max(split, key=split.get)] += total - sum(out.values())
+    out[max(split, key=lambda k: split[k])] += total - sum(out.values())
     return {k: v for k, v in out.items() if v > 0}

@@ -6,8 +6,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Iterator
 from functools import cached_property
-from typing import Iterator
+from typing import Any
 
 from cloudml.errors import CloudMLError, ConfigError, DeployFailed, ProviderUnavailable
 from cloudml.providers.gcp.options import GcpOptions
@@ -42,11 +43,13 @@ class GcpSession:
         if choice:
             path = os.path.expanduser(choice)
             if not os.path.isfile(path):
-                raise ConfigError(f"credentials file {choice} does not exist", hint="pass the path of a service-account key or ADC JSON file, or drop the option to use ADC")
+                raise ConfigError(f"credentials file {choice} does not exist",
+                                  hint="pass the path of a service-account key or ADC JSON file, or drop the option to use ADC")
             try:
                 return google.auth.load_credentials_from_file(path, scopes=scopes)
             except (auth_errors.DefaultCredentialsError, ValueError) as exc:
-                raise ConfigError(f"cannot use credentials file {choice}: {exc}", hint="download a fresh key, or use `gcloud auth application-default login`") from None
+                raise ConfigError(f"cannot use credentials file {choice}: {exc}",
+                                  hint="download a fresh key, or use `gcloud auth application-default login`") from None
         try:
             return google.auth.default(scopes=scopes)
         except auth_errors.DefaultCredentialsError:
@@ -92,7 +95,7 @@ class GcpSession:
 
     @cached_property
     def storage(self):
-        from google.cloud import storage
+        from google.cloud import storage  # type: ignore[attr-defined]  # google-cloud-storage ships no py.typed
 
         return storage.Client(project=self.project, credentials=self.credentials)
 
@@ -129,7 +132,7 @@ def error_status(exc: BaseException) -> str:
     grpc_code = getattr(exc, "grpc_status_code", None)
     if grpc_code is not None:
         return grpc_code.name
-    response = getattr(exc, "response", None)
+    response: Any = getattr(exc, "response", None)  # None fails below like any body that is not JSON
     try:
         return response.json()["error"]["status"]
     except Exception:  # noqa: BLE001 - no JSON body: no status
@@ -157,12 +160,16 @@ def gcp_errors(doing: str, *, error: type[CloudMLError] = DeployFailed, passthro
     except api.Forbidden as exc:
         text = error_message(exc)
         if "SERVICE_DISABLED" in text or "has not been used" in text or "is disabled" in text:
-            raise DeployFailed(f"the Vertex AI API is not enabled while {doing}: {text}", hint="run `gcloud services enable aiplatform.googleapis.com storage.googleapis.com`") from None
+            raise DeployFailed(f"the Vertex AI API is not enabled while {doing}: {text}",
+                               hint="run `gcloud services enable aiplatform.googleapis.com storage.googleapis.com`") from None
         raise DeployFailed(f"permission denied while {doing}: {text}", hint=ROLES_HINT) from None
     except api.TooManyRequests as exc:
-        raise DeployFailed(f"Vertex AI refused {doing}: {error_message(exc)}", hint="request a quota increase (IAM & Admin > Quotas) or use a smaller machine type / fewer replicas; the run can be repeated") from None
+        raise DeployFailed(f"Vertex AI refused {doing}: {error_message(exc)}",
+                           hint="request a quota increase (IAM & Admin > Quotas) or use a smaller machine type / fewer replicas; "
+                                "the run can be repeated") from None
     except (api.ServiceUnavailable, requests.exceptions.ConnectionError) as exc:
-        raise ProviderUnavailable(f"cannot reach Google Cloud while {doing}: {error_message(exc)}", hint="check the network, the location and api_endpoint") from None
+        raise ProviderUnavailable(f"cannot reach Google Cloud while {doing}: {error_message(exc)}",
+                                  hint="check the network, the location and api_endpoint") from None
     except api.GoogleAPICallError as exc:
         code = error_status(exc) or getattr(exc.code, "name", None) or f"HTTP {exc.code}"
         raise error(f"Google Cloud refused {doing}: {code}: {error_message(exc)}") from None
