@@ -72,4 +72,45 @@ def test_a_tf_serving_base_folder_names_the_model_after_itself_not_its_version(u
     result = run_cli("package", base, "--out", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "out" / "model" / "cloudml-manifest.json").read_text())
-    assert manifest["model_name"] == "half-plus-three" and manifest["model_version"] == 1
+    assert manifest["model_name"] == "half_plus_three" and manifest["model_version"] == 1  # so /v1/models/half_plus_three
+
+
+def test_a_served_tf_serving_base_folder_answers_under_its_own_name(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import tensorflow as tf
+
+    from cloudml import httpclient
+
+    class HalfPlusThree(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": x * 0.5 + 3.0}
+
+    module = HalfPlusThree()
+    tf.saved_model.save(module, str(tmp_path / "half_plus_three" / "1"), signatures={"serving_default": module.serve})
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "cloudml", "serve", str(tmp_path / "half_plus_three"), "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                status = httpclient.request("GET", f"http://127.0.0.1:{port}/v1/models/half_plus_three", timeout=2)
+                if status.status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, "cloudml serve never answered"
+            time.sleep(0.3)
+        answer = httpclient.request("POST", f"http://127.0.0.1:{port}/v1/models/half_plus_three:predict",
+                                    body=b'{"instances": [1.0, 2.0, 5.0]}', headers={"Content-Type": "application/json"}, timeout=10)
+        assert answer.status == 200 and json.loads(answer.body)["predictions"] == [3.5, 4.0, 5.5]
+    finally:
+        server.terminate()
+        server.wait(20)

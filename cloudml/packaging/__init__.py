@@ -47,7 +47,9 @@ class PackagedModel:
 
 
 def model_name_from(text: str) -> str:
-    name = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    """The served model's name (TF Serving's /v1/models/NAME) from a file or folder name: as TF
+    Serving names a base folder, underscores kept, anything else outside [a-z0-9_] a hyphen."""
+    name = re.sub(r"[^a-z0-9_]+", "-", text.lower()).strip("-")
     return name or "model"
 
 
