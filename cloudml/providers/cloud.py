@@ -2,8 +2,8 @@
 
     check the request -> inspect and hash the model -> plan -> read the endpoint -> refuse one
     cloudml did not make -> settle (wait for this plan's unfinished change, refuse another's)
-    -> unchanged? -> package + preflight -> image -> stage the artifact -> roll out -> retire
-    the previous version -> clean up the work folder
+    -> unchanged? -> the image (from the model's metadata) -> package + preflight -> stage the
+    artifact -> roll out -> retire the previous version -> clean up the work folder
 
 The failure rules hold for every cloud because they live here, not in the hooks:
 - whatever this run created is undone, newest first, when the run fails (an `UndoJournal` the
