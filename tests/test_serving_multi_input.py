@@ -47,7 +47,7 @@ def test_named_inputs_are_fed_to_the_right_tensors_batched_or_not(two_input_mode
 
             with ThreadPoolExecutor(8) as pool:
                 served = np.asarray(list(pool.map(one, range(len(zeta)))))
-            columns = client.post(url + "/v1/models/two-inputs:predict",
+            columns = client.post(url + "/v1/models/two_inputs:predict",
                                   json={"inputs": {"alpha": alpha.tolist(), "zeta": zeta.tolist()}})
             assert columns.status_code == 200, columns.text
             metrics = client.get(url + "/metrics").text
