@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,17 +43,69 @@ class Signature(BaseModel):
     outputs: dict[str, TensorSpec]
 
 
+Backend = Literal["tensorflow", "onnx"]
+Framework = Literal["tensorflow", "pytorch", "onnx"]
+RuntimeChoice = Literal["auto", "onnx", "tensorflow"]
+ONNX_FILE = "model.onnx"
+
+
+class Tolerance(BaseModel):
+    """How close the ONNX model's outputs must be to the original's: |onnx - original| <= atol + rtol * |original|, elementwise."""
+
+    model_config = ConfigDict(frozen=True)
+
+    atol: float
+    rtol: float
+
+
+class Verification(BaseModel):
+    """What comparing the converted model with its original on probe inputs found."""
+
+    passed: bool
+    probes: int = Field(description="Probe batches compared (inputs built from the signature, plus the user's sample when given).")
+    max_abs_diff: float
+    max_rel_diff: float
+    worst_output: str | None = None
+    used_sample: bool = False
+
+
+class OnnxGraph(BaseModel):
+    """The served ONNX file and how its tensors are named against the signature."""
+
+    file: str = ONNX_FILE  # relative to the version folder
+    opset: int
+    producer: str  # e.g. "tf2onnx 1.17.0", "pytorch 2.13.0"
+    inputs: dict[str, str]  # signature input name -> ONNX graph input name
+    outputs: dict[str, str]  # signature output name -> ONNX graph output name
+
+
+class Runtime(BaseModel):
+    """Which backend serves the package, what the model came from, and why."""
+
+    backend: Backend = "tensorflow"
+    framework: Framework = "tensorflow"
+    framework_version: str | None = None  # the TensorFlow that wrote the SavedModel, the torch that exported, the ONNX producer's
+    requested: RuntimeChoice = "auto"
+    original: str | None = Field(default=None, description="The framework's own model, relative to the version folder, kept so a fallback needs no re-upload.")
+    onnx: OnnxGraph | None = None
+    tolerance: Tolerance | None = None
+    verification: Verification | None = None
+    fallback_reason: str | None = Field(default=None, description="Why the model is not served by ONNX Runtime, when it could have been.")
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
     format: int = MANIFEST_FORMAT
     model_name: str
     model_version: int
-    tensorflow_version: str = Field(description="TensorFlow that wrote the SavedModel.")
+    tensorflow_version: str | None = Field(default=None, description="TensorFlow that wrote the SavedModel (None for PyTorch and ONNX models).")
     source_format: str
     source_name: str
     content_hash: str = Field(description="sha256 of the model the user gave (file or folder).")
     signature: Signature
+    # Packages written before runtime backends existed hold a SavedModel served by TensorFlow.
+    runtime: Runtime = Field(default_factory=Runtime)
 
     def write(self, folder: Path) -> Path:
         path = folder / MANIFEST_NAME

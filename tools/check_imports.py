@@ -17,8 +17,12 @@ PACKAGE = "cloudml"
 # (importer prefix, forbidden prefix, why)
 FORBIDDEN = [
     ("cloudml.emulators", "cloudml.providers", "an emulator must not import the provider it emulates"),
-    ("cloudml.serving", "cloudml.packaging", "serving and packaging share only cloudml.contract"),
-    ("cloudml.packaging", "cloudml.serving", "serving and packaging share only cloudml.contract"),
+    ("cloudml.serving", "cloudml.packaging", "serving and packaging share only cloudml.contract and cloudml.backends"),
+    ("cloudml.packaging", "cloudml.serving", "serving and packaging share only cloudml.contract and cloudml.backends"),
+] + [
+    ("cloudml.backends", above, "the runtime backends sit below packaging and serving, which both run models")
+    for above in ("cloudml.serving", "cloudml.packaging", "cloudml.providers", "cloudml.preflight", "cloudml.cli")
+] + [
     ("cloudml.serving", "cloudml.providers", "the serving runtime runs in containers without providers"),
     ("cloudml.packaging", "cloudml.providers", "packaging sits below the providers"),
     ("cloudml.packaging", "cloudml.preflight", "preflight sits above packaging and serving"),

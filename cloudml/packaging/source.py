@@ -10,7 +10,9 @@ from typing import Literal
 from cloudml.contract import MANIFEST_NAME
 from cloudml.errors import ModelError
 
-SourceFormat = Literal["keras", "h5", "saved_model", "package", "archive"]
+SourceFormat = Literal["keras", "h5", "saved_model", "pt2", "torchscript", "onnx", "package", "archive"]
+# What each format is exported from: PyTorch and ONNX models are served by ONNX Runtime only.
+FRAMEWORKS = {"keras": "tensorflow", "h5": "tensorflow", "saved_model": "tensorflow", "pt2": "pytorch", "torchscript": "pytorch", "onnx": "onnx"}
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
@@ -38,7 +40,8 @@ def _numeric_versions(folder: Path) -> list[int]:
 def inspect_source(path: Path | str) -> ModelSource:
     """Classify a model path, or explain exactly what cloudml accepts."""
     path = Path(path).expanduser()
-    accepted = "a .keras file, a legacy .h5 file, a SavedModel folder (optionally with a numeric version subfolder) or a cloudml package"
+    accepted = ("a .keras file, a legacy .h5 file, a SavedModel folder (optionally with a numeric version subfolder), a torch.export .pt2 file, "
+                "a TorchScript .pt file, an .onnx file or a cloudml package")
     if not path.exists():
         raise ModelError(f"model path {path} does not exist", hint=f"pass {accepted}")
     if path.is_dir():
@@ -68,6 +71,17 @@ def inspect_source(path: Path | str) -> ModelSource:
         if head != _HDF5_MAGIC:
             raise ModelError(f"{path} is not a valid HDF5 file", hint="re-save it with model.save('model.h5')")
         return ModelSource(path, "h5")
+    if name.endswith(".pt2"):
+        if not zipfile.is_zipfile(path):
+            raise ModelError(f"{path} is not a valid .pt2 file (it is not a zip archive)",
+                             hint="save the program with torch.export.save(torch.export.export(model, args), 'model.pt2')")
+        return ModelSource(path, "pt2")
+    if name.endswith((".pt", ".pth", ".torchscript")):
+        if not zipfile.is_zipfile(path):
+            raise ModelError(f"{path} is not a TorchScript file (it is not a zip archive)", hint="save the model with torch.jit.script(model).save('model.pt')")
+        return ModelSource(path, "torchscript")
+    if name.endswith(".onnx"):
+        return ModelSource(path, "onnx")
     if name.endswith((".tar.gz", ".tgz")):
         return ModelSource(path, "archive")
     raise ModelError(f"cannot tell what kind of model {path} is", hint=f"pass {accepted}")

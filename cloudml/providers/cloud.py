@@ -146,7 +146,7 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
         image = self.options.image_uri or (self.default_image(plan, saved_by) if saved_by else None)
         work = self._work_folder(spec.name, plan)
         packaged = self._package(source, work, spec, plan.model_hash)
-        image = image or self.default_image(plan, packaged.manifest.tensorflow_version)
+        image = image or self.default_image(plan, packaged.manifest.tensorflow_version or "unknown")
         rollout: Rollout[PlanT, EndpointT] = Rollout(spec=spec, plan=plan, current=current, packaged=packaged, image=image,
                                                      journal=UndoJournal(self.progress))
         try:
