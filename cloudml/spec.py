@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -47,9 +48,12 @@ class DeploymentSpec(ConfigModel):
     config_title = "deployment spec"
 
     name: str
-    model: Path = Field(description="A .keras or .h5 file, or a SavedModel folder.")
+    model: Path = Field(description="A .keras, .h5, .pt2, .pt or .onnx file, a SavedModel folder or a cloudml package.")
     provider: str | None = Field(default=None, description="The provider this spec is for; unset: whichever deploys it.")
     model_version: int | None = Field(default=None, ge=1, description="Version folder number; default 1.")
+    runtime: Literal["auto", "onnx", "tensorflow"] = Field(
+        default="auto", description="What serves the model: auto (ONNX Runtime when the conversion verifies, else TensorFlow), onnx, tensorflow.")
+    sample: Path | None = Field(default=None, description="A request file whose instances the conversion is also verified on (required for TorchScript).")
     resources: Resources = Field(default_factory=Resources)
     env: dict[str, str] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
@@ -69,6 +73,11 @@ class DeploymentSpec(ConfigModel):
     @classmethod
     def _expand_model(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("sample")
+    @classmethod
+    def _expand_sample(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value else None
 
     @field_validator("provider")
     @classmethod

@@ -14,6 +14,8 @@ import numpy as np
 from cloudml.contract import Manifest
 
 Arrays = dict[str, np.ndarray]
+# The cores one serving process may use, when several share the machine.
+THREADS_VAR = "CLOUDML_BACKEND_THREADS"
 
 
 class Backend(Protocol):
@@ -47,6 +49,8 @@ def load_backend(version_dir: Path, manifest: Manifest, *, threads: int | None =
 def available_cores() -> int:
     import os
 
+    if (given := os.environ.get(THREADS_VAR, "").strip()).isdigit() and int(given) > 0:
+        return int(given)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux

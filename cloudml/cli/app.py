@@ -34,6 +34,33 @@ OptionOpt = typer.Option(None, "--option", "-o",
     help="Provider option KEY=VALUE (repeatable), e.g. -o port=8080; lists: a,b or JSON. `cloudml providers NAME` lists them.", show_default=False)
 OutputOpt = typer.Option("text", "--output", envvar="CLOUDML_OUTPUT", help="text or json (env CLOUDML_OUTPUT); with json, errors too are JSON on stdout.")
 OUTPUTS = ("text", "json")
+RUNTIME_HELP = "auto (ONNX Runtime when the ONNX conversion verifies, else TensorFlow), onnx or tensorflow."
+SAMPLE_HELP = 'A request file ({"instances": [...]}) the conversion is also verified on; required for TorchScript .pt files.'
+RUNTIMES = ("auto", "onnx", "tensorflow")
+
+
+def _runtime_choice(value: str | None) -> Any:
+    from cloudml.errors import ConfigError
+
+    choice = (value or "auto").lower()
+    if choice not in RUNTIMES:
+        raise ConfigError(f"--runtime {value!r} is not one of {', '.join(RUNTIMES)}", hint="leave it at auto unless you need one backend")
+    return choice
+
+
+def describe_manifest(manifest: Any) -> list[str]:
+    """What serves a package and why, one line each, for `package` and `status`."""
+    runtime = manifest.runtime
+    inputs = ", ".join(f"{name}: {spec.describe()}" for name, spec in manifest.signature.inputs.items())
+    made_by = f"{runtime.framework} {runtime.framework_version or ''}".strip()
+    lines = [f"runtime: {runtime.backend} (from {made_by})", f"inputs: {inputs}"]
+    if runtime.verification is not None and runtime.tolerance is not None:
+        check = runtime.verification
+        lines.append(f"verified: {'yes' if check.passed else 'no'}, largest difference {check.max_abs_diff:.3g} (abs) / {check.max_rel_diff:.3g} (rel) "
+                     f"over {check.probes} probe batches; tolerance atol {runtime.tolerance.atol:g}, rtol {runtime.tolerance.rtol:g}")
+    if runtime.fallback_reason:
+        lines.append(f"not served by onnx: {runtime.fallback_reason}")
+    return lines
 
 
 class Result(NamedTuple):
@@ -134,8 +161,10 @@ def _describe(dep) -> str:
 
 @app.command()
 def deploy(
-    model: Path | None = typer.Argument(None, help=".keras, .h5, SavedModel folder or cloudml package.", show_default=False),
+    model: Path | None = typer.Argument(None, help=".keras, .h5, .pt2, .pt, .onnx, SavedModel folder or cloudml package.", show_default=False),
     name: str | None = typer.Option(None, "--name", "-n", help="Deployment name (3-32 lowercase letters, digits, hyphens).", show_default=False),
+    runtime: str | None = typer.Option(None, "--runtime", help=RUNTIME_HELP, show_default=False),
+    sample: Path | None = typer.Option(None, "--sample", help=SAMPLE_HELP, show_default=False),
     provider: str | None = ProviderOpt,
     config: Path | None = ConfigOpt,
     model_version: int | None = typer.Option(None, "--model-version", help="Version folder number (default: the source's, else 1).", show_default=False),
@@ -160,6 +189,7 @@ def deploy(
         from cloudml.spec import parse_key_values
 
         flags: dict[str, Any] = {"name": name, "model": str(model) if model else None, "model_version": model_version,
+                                 "runtime": runtime, "sample": str(sample) if sample else None,
                                  "resources": {"instance_type": instance_type, "min_replicas": min_replicas, "max_replicas": max_replicas},
                                  "env": parse_key_values(env, what="env"), "tags": parse_key_values(tag, what="tag")}
         resolved = _resolve(provider, config, option, spec=flags, skip_preflight=skip_preflight)
@@ -314,21 +344,26 @@ def delete(
 
 @app.command()
 def package(
-    model: Path = typer.Argument(..., help=".keras, .h5 or SavedModel folder."),
+    model: Path = typer.Argument(..., help=".keras, .h5, .pt2, .pt, .onnx file or SavedModel folder."),
     out: Path = typer.Option(Path("build/package"), "--out", help="Folder to write the package to."),
+    runtime: str = typer.Option("auto", "--runtime", help=RUNTIME_HELP),
+    sample: Path | None = typer.Option(None, "--sample", help=SAMPLE_HELP, show_default=False),
     name: str | None = typer.Option(None, "--name", "-n", help="Model name (default: from the file name).", show_default=False),
     model_version: int | None = typer.Option(None, "--model-version", show_default=False),
     container: bool = typer.Option(False, "--container", help="Also write a Docker build context to OUT/container."),
     output: str = OutputOpt,
 ) -> None:
-    """Package MODEL: versioned SavedModel + manifest, model.tar.gz, optional Docker context."""
+    """Package MODEL: versioned model (ONNX when it verifies) + manifest, model.tar.gz, optional Docker context."""
 
     def body() -> Result:
         from cloudml.cli.output import SpinnerProgress
         from cloudml.packaging import package_model
+        from cloudml.packaging.sample import read_sample
 
+        choice = _runtime_choice(runtime)
+        instances = read_sample(sample) if sample else None
         with SpinnerProgress().step(f"packaging {model}"):
-            packaged = package_model(model, out, name=name, version=model_version)
+            packaged = package_model(model, out, name=name, version=model_version, runtime=choice, sample=instances)
         result: dict[str, Any] = {
             "folder": str(packaged.folder),
             "archive": str(packaged.archive),
@@ -340,7 +375,7 @@ def package(
             result["container"] = str(render_build_context(packaged, out / "container"))
         context = [f"docker context: {result['container']}  (docker build --platform linux/amd64 {result['container']})"] if container else []
         text = "\n".join([f"model folder: {result['folder']}", f"model.tar.gz: {result['archive']}", *context,
-                          f"hash: {packaged.manifest.content_hash}", f"tensorflow: {packaged.manifest.tensorflow_version}"])
+                          f"hash: {packaged.manifest.content_hash}", *describe_manifest(packaged.manifest)])
         return Result(result, text)
 
     _run(output, body)
@@ -348,7 +383,9 @@ def package(
 
 @app.command()
 def serve(
-    model: Path = typer.Argument(..., help="Packaged model folder, model.tar.gz, .keras, .h5 or SavedModel folder."),
+    model: Path = typer.Argument(..., help="Packaged model folder, model.tar.gz, .keras, .h5, .pt2, .pt, .onnx or SavedModel folder."),
+    runtime: str = typer.Option("auto", "--runtime", help=RUNTIME_HELP),
+    sample: Path | None = typer.Option(None, "--sample", help=SAMPLE_HELP, show_default=False),
     host: str = typer.Option("127.0.0.1", "--host", envvar="CLOUDML_HOST", help="Address to bind; 0.0.0.0 to accept remote clients."),
     port: int = typer.Option(8080, "--port", envvar="CLOUDML_PORT"),
     name: str | None = typer.Option(None, "--name", "-n", help="Model name in TF Serving routes (default: the manifest's).", show_default=False),
@@ -389,17 +426,22 @@ def serve(
 
         def package_to_serve(cleanup: contextlib.ExitStack) -> Path:
             """The model itself when it is a package folder, else the model packaged into
-            --package-dir (or a temporary folder that lives as long as the server)."""
+            --package-dir (or a temporary folder that lives as long as the server), in a child
+            process: a server that ONNX Runtime serves never loads TensorFlow or a converter."""
             import logging
 
-            from cloudml.packaging import inspect_source, package_model
+            from cloudml.packaging import inspect_source
+            from cloudml.preflight.prepare import prepare_model
 
+            choice = _runtime_choice(runtime)
             source = inspect_source(model)
             if source.format == "package":
                 return source.path
             target = package_dir or Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="cloudml-serve-")))
             logging.getLogger("cloudml.serving").info("packaging %s into %s", model, target)
-            return package_model(source, target, name=name, version=model_version, archive=False).folder
+            packaged = prepare_model(source, target, name=name, version=model_version, probe=False, runtime=choice, sample=sample, archive=False)
+            logging.getLogger("cloudml.serving").info("%s", "; ".join(describe_manifest(packaged.manifest)))
+            return packaged.folder
 
         configure_logging(log_level)
         # First: a local deploy killed while this server packages and starts must not leave it running.

@@ -15,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from cloudml.contract import RuntimeChoice
 from cloudml.errors import CloudMLError, ModelError
 from cloudml.packaging import PackagedModel, package_model
 from cloudml.packaging.source import ModelSource
@@ -22,21 +23,25 @@ from cloudml.preflight.result import Failed, Packaged, read_result, write_result
 from cloudml.tfnoise import without_noise
 
 
-def prepare_model(source: ModelSource, out_dir: Path, *, name: str, version: int | None, probe: bool,
-                  digest: str | None = None) -> PackagedModel:
-    """`package_model(source, out_dir, name=, version=, digest=)` then, with `probe`, the probe,
-    in a child process. Pass `digest=source_hash(source)` when the caller has it: the model is
-    then read once, and refused if it no longer hashes to `digest`."""
+def prepare_model(source: ModelSource, out_dir: Path, *, name: str | None, version: int | None, probe: bool,
+                  digest: str | None = None, runtime: RuntimeChoice = "auto", sample: Path | None = None,
+                  archive: bool = True) -> PackagedModel:
+    """`package_model(source, out_dir, name=, version=, digest=, runtime=, sample=, archive=)`
+    then, with `probe`, the probe, in a child process. Pass `digest=source_hash(source)` when the
+    caller has it: the model is then read once, and refused if it no longer hashes to `digest`.
+    `sample` is a sample request file. The child is also what keeps TensorFlow and the converters
+    out of a server that ONNX Runtime serves."""
     with tempfile.TemporaryDirectory(prefix="cloudml-prepare-") as scratch:
         result_path = Path(scratch) / "result.json"
         command = [sys.executable, "-m", "cloudml.preflight.prepare", str(source.path), "--out", str(out_dir),
-                   "--name", name, "--result", str(result_path)]
-        if version is not None:
-            command += ["--version", str(version)]
-        if digest is not None:
-            command += ["--digest", digest]
+                   "--result", str(result_path), "--runtime", runtime]
+        for flag, value in (("--name", name), ("--version", version), ("--digest", digest), ("--sample", sample)):
+            if value is not None:
+                command += [flag, str(value)]
         if probe:
             command.append("--probe")
+        if not archive:
+            command.append("--no-archive")
         proc = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL,
                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")})
         result = read_result(result_path)
@@ -68,23 +73,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cloudml.preflight.prepare")
     parser.add_argument("model", type=Path)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--name", required=True)
+    parser.add_argument("--name")
     parser.add_argument("--result", type=Path, required=True)
     parser.add_argument("--version", type=int)
     parser.add_argument("--digest")
     parser.add_argument("--probe", action="store_true")
+    parser.add_argument("--runtime", choices=["auto", "onnx", "tensorflow"], default="auto")
+    parser.add_argument("--sample", type=Path)
+    parser.add_argument("--no-archive", dest="archive", action="store_false")
     args = parser.parse_args(argv)
     try:
-        packaged = package_model(args.model, args.out, name=args.name, version=args.version, digest=args.digest)
+        from cloudml.packaging.sample import read_sample
+
+        instances = read_sample(args.sample) if args.sample else None
+        packaged = package_model(args.model, args.out, name=args.name, version=args.version, digest=args.digest, runtime=args.runtime,
+                                 sample=instances, archive=args.archive)
         if args.probe:
             from cloudml.preflight.probe import probe_archive
 
-            assert packaged.archive is not None  # package_model(archive=True) wrote it
+            assert packaged.archive is not None, "the probe reads the archive"
             probe_archive(packaged.archive)
     except CloudMLError as exc:
         write_result(args.result, Failed.from_error(exc))
         return 1
-    assert packaged.archive is not None and packaged.archive_digest is not None  # package_model(archive=True) wrote it
     write_result(args.result, Packaged(folder=packaged.folder, archive=packaged.archive, archive_digest=packaged.archive_digest,
                                        manifest=packaged.manifest))
     return 0

@@ -27,8 +27,8 @@ ERRORS: dict[str, type[CloudMLError]] = {
 class Packaged(BaseModel):
     status: Literal["packaged"] = "packaged"
     folder: Path
-    archive: Path
-    archive_digest: str
+    archive: Path | None = None  # None when asked for no archive (a local server reads the folder)
+    archive_digest: str | None = None
     manifest: Manifest
 
 

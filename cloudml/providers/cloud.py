@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import Field
 
-from cloudml.errors import ConfigError, DeploymentNotFound
+from cloudml.contract import RuntimeChoice
+from cloudml.errors import ConfigError, DeploymentNotFound, ModelError
 from cloudml.progress import Progress
 from cloudml.providers.base import Deployer, ProviderOptions
 from cloudml.providers.common import WaitTimedOut
@@ -142,11 +143,15 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
 
         # The image is chosen from the model's metadata when it has any, so a model no image can
         # serve is refused at once, before seconds of packaging.
+        runtime = self._runtime(spec, source)
         saved_by = tensorflow_version(source)
         image = self.options.image_uri or (self.default_image(plan, saved_by) if saved_by else None)
         work = self._work_folder(spec.name, plan)
-        packaged = self._package(source, work, spec, plan.model_hash)
-        image = image or self.default_image(plan, packaged.manifest.tensorflow_version or "unknown")
+        packaged = self._package(source, work, spec, plan.model_hash, runtime=runtime)
+        if image is None:
+            if packaged.manifest.runtime.backend != "tensorflow":
+                raise self._no_onnx_image(f"{source.path} was packaged to be served by ONNX Runtime")
+            image = self.default_image(plan, packaged.manifest.tensorflow_version or "unknown")
         rollout: Rollout[PlanT, EndpointT] = Rollout(spec=spec, plan=plan, current=current, packaged=packaged, image=image,
                                                      journal=UndoJournal(self.progress))
         try:
@@ -167,13 +172,38 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
         root = Path(self.options.work_dir) if self.options.work_dir else home / f"{self.provider}-packages"
         return root / name / plan.hash_hex[:16]
 
-    def _package(self, source: ModelSource, work: Path, spec: DeploymentSpec, digest: str) -> PackagedModel:
+    def _runtime(self, spec: DeploymentSpec, source: ModelSource) -> RuntimeChoice:
+        """What the package is made for. The clouds' prebuilt images run TensorFlow only, so
+        without a cloudml runtime image (image_uri) `auto` means TensorFlow, and what only ONNX
+        Runtime can serve is refused before anything is packaged."""
+        from cloudml.packaging.source import FRAMEWORKS
+
+        if self.options.image_uri:
+            return spec.runtime
+        framework = FRAMEWORKS.get(source.format)
+        if framework not in (None, "tensorflow"):
+            raise self._no_onnx_image(f"{source.path} is a {framework} model, which ONNX Runtime serves")
+        if spec.runtime == "onnx":
+            raise self._no_onnx_image("--runtime onnx was asked for")
+        if spec.runtime == "auto" and framework == "tensorflow":
+            self.progress.note(f"note: served by TensorFlow: {self.provider}'s prebuilt images have no ONNX Runtime "
+                               "(give image_uri for the cloudml runtime image)")
+            return "tensorflow"
+        return spec.runtime
+
+    def _no_onnx_image(self, why: str) -> ModelError:
+        return ModelError(f"{why}, and {self.provider} has no prebuilt image with ONNX Runtime",
+                          hint="build the cloudml serving image (`cloudml package MODEL --container`, then docker build and push it) and pass "
+                               "-o image_uri=IMAGE; for a Keras/TensorFlow model, --runtime tensorflow serves it with the prebuilt TensorFlow image")
+
+    def _package(self, source: ModelSource, work: Path, spec: DeploymentSpec, digest: str, *, runtime: RuntimeChoice) -> PackagedModel:
         """Package (and probe) the very bytes that were hashed: a model changed since is refused."""
         from cloudml.preflight.prepare import prepare_model
 
         checks = " and probing it locally (preflight)" if self.options.preflight else ""
         with self.progress.step(f"packaging {source.display_name}{checks}"):
-            return prepare_model(source, work, name=spec.name, version=spec.model_version, probe=self.options.preflight, digest=digest)
+            return prepare_model(source, work, name=spec.name, version=spec.model_version, probe=self.options.preflight, digest=digest,
+                                 runtime=runtime, sample=spec.sample)
 
     # --- hooks: deciding --------------------------------------------------------------------
     def check_request(self, spec: DeploymentSpec) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import Counter
+from collections.abc import Callable
 
 
 class Histogram:
@@ -35,7 +36,8 @@ class Histogram:
 
 
 class ServingMetrics:
-    def __init__(self) -> None:
+    def __init__(self, info: Callable[[], dict[str, str]] | None = None) -> None:
+        self.info = info  # labels of cloudml_model_info: which model, which backend serves it
         self.batch_size = Histogram("cloudml_batch_size", "Instances per model call.", [1, 2, 4, 8, 16, 32, 64, 128, 256, 512])
         seconds = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
         self.queue_seconds = Histogram("cloudml_queue_seconds", "Time a request waited before its model call started.", seconds)
@@ -54,6 +56,10 @@ class ServingMetrics:
 
     def render(self) -> str:
         lines: list[str] = []
+        if self.info is not None:
+            labels = ",".join(f'{key}="{_label(value)}"' for key, value in self.info().items())
+            lines += ["# HELP cloudml_model_info The served model and the runtime backend serving it.", "# TYPE cloudml_model_info gauge",
+                      f"cloudml_model_info{{{labels}}} 1"]
         for histogram in (self.batch_size, self.queue_seconds, self.model_seconds):
             lines += histogram.render()
         lines += ["# HELP cloudml_responses_total HTTP responses by status code.", "# TYPE cloudml_responses_total counter"]
@@ -63,3 +69,7 @@ class ServingMetrics:
                   "# TYPE cloudml_requests_dropped_total counter"]
         lines += [f'cloudml_requests_dropped_total{{reason="{reason}"}} {self.dropped[reason]}' for reason in ("overloaded", "deadline", "disconnected")]
         return "\n".join(lines) + "\n"
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

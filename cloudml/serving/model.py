@@ -56,6 +56,11 @@ class ServedModel:
     def ready(self) -> bool:
         return self.backend is not None
 
+    def describe(self) -> dict[str, str]:
+        runtime = self.manifest.runtime
+        return {"model": self.name, "version": str(self.version), "backend": runtime.backend,
+                "backend_version": self.backend.version if self.backend else "", "framework": runtime.framework}
+
     def load(self) -> None:
         """Load the model and run one warm-up call, so the first request is not the slow one."""
         try:

@@ -21,6 +21,7 @@ from cloudml.serving import handover
 from cloudml.serving.batching import BatchingConfig
 from cloudml.serving.http.app import DEFAULT_MAX_BODY_BYTES, create_app
 from cloudml.serving.model import describe_error
+from cloudml.backends import THREADS_VAR
 from cloudml.serving.workers import WorkerPool, default_workers, tensorflow_threads
 
 log = logging.getLogger("cloudml.serving")
@@ -85,6 +86,7 @@ def serving_workers(workers: int | None = None) -> int:
         threads = tensorflow_threads(workers)
         os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
         os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(min(2, threads)))
+        os.environ.setdefault(THREADS_VAR, str(threads))  # ONNX Runtime's share
     return workers
 
 

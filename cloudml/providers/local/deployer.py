@@ -30,6 +30,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from cloudml import httpclient
+from cloudml.contract import Manifest
 from cloudml.errors import ConfigError, DeployFailed, DeploymentNotFound, EndpointUnavailable, ModelError, PredictionRejected
 from cloudml.packaging import inspect_source, source_hash
 from cloudml.providers.base import Deployer, ProviderOptions
@@ -185,6 +186,7 @@ class LocalDeployer(Deployer):
                 model=Path(model).resolve(), package_dir=folder / "package", log_path=new.log_path,
                 socket_path=new.socket_path, handoff_path=new.handoff_path, error_file=error_file,
                 listener=listener, tie=tie, host=record.host, name=spec.name, version=spec.model_version, env=spec.env,
+                runtime=spec.runtime, sample=spec.sample.resolve() if spec.sample else None,
             )
         except BaseException:
             tie.close()
@@ -313,6 +315,7 @@ class LocalDeployer(Deployer):
         details: dict[str, Any] = {"pid": record.pid, "port": record.port}
         if server is not None:
             details.update(log=str(server.log_path), package=server.package)
+            details.update(_served_runtime(Path(server.package)))
         return Deployment(
             name=record.name, provider=self.provider, status=self._status(record), endpoint_url=record.url,
             model_version=record.model_version, model_hash=record.model_hash or None, model_path=record.model_path or None,
@@ -398,21 +401,32 @@ class LocalDeployer(Deployer):
 def _package_version(source) -> int | None:
     if source.format != "package":
         return None
-    from cloudml.contract import Manifest
-
     return Manifest.read(source.path).model_version
 
 
 def _served_version(server: Server) -> int | None:
-    from cloudml.contract import Manifest
-
     try:
         return Manifest.read(Path(server.package)).model_version
     except (OSError, ValueError, ModelError):
         return None
 
 
+def _served_runtime(package: Path) -> dict[str, Any]:
+    """What `status` shows of how a package is served (nothing while it is still being packaged)."""
+    try:
+        manifest = Manifest.read(package)
+    except ModelError:
+        return {}
+    runtime = manifest.runtime
+    shown: dict[str, Any] = {"runtime": runtime.backend, "framework": f"{runtime.framework} {runtime.framework_version or ''}".strip(),
+                             "inputs": {name: spec.describe() for name, spec in manifest.signature.inputs.items()}}
+    if runtime.fallback_reason:
+        shown["not_onnx_because"] = runtime.fallback_reason
+    return shown
+
+
 def _fingerprint(model_hash: str, version: int, spec: DeploymentSpec) -> str:
-    """What requires a new server when it changes: the model, its version and its environment."""
-    blob = json.dumps({"model": model_hash, "version": version, "env": spec.env}, sort_keys=True)
+    """What requires a new server when it changes: the model, its version, its environment and how it is served."""
+    sample = hashlib.sha256(spec.sample.read_bytes()).hexdigest() if spec.sample and spec.sample.is_file() else None
+    blob = json.dumps({"model": model_hash, "version": version, "env": spec.env, "runtime": spec.runtime, "sample": sample}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()

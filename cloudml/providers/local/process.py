@@ -49,6 +49,8 @@ def start_server(
     name: str,
     version: int | None,
     env: dict[str, str],
+    runtime: str = "auto",
+    sample: Path | None = None,
 ) -> subprocess.Popen:
     """Start `cloudml serve` in its own session, serving `listener`, logging to `log_path`.
 
@@ -58,8 +60,10 @@ def start_server(
         sys.executable, "-m", "cloudml", "serve", str(model),
         "--host", host, "--port", str(port), "--name", name,
         "--package-dir", str(package_dir),
-        "--unix-socket", str(socket_path), "--error-file", str(error_file),
+        "--unix-socket", str(socket_path), "--error-file", str(error_file), "--runtime", runtime,
     ]
+    if sample is not None:
+        command += ["--sample", str(sample)]
     if version is not None:
         command += ["--model-version", str(version)]
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -193,7 +193,7 @@ def create_app(
     workers: WorkerPool | None = None,
     load: bool = True,
 ):
-    plane = DataPlane(model, batching=batching or BatchingConfig(), metrics=ServingMetrics())
+    plane = DataPlane(model, batching=batching or BatchingConfig(), metrics=ServingMetrics(info=model.describe))
     contracts = [cls(plane, max_body_bytes=max_body_bytes) for cls in (SageMaker, Vertex, Azure, Operations, TFServing)]
     table = [route for contract in contracts for route in contract.routes()]
     routes = [Route(path, RoutedHandler(handler), methods=[method]) for method, path, handler in table]
