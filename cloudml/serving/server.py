@@ -16,12 +16,12 @@ import socket
 import sys
 from pathlib import Path
 
+from cloudml.backends import THREADS_VAR
 from cloudml.errors import CloudMLError, ExitCode, ModelError
 from cloudml.serving import handover
 from cloudml.serving.batching import BatchingConfig
 from cloudml.serving.http.app import DEFAULT_MAX_BODY_BYTES, create_app
 from cloudml.serving.model import describe_error
-from cloudml.backends import THREADS_VAR
 from cloudml.serving.workers import WorkerPool, default_workers, tensorflow_threads
 
 log = logging.getLogger("cloudml.serving")
