@@ -57,7 +57,8 @@ def _spec(value, path: Path, what: str) -> TensorSpec:
             dtype = ""
         if dtype not in _SERVABLE:
             name = onnx.TensorProto.DataType.Name(tensor.elem_type) if tensor.elem_type in onnx.TensorProto.DataType.values() else str(tensor.elem_type)
-            raise ModelError(f"{path}: {what} {value.name!r} is {name}, which a JSON request cannot carry", hint="export the model with float32/int64/bool tensors")
+            raise ModelError(f"{path}: {what} {value.name!r} is {name}, which a JSON request cannot carry",
+                             hint="export the model with float32/int64/bool tensors")
     if not tensor.HasField("shape"):
         return TensorSpec(dtype=dtype, shape=None)
     return TensorSpec(dtype=dtype, shape=[d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor.shape.dim])

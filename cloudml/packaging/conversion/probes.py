@@ -17,7 +17,8 @@ Arrays = dict[str, np.ndarray]
 # so a conversion that fixed a length while tracing shows up as a failed call or a difference.
 DYNAMIC_LENGTHS = (3, 11)
 _BATCH_SIZES = (1, 4)
-_SAMPLE_HINT = 'give a sample file like a predict request\'s body, {"instances": [...]}, whose instances match the model\'s inputs (`cloudml package` shows them)'
+_SAMPLE_HINT = ('give a sample file like a predict request\'s body, {"instances": [...]}, whose instances match the model\'s inputs '
+                "(`cloudml package` shows them)")
 
 
 def probe_batches(signature: Signature, *, sample: list | None = None, seed: int = 0) -> list[Arrays]:
