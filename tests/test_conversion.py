@@ -299,6 +299,7 @@ def test_an_op_without_onnx_mapping_falls_back_to_tensorflow_naming_the_op(lgamm
     with pytest.raises(ModelError, match="cannot be served by ONNX Runtime: tf2onnx has no ONNX mapping for op Lgamma") as err:
         choose_tensorflow_runtime(lgamma_model, signature, requested="onnx", tensorflow_version=version)
     assert err.value.exit_code == ExitCode.MODEL and "--runtime tensorflow" in err.value.hint
+    assert "Tensorflow op [PartitionedCall/Lgamma: Lgamma] is not supported" in err.value.details  # tf2onnx's own words, for the curious
 
 
 @pytest.mark.slow

@@ -22,9 +22,9 @@ log = logging.getLogger("cloudml.packaging")
 ORIGINAL_SAVED_MODEL = "saved_model.pb"
 
 
-def onnx_refused(reason: str) -> ModelError:
+def onnx_refused(reason: str, *, details: str | None = None) -> ModelError:
     """The error for `--runtime onnx` when the model has no verified ONNX form."""
-    return ModelError(f"the model cannot be served by ONNX Runtime: {reason}",
+    return ModelError(f"the model cannot be served by ONNX Runtime: {reason}", details=details,
                       hint="package it with `--runtime tensorflow`, or `--runtime auto` (the default) to serve it with TensorFlow when it does not convert")
 
 
@@ -46,7 +46,7 @@ def choose_tensorflow_runtime(version_dir: Path, signature: Signature, *, reques
     except NotConvertible as exc:
         out.unlink(missing_ok=True)
         if requested == "onnx":
-            raise onnx_refused(exc.reason) from None
+            raise onnx_refused(exc.reason, details=exc.details) from None
         log.info("serving with TensorFlow: %s", exc.reason)
         return tensorflow.model_copy(update={"fallback_reason": exc.reason})
     except BaseException:

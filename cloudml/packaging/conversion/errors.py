@@ -11,8 +11,8 @@ class NotConvertible(ModelError):
 
     A ModelError (exit 3), so one that nothing turns into a fallback still reads as a model error."""
 
-    def __init__(self, reason: str, *, hint: str | None = None):
-        super().__init__(reason, hint=hint)
+    def __init__(self, reason: str, *, hint: str | None = None, details: str | None = None):
+        super().__init__(reason, hint=hint, details=details)  # details: the converter's own log, when it has one
         self.reason = reason
 
 

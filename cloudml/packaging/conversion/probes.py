@@ -32,8 +32,10 @@ def probe_batches(signature: Signature, *, sample: list | None = None, seed: int
     for name, spec in signature.inputs.items():
         if spec.dtype == "string":
             raise NotConvertible(f"input {name!r} is a string tensor; cloudml serves string inputs with TensorFlow only")
-        if spec.shape is None or not spec.shape:
+        if spec.shape is None:
             raise NotConvertible(f"input {name!r} has no fixed rank, so no probe inputs can be built for it")
+        if not spec.shape:
+            raise NotConvertible(f"input {name!r} is a scalar, with no batch dimension")
     rng = np.random.default_rng(seed)
     fixed = next((spec.shape[0] for spec in signature.inputs.values() if spec.shape and spec.shape[0] is not None), None)
     plans = [(_BATCH_SIZES[0], DYNAMIC_LENGTHS[0], "normal"), (_BATCH_SIZES[1], DYNAMIC_LENGTHS[1], "normal"), (_BATCH_SIZES[1], DYNAMIC_LENGTHS[0], "unit")]

@@ -43,8 +43,10 @@ class _Records(logging.Handler):
     def failed_nodes(self) -> list[str]:
         return [str(r.args[0]) for r in self.records if str(r.msg).startswith("Failed to convert node") and isinstance(r.args, tuple) and r.args]
 
-    def text(self) -> str:
-        return "\n".join(f"{r.levelname}: {r.getMessage()}" for r in self.records if r.levelno >= logging.WARNING)
+    def text(self) -> str | None:
+        """What tf2onnx warned about, for an error's details (its last lines)."""
+        lines = [f"{r.levelname}: {r.getMessage()}" for r in self.records if r.levelno >= logging.WARNING and r.name.startswith("tf2onnx")]
+        return "\n".join(lines[-20:]) or None
 
 
 @contextmanager
@@ -100,13 +102,15 @@ def _convert(version_dir: Path, signature: Signature, out: Path, *, opset: int) 
                 proto, _ = convert._convert_common(graph_def, name=str(version_dir), opset=opset, input_names=inputs, output_names=outputs,
                                                    tensors_to_rename=renames, initialized_tables=tables)
         except Exception as exc:
-            raise NotConvertible(_failure(exc, logs)) from exc
-        if unmapped := logs.unmapped_ops():
-            raise NotConvertible(f"tf2onnx has no ONNX mapping for op{'s' if len(unmapped) > 1 else ''} {', '.join(unmapped)}")
+            raise NotConvertible(_failure(exc, logs), details=logs.text()) from exc
+    # An op tf2onnx cannot map stays in the graph under its TensorFlow name, which no ONNX opset defines.
+    unmapped = sorted(set(logs.unmapped_ops()) | {n.op_type for n in proto.graph.node if n.domain in ("", "ai.onnx") and not onnx.defs.has(n.op_type)})
+    if unmapped:
+        raise NotConvertible(_no_mapping(unmapped), details=logs.text())
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:
-        raise NotConvertible(f"tf2onnx wrote an ONNX graph that does not check: {first_line(exc)}") from exc
+        raise NotConvertible(f"tf2onnx wrote an ONNX graph that does not check: {first_line(exc)}", details=logs.text()) from exc
     graph_inputs = [i.name for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
     graph_outputs = [o.name for o in proto.graph.output]
     # tf2onnx names the graph's tensors after the signature's (its `tensors_to_rename`); anything
@@ -124,8 +128,11 @@ def _convert(version_dir: Path, signature: Signature, out: Path, *, opset: int) 
 def _failure(exc: Exception, logs: _Records) -> str:
     unmapped, nodes = logs.unmapped_ops(), logs.failed_nodes()
     if unmapped:
-        return f"tf2onnx has no ONNX mapping for op{'s' if len(unmapped) > 1 else ''} {', '.join(unmapped)}"
+        return _no_mapping(unmapped)
     if nodes:
         return f"tf2onnx could not convert node {nodes[0]}: {type(exc).__name__}: {first_line(exc)}"
     return f"tf2onnx failed: {type(exc).__name__}: {first_line(exc)}"
 
+
+def _no_mapping(ops: list[str]) -> str:
+    return f"tf2onnx has no ONNX mapping for op{'s' if len(ops) > 1 else ''} {', '.join(ops)}"
