@@ -192,6 +192,16 @@ def test_an_onnx_file_that_checks_but_cannot_run_is_refused(tmp_path):
     assert err.value.exit_code == ExitCode.MODEL
 
 
+def test_an_onnx_file_with_external_weights_is_refused(tmp_path):
+    import onnx
+
+    model = onnx.load(str(_small_onnx(tmp_path / "small.onnx")))
+    onnx.save(model, str(tmp_path / "split.onnx"), save_as_external_data=True, all_tensors_to_one_file=True, location="split.data", size_threshold=0)
+    with pytest.raises(ModelError, match="keeps its weights in external data files") as err:
+        inspect_onnx(tmp_path / "split.onnx")
+    assert "save_as_external_data=False" in err.value.hint
+
+
 def test_an_onnx_file_runs_on_the_sample_when_given(tmp_path):
     path = _small_onnx(tmp_path / "small.onnx")
     inspect_onnx(path, sample=[{"x": [1, 2, 3, 4], "tokens": [0, 5]}])

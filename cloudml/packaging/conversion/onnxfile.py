@@ -21,12 +21,19 @@ def inspect_onnx(path: Path, *, sample: list | None = None) -> tuple[Signature, 
     cloudml cannot serve, or that ONNX Runtime cannot load or run on probe inputs (or on `sample`,
     a predict request's "instances", which is then what it runs on)."""
     import onnx
+    from onnx.external_data_helper import uses_external_data
 
     try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as exc:  # DecodeError, ValidationError, OSError for missing external data ...
+        model = onnx.load(str(path), load_external_data=False)
+        external = any(uses_external_data(t) for t in model.graph.initializer)
+        if not external:
+            onnx.checker.check_model(model)
+    except Exception as exc:  # DecodeError, ValidationError ...
         raise ModelError(f"{path} is not a valid ONNX model: {type(exc).__name__}: {first_line(exc) or 'unreadable'}", hint=_HINT) from None
+    if external:
+        # The package holds one file; weights in files beside it would be left behind.
+        raise ModelError(f"{path} keeps its weights in external data files; cloudml packages a single .onnx file",
+                         hint="save it as one file: onnx.save(onnx.load(path), 'model.onnx', save_as_external_data=False) (under 2 GiB)")
     graph = model.graph
     initializers = {t.name for t in graph.initializer}  # IR < 4 lists weights among the inputs
     inputs = {v.name: _spec(v, path, "input") for v in graph.input if v.name not in initializers}
