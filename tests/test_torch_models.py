@@ -145,6 +145,42 @@ def test_dynamic_sequence_length_and_dict_outputs(tmp_path):
     np.testing.assert_allclose(got["mean"], tokens.mean(axis=1), atol=ATOL, rtol=RTOL)
 
 
+def test_torchscript_with_two_inputs_takes_a_sample_of_dicts(tmp_path, capfd):
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(20, 4)
+
+        def forward(self, ids, scale):
+            return self.embed(ids).mean(dim=1) * scale, ids.sum(dim=1)
+
+    torch.manual_seed(0)
+    model = Scaled().eval()
+    pt = _save_script(model, tmp_path / "scaled.pt")
+    sample = [{"ids": [1, 5, 19], "scale": [2.0]}, {"ids": [0, 3, 7], "scale": [0.5]}]
+    result = export_torch(pt, "torchscript", tmp_path / "1", sample=sample, what=pt)
+    assert {name: (spec.dtype, spec.shape) for name, spec in result.signature.inputs.items()} == {"ids": ("int64", [None, 3]), "scale": ("float32", [None, 1])}
+    assert list(result.signature.outputs) == ["output_0", "output_1"]
+    backend = OnnxBackend(tmp_path / "1" / ONNX_FILE, inputs=result.onnx.inputs, outputs=result.onnx.outputs)
+    ids, scale = np.array([[2, 4, 6], [19, 0, 1], [3, 3, 3]]), np.array([[1.0], [-1.0], [3.0]], np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(ids), torch.from_numpy(scale))
+    got = backend.run({"ids": ids, "scale": scale})
+    np.testing.assert_allclose(got["output_0"], want[0].numpy(), atol=ATOL, rtol=RTOL)
+    np.testing.assert_array_equal(got["output_1"], want[1].numpy())
+    assert capfd.readouterr().out == ""  # stdout may carry the CLI's --json output
+
+
+def test_torchscript_with_an_op_its_exporter_cannot_map_is_refused(tmp_path, capfd):
+    pt = _save_script(Eigen(), tmp_path / "eigen.pt")
+    with pytest.raises(ModelError) as caught:
+        export_torch(pt, "torchscript", tmp_path / "1", sample=[[[1.0, 2.0], [3.0, 4.0]]], what=pt)
+    assert "the operator aten::mT has no ONNX mapping in torch.onnx's TorchScript exporter" in caught.value.message
+    assert "torch.export" in caught.value.hint
+    assert capfd.readouterr().out == ""  # the exporter's IR dump is not printed
+    assert _nothing_left(tmp_path / "1")
+
+
 def test_torchscript_without_a_sample_is_refused(tmp_path):
     model, _ = _built("mlp")
     pt = _save_script(model, tmp_path / "mlp.pt")
@@ -172,7 +208,6 @@ def test_ragged_sample_is_refused(tmp_path):
         export_torch(pt, "torchscript", tmp_path / "1", sample=[[0.1] * 6, [0.1] * 5], what=pt)
 
 
-@pytest.mark.slow
 def test_pt2_with_a_sample_of_the_wrong_shape_is_refused(tmp_path):
     model, shape = _built("mlp")
     pt2 = _save_pt2(model, shape, tmp_path / "mlp.pt2")

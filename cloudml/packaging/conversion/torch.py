@@ -26,7 +26,8 @@ from cloudml.errors import ModelError
 TORCH_TOLERANCE = Tolerance(atol=1e-4, rtol=1e-3)
 _BATCHES = (1, 4)
 _LENGTHS = (3, 8)  # the two lengths probed for each dynamic dimension other than the batch
-_SAVE_HINT = "save the model with torch.export.save(torch.export.export(model, args, dynamic_shapes=...), 'model.pt2') or torch.jit.script(model).save('model.pt')"
+_SAVE_HINT = ("save the model with torch.export.save(torch.export.export(model, args, dynamic_shapes=...), 'model.pt2') "
+              "or torch.jit.script(model).save('model.pt')")
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def export_torch(model_file: Path, source_format: Literal["pt2", "torchscript"],
                 raise ModelError(f"{what} is a {source_format} model, not a PyTorch one")
             graph, outputs = _onnx_graph(target, list(signature.inputs), torch_version)
             signature = Signature(inputs=signature.inputs, outputs=outputs)
-            verification = _verify(target, graph, probes, tolerance, used_sample=used_sample)
+            verification = _verify(target, graph, probes, tolerance, used_sample=used_sample, what=what)
         if not verification.passed:
             raise ModelError(
                 f"the ONNX export of {what} does not match torch: output '{verification.worst_output}' differs by up to "
@@ -199,8 +200,10 @@ def _export_program(model_file: Path, target: Path, *, sample: list | None, what
         inputs={item.name: TensorSpec(dtype=item.dtype, shape=[None if not isinstance(d, int) else d for d in item.dims]) for item in inputs},
         outputs={},  # read from the ONNX graph once exported
     )
+    checked = None if sample is None else _sample_batch(sample, signature, what)  # before the export: a bad sample fails fast
     try:
         exported = torch.onnx.export(program, (), None, dynamo=True, verbose=False, input_names=[i.name for i in inputs], output_names=output_names)
+        assert exported is not None  # the dynamo exporter returns its ONNXProgram
         exported.save(str(target), external_data=_needs_external_data(program.state_dict))
     except Exception as exc:
         raise _conversion_error(exc, what) from None
@@ -209,10 +212,8 @@ def _export_program(model_file: Path, target: Path, *, sample: list | None, what
     in_spec = program.call_spec.in_spec
     example = _example_arrays(program, inputs)
     batches = _program_probes(program, inputs, example)
-    used_sample = False
-    if sample is not None:
-        batches.append(_sample_batch(sample, signature, what))
-        used_sample = True
+    if checked is not None:
+        batches.append(checked)
 
     def call(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
         flat = [torch.from_numpy(np.ascontiguousarray(arrays[item.name])) for item in inputs]
@@ -220,7 +221,7 @@ def _export_program(model_file: Path, target: Path, *, sample: list | None, what
         return _run_torch(module, args, kwargs, what)
 
     probes = [(batch, call(batch)) for batch in batches]
-    return signature, probes, used_sample
+    return signature, probes, checked is not None
 
 
 def _numpy_dtype(dtype, name: str, what: Path) -> str:
@@ -254,6 +255,13 @@ def _conversion_error(exc: BaseException, what: Path) -> ModelError:
         cause = cause.__cause__ or cause.__context__
     for error in chain:
         match = re.search(r"No ONNX function found for <OpOverload\(op='([^']+)'", str(error))
+        legacy = re.search(r"Exporting the operator '([^']+)' to ONNX opset version \d+ is not supported", str(error))
+        if legacy:
+            return ModelError(
+                f"{what} cannot be exported to ONNX: the operator {legacy.group(1)} has no ONNX mapping in torch.onnx's TorchScript exporter",
+                hint="save the model as a torch.export program instead (torch.export.save(torch.export.export(model, (example,), "
+                "dynamic_shapes=({0: torch.export.Dim('batch')},)), 'model.pt2')): its exporter maps more operators",
+            )
         if match:
             return ModelError(
                 f"{what} cannot be exported to ONNX: the operator {match.group(1)} has no ONNX mapping in torch.onnx",
@@ -264,7 +272,8 @@ def _conversion_error(exc: BaseException, what: Path) -> ModelError:
     summary = text.split("## Exception summary", 1)[-1].split("(Refer to the full stack trace", 1)[0].strip()
     reason = summary.splitlines()[0] if summary else _first_line(exc)
     return ModelError(f"{what} cannot be exported to ONNX: {reason}",
-                      hint="cloudml serves PyTorch models through ONNX Runtime; export the model with torch.onnx.export(..., dynamo=True, report=True) to see why, or package an .onnx file")
+                      hint="cloudml serves PyTorch models through ONNX Runtime; see why with torch.onnx.export(program, (), dynamo=True, report=True), "
+                      "or package an .onnx file")
 
 
 def _example_arrays(program, inputs: list[_Input]) -> dict[str, np.ndarray] | None:
@@ -369,14 +378,37 @@ def _export_script(model_file: Path, target: Path, *, sample: list | None, what:
     try:
         # torch.onnx's dynamo exporter refuses a ScriptModule in torch 2.13; the TorchScript exporter
         # (dynamo=False, deprecated but public) converts it, with the batch as the one dynamic axis.
-        torch.onnx.export(module, example, str(target), dynamo=False, input_names=names, output_names=output_names,
-                          dynamic_axes={name: {0: "batch"} for name in names + output_names})
+        with _native_output_discarded():
+            torch.onnx.export(module, example, str(target), dynamo=False, input_names=names, output_names=output_names,
+                              dynamic_axes={name: {0: "batch"} for name in names + output_names})
     except Exception as exc:
         raise _conversion_error(exc, what) from None
     rng = np.random.default_rng(0)
     batches = [{name: _random(rng, signature.inputs[name].dtype, [size, *value.shape[1:]], value) for name, value in batch.items()} for size in _BATCHES]
     probes = [(b, call(b)) for b in batches] + [(batch, reference)]
     return signature, probes, True
+
+
+@contextlib.contextmanager
+def _native_output_discarded() -> Iterator[None]:
+    """The TorchScript exporter's C++ log is always on in torch 2.13 and prints the whole IR graph to
+    stdout when an export fails; the exception says what went wrong, and stdout may carry --json output."""
+    import os
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
 
 
 def _script_sample(sample: list, arguments: list[str], required: list[str], what: Path) -> dict[str, np.ndarray]:
@@ -456,33 +488,32 @@ def _onnx_graph(target: Path, inputs: list[str], torch_version: str) -> tuple[On
     return graph, outputs
 
 
-def _verify(target: Path, graph: OnnxGraph, probes: list, tolerance: Tolerance, *, used_sample: bool) -> Verification:
+def _verify(target: Path, graph: OnnxGraph, probes: list, tolerance: Tolerance, *, used_sample: bool, what: Path) -> Verification:
+    """ONNX Runtime's outputs beside torch's on every probe: |onnx - torch| <= atol + rtol * |torch| elementwise.
+    The relative difference reported is |onnx - torch| / max(|torch|, atol), so that zeros do not dominate it."""
     from cloudml.backends.onnx import OnnxBackend
 
     backend = OnnxBackend(target, inputs=graph.inputs, outputs=graph.outputs, threads=1)
     names = list(graph.outputs)
-    worst = (0.0, 0.0, None)
-    passed = True
+    passed, max_abs, max_rel, worst = True, 0.0, 0.0, None
     for batch, expected in probes:
-        got = backend.run(batch)
         if len(expected) != len(names):
-            raise ModelError(f"the ONNX export has {len(names)} outputs where torch returns {len(expected)}",
+            raise ModelError(f"the ONNX export of {what} has {len(names)} outputs where torch returns {len(expected)}",
                              hint="return a tensor, a tuple of tensors or a dict of them from forward")
+        got = backend.run(batch)
         for name, want in zip(names, expected):
             have = got[name]
             if have.shape != want.shape:
-                return Verification(passed=False, probes=len(probes), max_abs_diff=float("inf"), max_rel_diff=float("inf"), worst_output=name, used_sample=used_sample)
+                raise ModelError(f"the ONNX export of {what} gives output '{name}' the shape {list(have.shape)} where torch gives {list(want.shape)}",
+                                 hint="export the model to ONNX yourself (torch.onnx.export(model, args, dynamo=True)), check it, and package the .onnx file")
+            if not want.size:
+                continue
             a, b = np.asarray(have, dtype=np.float64), np.asarray(want, dtype=np.float64)
             same = (a == b) | (np.isnan(a) & np.isnan(b))
-            diff = np.where(same, 0.0, np.abs(a - b))
-            diff = np.nan_to_num(diff, nan=np.inf)
-            if diff.size == 0:
-                continue
-            abs_diff = float(diff.max())
-            rel_diff = float((diff / np.maximum(np.abs(b), tolerance.atol)).max())
+            diff = np.where(same, 0.0, np.nan_to_num(np.abs(a - b), nan=np.finfo(np.float64).max))
             passed = passed and bool(np.all(diff <= tolerance.atol + tolerance.rtol * np.abs(b)))
-            if abs_diff > worst[0] or worst[2] is None:
-                worst = (abs_diff, max(rel_diff, worst[1]), name)
-            else:
-                worst = (worst[0], max(rel_diff, worst[1]), worst[2])
-    return Verification(passed=passed, probes=len(probes), max_abs_diff=worst[0], max_rel_diff=worst[1], worst_output=worst[2], used_sample=used_sample)
+            output_abs = float(diff.max())
+            max_rel = max(max_rel, float((diff / np.maximum(np.abs(b), tolerance.atol)).max()))
+            if worst is None or output_abs > max_abs:
+                max_abs, worst = output_abs, name
+    return Verification(passed=passed, probes=len(probes), max_abs_diff=max_abs, max_rel_diff=max_rel, worst_output=worst, used_sample=used_sample)
