@@ -4,6 +4,7 @@ refused with the reason, leaving nothing behind."""
 
 from __future__ import annotations
 
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -16,7 +17,7 @@ nn = torch.nn
 
 from cloudml.backends.onnx import OnnxBackend  # noqa: E402
 from cloudml.contract import ONNX_FILE  # noqa: E402
-from cloudml.errors import ExitCode, ModelError  # noqa: E402
+from cloudml.errors import ExitCode, ModelError, ProviderUnavailable  # noqa: E402
 from cloudml.packaging.conversion.torch import TORCH_TOLERANCE, export_torch  # noqa: E402
 
 ATOL, RTOL = TORCH_TOLERANCE.atol, TORCH_TOLERANCE.rtol
@@ -91,13 +92,15 @@ def _nothing_left(version_dir: Path) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
-def test_torch_export_program_serves_torch_outputs(tmp_path, kind):
+def test_torch_export_program_serves_torch_outputs(tmp_path, kind, capfd):
     model, shape = _built(kind)
     pt2 = _save_pt2(model, shape, tmp_path / f"{kind}.pt2")
     version_dir = tmp_path / "pkg" / "1"
     started = time.perf_counter()
     result = export_torch(pt2, "pt2", version_dir, sample=None, what=pt2)
-    print(f"{kind}.pt2 exported and verified in {time.perf_counter() - started:.2f}s")
+    assert capfd.readouterr().out == ""  # stdout may carry the CLI's --json output
+    with capfd.disabled():
+        print(f"{kind}.pt2 exported and verified in {time.perf_counter() - started:.2f}s")
     assert (version_dir / ONNX_FILE).is_file()
     spec = result.signature.inputs[next(iter(result.signature.inputs))]
     assert spec.dtype == "float32" and spec.shape == [None, *shape]
@@ -258,7 +261,7 @@ def test_a_file_that_is_not_a_zip_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_program_with_an_op_onnx_cannot_express_is_refused_naming_it(tmp_path):
+def test_a_program_with_an_op_onnx_cannot_express_is_refused_naming_it(tmp_path, capfd):
     program = torch.export.export(Eigen(), (torch.randn(2, 4, 4),), dynamic_shapes=({0: torch.export.Dim("batch")},))
     pt2 = tmp_path / "eigen.pt2"
     torch.export.save(program, str(pt2))
@@ -267,6 +270,7 @@ def test_a_program_with_an_op_onnx_cannot_express_is_refused_naming_it(tmp_path)
         export_torch(pt2, "pt2", version_dir, sample=None, what=pt2)
     assert "aten._linalg_eigh has no ONNX mapping" in caught.value.message and "eigen.pt2" in caught.value.message
     assert "custom_translation_table" in caught.value.hint
+    assert capfd.readouterr().out == ""
     assert _nothing_left(version_dir)
 
 
@@ -295,3 +299,14 @@ def test_a_program_with_a_fixed_batch_is_refused(tmp_path):
     with pytest.raises(ModelError) as caught:
         export_torch(pt2, "pt2", tmp_path / "1", sample=None, what=pt2)
     assert "fixed first dimension of 2" in caught.value.message and "torch.export.Dim('batch')" in caught.value.hint
+
+
+def test_without_torch_installed_the_error_says_what_to_install(tmp_path, monkeypatch):
+    model, shape = _built("mlp")
+    pt2 = _save_pt2(model, shape, tmp_path / "mlp.pt2")
+    monkeypatch.setitem(sys.modules, "torch", None)  # what `import torch` meets where torch is not installed
+    with pytest.raises(ProviderUnavailable) as caught:
+        export_torch(pt2, "pt2", tmp_path / "1", sample=None, what=pt2)
+    assert "needs torch, which is not installed" in caught.value.message and "pip install torch" in caught.value.hint
+    assert caught.value.exit_code == ExitCode.PROVIDER_UNAVAILABLE
+    assert _nothing_left(tmp_path / "1")

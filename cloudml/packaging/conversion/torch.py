@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from cloudml.contract import ONNX_FILE, OnnxGraph, Signature, TensorSpec, Tolerance, Verification
-from cloudml.errors import ModelError
+from cloudml.errors import ModelError, ProviderUnavailable
 
 TORCH_TOLERANCE = Tolerance(atol=1e-4, rtol=1e-3)
 _BATCHES = (1, 4)
@@ -64,8 +64,7 @@ def export_torch(model_file: Path, source_format: Literal["pt2", "torchscript"],
     version_dir.mkdir(parents=True, exist_ok=True)
     try:
         with _quiet_torch():
-            import torch
-
+            torch = _import_torch(what)
             torch_version = torch.__version__.split("+")[0]
             target = version_dir / ONNX_FILE
             if source_format == "pt2":
@@ -89,6 +88,19 @@ def export_torch(model_file: Path, source_format: Literal["pt2", "torchscript"],
         _remove_new(version_dir, before)
         raise
     return TorchExport(signature, graph, verification, tolerance, torch_version, time.perf_counter() - started)
+
+
+def _import_torch(what: Path):
+    try:
+        import onnx  # noqa: F401  (the exporter needs onnx and onnxscript)
+        import onnxscript  # noqa: F401
+        import torch
+    except ImportError as exc:
+        raise ProviderUnavailable(
+            f"packaging the PyTorch model {what} needs {exc.name or 'torch'}, which is not installed",
+            hint="install torch, onnx and onnxscript; for torch without CUDA: pip install torch --index-url https://download.pytorch.org/whl/cpu",
+        ) from None
+    return torch
 
 
 @contextlib.contextmanager
