@@ -216,7 +216,7 @@ def _export_program(model_file: Path, target: Path, *, sample: list | None, what
     try:
         exported = torch.onnx.export(program, (), None, dynamo=True, verbose=False, input_names=[i.name for i in inputs], output_names=output_names)
         assert exported is not None  # the dynamo exporter returns its ONNXProgram
-        exported.save(str(target), external_data=_needs_external_data(program.state_dict))
+        exported.save(str(target), external_data=_needs_external_data([*program.state_dict.values(), *program.constants.values()]))
     except Exception as exc:
         raise _conversion_error(exc, what) from None
 
@@ -245,9 +245,9 @@ def _numpy_dtype(dtype, name: str, what: Path) -> str:
         raise ModelError(f"input '{name}' of {what} is {dtype}, which has no numpy/JSON equivalent", hint="export the model with float32 inputs") from None
 
 
-def _needs_external_data(state: dict) -> bool:
-    # ONNX's protobuf stops at 2 GB: larger weights go to a file beside the graph.
-    return sum(t.numel() * t.element_size() for t in state.values() if hasattr(t, "numel")) > 1_800_000_000
+def _needs_external_data(tensors: list) -> bool:
+    # ONNX's protobuf stops at 2 GB: larger weights go to a file beside the graph (model.onnx.data).
+    return sum(t.numel() * t.element_size() for t in tensors if hasattr(t, "numel")) > 1_800_000_000
 
 
 def _first_line(exc: BaseException) -> str:
@@ -474,6 +474,9 @@ def _sample_batch(sample: list, signature: Signature, what: Path) -> dict[str, n
         if value.ndim != len(expected) + 1 or any(d is not None and d != got for d, got in zip(expected, value.shape[1:])):
             raise ModelError(f"the sample's input '{name}' has shape {list(value.shape[1:])} per instance; {what} takes {spec.describe()}",
                              hint="give instances of the shape the model takes")
+        if np.dtype(spec.dtype).kind in "iub" and value.dtype.kind != np.dtype(spec.dtype).kind:
+            raise ModelError(f"the sample's input '{name}' holds {value.dtype} values; {what} takes {spec.dtype}",
+                             hint="give integers for integer inputs and true/false for boolean ones")
         batch[name] = value.astype(spec.dtype)
     return batch
 
