@@ -11,6 +11,7 @@ TF_NOISE = (
     "WARNING: All log messages before absl::InitializeLog()",
     "oneDNN custom operations",
     "cpu_feature_guard",
+    "oneDNN supports DT_BOOL only on platforms with AVX-512",  # a masked LSTM on a CPU without AVX-512
     "To enable the following instructions",
     # tensorflow (not tensorflow-cpu) on a machine without a GPU:
     "Unable to register cuDNN factory",

@@ -357,13 +357,15 @@ def package(
 
     def body() -> Result:
         from cloudml.cli.output import SpinnerProgress
-        from cloudml.packaging import package_model
-        from cloudml.packaging.sample import read_sample
+        from cloudml.packaging import inspect_source
+        from cloudml.preflight.prepare import prepare_model
 
         choice = _runtime_choice(runtime)
-        instances = read_sample(sample) if sample else None
+        source = inspect_source(model)
+        # In a child process, as a deploy does: TensorFlow's and the converters' native log lines
+        # are shown only when packaging fails.
         with SpinnerProgress().step(f"packaging {model}"):
-            packaged = package_model(model, out, name=name, version=model_version, runtime=choice, sample=instances)
+            packaged = prepare_model(source, out, name=name, version=model_version, probe=False, runtime=choice, sample=sample)
         result: dict[str, Any] = {
             "folder": str(packaged.folder),
             "archive": str(packaged.archive),

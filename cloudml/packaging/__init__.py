@@ -237,15 +237,16 @@ def _install_onnx(build: Path, folder: Path, original: Path, *, name: str, versi
     if source.format == "onnx":
         from cloudml.packaging.conversion.onnxfile import inspect_onnx
 
-        signature, graph = inspect_onnx(original, what=source.path)
+        signature, graph = inspect_onnx(original, sample=choice.sample)
         runtime = Runtime(backend="onnx", framework="onnx", framework_version=graph.producer, requested=choice.runtime, original=original.name, onnx=graph)
     else:
         from cloudml.packaging.conversion.torch import export_torch
 
+        assert source.format in ("pt2", "torchscript")  # the frameworks ONNX Runtime serves: pytorch, onnx
         exported = export_torch(original, source.format, original.parent, sample=choice.sample, what=source.path)
         signature = exported.signature
         runtime = Runtime(backend="onnx", framework="pytorch", framework_version=exported.torch_version, requested=choice.runtime,
-                          original=original.name, onnx=exported.graph, tolerance=exported.tolerance, verification=exported.verification)
+                          original=original.name, onnx=exported.onnx, tolerance=exported.tolerance, verification=exported.verification)
     manifest = Manifest(model_name=name, model_version=version, source_format=source.format, source_name=source.path.name,
                         content_hash=digest, signature=signature, runtime=runtime)
     manifest.write(build)
