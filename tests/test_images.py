@@ -1,0 +1,331 @@
+"""The daemonless image builder against a real OCI registry (the CNCF distribution registry),
+checked with independent clients: skopeo reads what was pushed, podman pulls and runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from cloudml.errors import ExitCode
+from cloudml.images import builder, layers, oci
+from cloudml.images.errors import ImageNotFound, RegistryAuthError, RegistryUnreachable
+from cloudml.images.registry import Credentials, Reference, RegistryClient
+
+REGISTRY_BIN = "/usr/bin/docker-registry"
+# How podman runs containers on this machine (../shared/contracts.md §5): runc, not crun, and
+# explicit ulimits. Set both to "" where a normal Podman needs none of it.
+PODMAN_FLAGS = shlex.split(os.environ.get("CLOUDML_PODMAN_FLAGS", "--runtime /usr/sbin/runc"))
+PODMAN_RUN_FLAGS = shlex.split(os.environ.get("CLOUDML_PODMAN_RUN_FLAGS", "--network host --ulimit nofile=1024:4096 --ulimit nproc=1024:4096"))
+BUSYBOX = next((p for p in (os.environ.get("CLOUDML_TEST_BUSYBOX", ""), "/bin/busybox", "/usr/bin/busybox") if p and Path(p).is_file()), None)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(REGISTRY_BIN).exists(), reason="the CNCF distribution registry is not installed (apt-get install docker-registry)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_registry(root: Path, auth: str = "") -> tuple[str, subprocess.Popen]:
+    port = _free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.yml").write_text(
+        f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n{auth}"
+    )
+    log = open(root / "registry.log", "wb")
+    proc = subprocess.Popen([REGISTRY_BIN, "serve", str(root / "config.yml")], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return f"127.0.0.1:{port}", proc
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"the registry did not start: {(root / 'registry.log').read_text()[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    host, proc = _start_registry(tmp_path_factory.mktemp("registry"))
+    yield host
+    proc.terminate()
+    proc.wait(10)
+
+
+def _base_files() -> list[layers.Entry]:
+    """A tiny root file system: busybox when the machine has it (so an engine can run the image), else a few files."""
+    out = [layers.Entry("etc/os-release", data=b"ID=cloudml-test\n"), layers.Entry("etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\n")]
+    if BUSYBOX:
+        out.append(layers.Entry("bin/busybox", source=Path(BUSYBOX), executable=True))
+        out += [layers.Entry(f"bin/{tool}", kind="symlink", target="busybox") for tool in ("sh", "cat", "id", "ls")]
+    return out
+
+
+def push_base(host: str, repo: str, tag: str, blob_dir: Path, *, manifest_type: str = oci.DOCKER_MANIFEST, as_index: bool = False) -> str:
+    """Push a one-layer base image with cloudml's own client; returns its manifest digest."""
+    client = RegistryClient(host)
+    layer = layers.build_layer(_base_files(), blob_dir / "base")
+    config = oci.canonical(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Env": ["PATH=/bin", "LANG=C.UTF-8"], "Cmd": ["/bin/sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+            "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "test base"}],
+        }
+    )
+    client.push_blob(repo, layer.digest, layer.size, layer.path)
+    client.push_blob(repo, oci.digest_of(config), len(config), config)
+    manifest = oci.image_manifest(manifest_type, config, [oci.layer_descriptor(layer.media_type, layer.digest, layer.size, manifest_type)])
+    if not as_index:
+        return client.put_manifest(repo, tag, manifest.to_bytes(), manifest.media_type)
+    digest = client.put_manifest(repo, manifest.digest, manifest.to_bytes(), manifest.media_type)
+    arm_config = config.replace(b'"architecture":"amd64"', b'"architecture":"arm64"')
+    client.push_blob(repo, oci.digest_of(arm_config), len(arm_config), arm_config)
+    arm = oci.image_manifest(manifest_type, arm_config, list(manifest.layers))
+    client.put_manifest(repo, arm.digest, arm.to_bytes(), arm.media_type)
+    other = {"mediaType": arm.media_type, "digest": arm.digest, "size": len(arm.to_bytes()), "platform": {"architecture": "arm64", "os": "linux"}}
+    mine = {"mediaType": manifest.media_type, "digest": digest, "size": len(manifest.to_bytes()), "platform": {"architecture": "amd64", "os": "linux"}}
+    index = oci.canonical({"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": [other, mine]})
+    client.put_manifest(repo, tag, index, oci.OCI_INDEX)
+    return digest
+
+
+def runtime_tree(root: Path, version: str = "1") -> Path:
+    (root / "pkg").mkdir(parents=True, exist_ok=True)
+    (root / "pkg" / "version.txt").write_text(f"runtime {version}\n")
+    (root / "run.sh").write_text('#!/bin/sh\necho "uid=$(id -u) gid=$(id -g)"\ncat /opt/app/pkg/version.txt\necho "args: $*"\n')
+    (root / "run.sh").chmod(0o755)
+    return root
+
+
+SETTINGS = oci.ImageSettings(
+    entrypoint=["/bin/sh", "/opt/app/run.sh"],
+    env={"CLOUDML_PORT": "8080"},
+    exposed_ports=(8080,),
+    working_dir="/opt/app",
+    labels=builder.version_labels("onnxruntime", "1.32.0", "tensorflow", "2.21.0"),
+)
+
+
+def skopeo_inspect(ref: str, *, config: bool = False) -> dict:
+    args = ["skopeo", "inspect", "--tls-verify=false"] + (["--config"] if config else []) + [f"docker://{ref}"]
+    return json.loads(subprocess.run(args, check=True, capture_output=True, text=True, timeout=60).stdout)
+
+
+# -- layers ---------------------------------------------------------------------------------------
+
+
+def test_same_files_in_other_folders_at_other_times_give_the_same_layer(tmp_path):
+    one = runtime_tree(tmp_path / "one")
+    two = tmp_path / "elsewhere" / "deeper" / "two"
+    shutil.copytree(one, two)
+    for path in two.rglob("*"):
+        os.utime(path, (1_700_000_000, 1_700_000_000))
+    (two / "pkg" / "version.txt").chmod(0o600)  # a umask difference: normalised to 0644
+    a = layers.layer_from_tree(one, tmp_path / "blobs-a", prefix="opt/app")
+    b = layers.layer_from_tree(two, tmp_path / "blobs-b", prefix="opt/app")
+    assert (a.digest, a.diff_id, a.size) == (b.digest, b.diff_id, b.size)
+    assert a.path.read_bytes() == b.path.read_bytes()
+    assert str(tmp_path).encode() not in __import__("gzip").decompress(a.path.read_bytes())
+    (two / "pkg" / "version.txt").write_text("runtime 2\n")
+    assert layers.layer_from_tree(two, tmp_path / "blobs-c", prefix="opt/app").digest != a.digest
+
+
+def test_a_layer_lists_sorted_root_owned_entries_with_fixed_times(tmp_path):
+    import tarfile
+
+    layer = layers.layer_from_tree(runtime_tree(tmp_path / "tree"), tmp_path / "blobs", prefix="opt/app")
+    with tarfile.open(layer.path) as tar:
+        members = tar.getmembers()
+    assert [m.name for m in members] == ["opt", "opt/app", "opt/app/pkg", "opt/app/pkg/version.txt", "opt/app/run.sh"]
+    assert {(m.uid, m.gid, m.uname, m.gname, m.mtime) for m in members} == {(0, 0, "", "", layers.MTIME)}
+    assert {m.name: oct(m.mode) for m in members}["opt/app/run.sh"] == "0o755"
+    assert {m.name: oct(m.mode) for m in members}["opt/app/pkg/version.txt"] == "0o644"
+
+
+def test_a_link_out_of_the_tree_is_refused(tmp_path):
+    tree = runtime_tree(tmp_path / "tree")
+    (tree / "leak").symlink_to("/etc/hostname")
+    with pytest.raises(Exception, match="outside") as info:
+        layers.layer_from_tree(tree, tmp_path / "blobs")
+    assert info.value.exit_code == ExitCode.BAD_INPUT
+
+
+# -- references -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("python:3.11-slim", ("docker.io", "library/python", "3.11-slim", None)),
+        ("127.0.0.1:5000/cloudml/runtime:1.0", ("127.0.0.1:5000", "cloudml/runtime", "1.0", None)),
+        ("localhost/a@sha256:" + "a" * 64, ("localhost", "a", None, "sha256:" + "a" * 64)),
+        ("123.dkr.ecr.us-east-1.amazonaws.com/cloudml-runtime", ("123.dkr.ecr.us-east-1.amazonaws.com", "cloudml-runtime", None, None)),
+    ],
+)
+def test_references_parse(text, expected):
+    ref = Reference.parse(text)
+    assert (ref.registry, ref.repository, ref.tag, ref.digest) == expected
+
+
+@pytest.mark.parametrize("text", ["Upper/Case:1", "host:5000/repo:bad tag", "repo@sha256:xyz", ""])
+def test_bad_references_are_refused_with_the_expected_form(text):
+    with pytest.raises(Exception, match="not an image reference") as info:
+        Reference.parse(text)
+    assert "HOST[:PORT]/REPOSITORY" in (info.value.hint or "")
+
+
+# -- build and push -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def base(registry, tmp_path_factory):
+    digest = push_base(registry, "base/tiny", "1", tmp_path_factory.mktemp("base"))
+    return f"{registry}/base/tiny:1", digest
+
+
+def test_a_built_image_has_the_config_skopeo_reads(registry, base, tmp_path):
+    base_ref, base_digest = base
+    layer = layers.layer_from_tree(runtime_tree(tmp_path / "rt"), tmp_path / "blobs", prefix="opt/app", comment="runtime")
+    target = f"{registry}/cloudml/runtime:t1"
+    assert builder.exists(target) is None
+
+    result = builder.build(base_ref, [layer], SETTINGS, target)
+
+    assert builder.exists(target) == result.digest
+    assert result.base == f"{base_ref}@{base_digest}"
+    info = skopeo_inspect(target)
+    assert info["Digest"] == result.digest
+    assert len(info["Layers"]) == 2 and info["Layers"][1] == layer.digest
+    assert info["Labels"]["io.cloudml.runtime"] == "onnxruntime"
+    assert info["Labels"]["io.cloudml.framework.version"] == "2.21.0"
+    assert info["Labels"][builder.BASE_DIGEST_LABEL] == base_digest
+    config = skopeo_inspect(target, config=True)
+    assert config["config"]["User"] == "10001"
+    assert config["config"]["Entrypoint"] == ["/bin/sh", "/opt/app/run.sh"]
+    assert "Cmd" not in config["config"]  # the base's CMD was written for its own entrypoint
+    assert "PATH=/bin" in config["config"]["Env"] and "CLOUDML_PORT=8080" in config["config"]["Env"]
+    assert config["config"]["ExposedPorts"] == {"8080/tcp": {}}
+    assert config["rootfs"]["diff_ids"][-1] == layer.diff_id
+    assert all("created" not in h for h in config["history"])
+    # The first push sent the runtime layer and the config; the base layer was already in the registry.
+    assert {(b.what, b.action) for b in result.blobs} == {("base layer", "mounted"), ("layer runtime", "uploaded"), ("config", "uploaded")}
+
+
+def test_an_identical_rebuild_uploads_nothing_and_a_changed_layer_only_itself(registry, base, tmp_path):
+    base_ref, _ = base
+    target = f"{registry}/cloudml/runtime:t2"
+    first = builder.build(base_ref, [layers.layer_from_tree(runtime_tree(tmp_path / "a"), tmp_path / "b1", prefix="opt/app")], SETTINGS, target)
+    again = builder.build(base_ref, [layers.layer_from_tree(runtime_tree(tmp_path / "copy"), tmp_path / "b2", prefix="opt/app")], SETTINGS, target)
+    assert again.digest == first.digest
+    assert again.uploaded == [] and again.bytes_uploaded == 0 and again.bytes_skipped > 0
+
+    deps = layers.build_layer([layers.Entry("opt/deps/lib.py", data=b"X = 1\n")], tmp_path / "b3", comment="deps")
+    runtime_v2 = layers.layer_from_tree(runtime_tree(tmp_path / "v2", version="2"), tmp_path / "b3", prefix="opt/app", comment="runtime")
+    with_deps = builder.build(base_ref, [deps, layers.layer_from_tree(runtime_tree(tmp_path / "v1"), tmp_path / "b3", prefix="opt/app")], SETTINGS, target)
+    changed = builder.build(base_ref, [deps, runtime_v2], SETTINGS, target)
+    assert changed.digest != with_deps.digest
+    assert [(b.what, b.digest) for b in changed.uploaded] == [("layer runtime", runtime_v2.digest), ("config", changed.uploaded[-1].digest)]
+    assert skopeo_inspect(target)["Digest"] == changed.digest
+
+
+def test_an_oci_index_base_resolves_to_its_linux_amd64_image(registry, tmp_path):
+    digest = push_base(registry, "base/multi", "1", tmp_path, manifest_type=oci.OCI_MANIFEST, as_index=True)
+    layer = layers.layer_from_tree(runtime_tree(tmp_path / "rt"), tmp_path / "blobs", prefix="opt/app")
+    result = builder.build(f"{registry}/base/multi:1", [layer], SETTINGS, f"{registry}/other/place:v1")
+    assert result.base.endswith(digest)
+    info = skopeo_inspect(f"{registry}/other/place:v1")
+    assert len(info["Layers"]) == 2
+    raw = json.loads(
+        subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{registry}/other/place:v1"], capture_output=True, check=True).stdout
+    )
+    assert raw["mediaType"] == oci.OCI_MANIFEST and {d["mediaType"] for d in raw["layers"]} == {oci.OCI_LAYER}
+
+
+def test_a_missing_base_is_a_clear_error(registry, tmp_path):
+    layer = layers.build_layer([layers.Entry("a", data=b"a")], tmp_path)
+    with pytest.raises(ImageNotFound) as info:
+        builder.build(f"{registry}/base/nothing-here:1", [layer], SETTINGS, f"{registry}/cloudml/runtime:x")
+    assert "base image" in info.value.message and "nothing-here" in info.value.message
+    assert "base_image" in (info.value.hint or "")
+    assert builder.exists(f"{registry}/cloudml/runtime:x") is None
+
+
+def test_an_unreachable_registry_is_a_clear_error(tmp_path):
+    with pytest.raises(RegistryUnreachable) as info:
+        builder.exists(f"127.0.0.1:{_free_port()}/cloudml/runtime:1")
+    assert "cannot reach the registry" in info.value.message and info.value.hint
+
+
+def _bcrypt(password: str) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import crypt
+
+            return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
+        except (ImportError, AttributeError):
+            bcrypt = pytest.importorskip("bcrypt", reason="no bcrypt to write the registry's htpasswd file")
+            return bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()
+
+
+@pytest.fixture(scope="module")
+def auth_registry(tmp_path_factory):
+    root = tmp_path_factory.mktemp("auth-registry")
+    (root / "htpasswd").write_text(f"pusher:{_bcrypt('s3cret')}\n")
+    host, proc = _start_registry(root, f"auth:\n  htpasswd:\n    realm: cloudml-test\n    path: {root / 'htpasswd'}\n")
+    yield host
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_a_registry_wanting_credentials_says_so_and_accepts_the_right_ones(auth_registry, tmp_path):
+    layer = layers.build_layer([layers.Entry("a", data=b"a")], tmp_path)
+    with pytest.raises(RegistryAuthError) as anonymous:
+        RegistryClient(auth_registry).push_blob("cloudml/runtime", layer.digest, layer.size, layer.path)
+    assert "unauthorized" in anonymous.value.message and "needs credentials" in (anonymous.value.hint or "")
+    with pytest.raises(RegistryAuthError) as wrong:
+        builder.exists(f"{auth_registry}/cloudml/runtime:1", credentials=Credentials("pusher", "wrong"))
+    assert "refused" in (wrong.value.hint or "")
+
+    good = Credentials("pusher", "s3cret")
+    RegistryClient(auth_registry, credentials=good).push_blob("base/tiny", layer.digest, layer.size, layer.path)
+    assert RegistryClient(auth_registry, credentials=good).blob_exists("base/tiny", layer.digest)
+
+
+# -- a real engine runs what was built ------------------------------------------------------------
+
+
+@pytest.mark.skipif(not shutil.which("podman"), reason="podman is not installed")
+@pytest.mark.skipif(BUSYBOX is None, reason="no static busybox for the base image (apt-get install busybox-static, or set CLOUDML_TEST_BUSYBOX)")
+def test_podman_pulls_and_runs_the_built_image_as_uid_10001(registry, base, tmp_path):
+    base_ref, _ = base
+    target = f"{registry}/cloudml/runtime:run"
+    layer = layers.layer_from_tree(runtime_tree(tmp_path / "rt", version="7"), tmp_path / "blobs", prefix="opt/app", comment="runtime")
+    builder.build(base_ref, [layer], SETTINGS, target)
+    run = subprocess.run(
+        ["podman", *PODMAN_FLAGS, "run", "--rm", *PODMAN_RUN_FLAGS, "--tls-verify=false", target, "hello"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["uid=10001 gid=0", "runtime 7", "args: hello"]
