@@ -329,3 +329,126 @@ def test_podman_pulls_and_runs_the_built_image_as_uid_10001(registry, base, tmp_
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == ["uid=10001 gid=0", "runtime 7", "args: hello"]
+
+
+# -- bearer token auth (how Artifact Registry, ACR and Docker Hub work) ----------------------------
+
+TOKEN_USERS = {"pusher": ("s3cret", {"pull", "push"}), "reader": ("r3ad", {"pull"})}
+
+
+def _b64url(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory):
+    """The real registry with token auth, and a token service (the test double at the network
+    boundary) that signs JWTs for users by password, granting each only its actions."""
+    import base64
+    import datetime
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs, urlsplit
+
+    pytest.importorskip("cryptography", reason="cryptography signs the test token service's JWTs")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+    from cryptography.x509.oid import NameOID
+
+    root = tmp_path_factory.mktemp("token-registry")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cloudml test token issuer")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (root / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    chain = [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()]
+    requests: list[dict] = []
+
+    class TokenService(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            query = parse_qs(urlsplit(self.path).query)
+            user, _, password = base64.b64decode(self.headers.get("Authorization", "Basic ")[6:] or b"").decode().partition(":")
+            requests.append({"user": user, "scopes": query.get("scope", []), "service": query.get("service", [""])[0]})
+            if user not in TOKEN_USERS or TOKEN_USERS[user][0] != password:
+                self.send_response(401)
+                self.end_headers()
+                return
+            access = []
+            for scope in query.get("scope", []):
+                kind, repo, actions = scope.rsplit(":", 2)  # a name may hold a port: the actions are last
+                access.append({"type": kind, "name": repo, "actions": sorted(set(actions.split(",")) & TOKEN_USERS[user][1])})
+            t = int(time.time())
+            claims = {
+                "iss": "cloudml-test-issuer",
+                "sub": user,
+                "aud": "cloudml-test-registry",
+                "iat": t,
+                "nbf": t - 10,
+                "exp": t + 300,
+                "jti": str(t),
+                "access": access,
+            }
+            signing = _b64url(json.dumps({"alg": "RS256", "typ": "JWT", "x5c": chain}).encode()) + "." + _b64url(json.dumps(claims).encode())
+            token = signing + "." + _b64url(key.sign(signing.encode(), padding.PKCS1v15(), hashes.SHA256()))
+            body = json.dumps({"token": token, "expires_in": 300}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), TokenService)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    realm = f"http://127.0.0.1:{server.server_address[1]}/token"
+    auth = (
+        f"auth:\n  token:\n    realm: {realm}\n    service: cloudml-test-registry\n    issuer: cloudml-test-issuer\n    rootcertbundle: {root / 'cert.pem'}\n"
+    )
+    host, proc = _start_registry(root, auth)
+    yield host, requests
+    proc.terminate()
+    proc.wait(10)
+    server.shutdown()
+
+
+def test_a_token_registry_builds_with_the_right_credentials_and_says_what_is_wrong_otherwise(token_registry, tmp_path):
+    host, requests = token_registry
+    pusher = Credentials("pusher", "s3cret")
+    client = RegistryClient(host, credentials=pusher)
+    layer = layers.build_layer(_base_files(), tmp_path / "base")
+    config = oci.canonical({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}})
+    client.push_blob("base/tiny", layer.digest, layer.size, layer.path)
+    client.push_blob("base/tiny", oci.digest_of(config), len(config), config)
+    manifest = oci.image_manifest(oci.OCI_MANIFEST, config, [oci.layer_descriptor(layer.media_type, layer.digest, layer.size, oci.OCI_MANIFEST)])
+    client.put_manifest("base/tiny", "1", manifest.to_bytes(), manifest.media_type)
+    assert {"user": "pusher", "scopes": ["repository:base/tiny:pull,push"], "service": "cloudml-test-registry"} in requests
+
+    runtime = layers.layer_from_tree(runtime_tree(tmp_path / "rt"), tmp_path / "blobs", prefix="opt/app")
+    result = builder.build(f"{host}/base/tiny:1", [runtime], SETTINGS, f"{host}/cloudml/runtime:1", base_credentials=pusher, target_credentials=pusher)
+    assert builder.exists(f"{host}/cloudml/runtime:1", credentials=Credentials("reader", "r3ad")) == result.digest
+    assert [b.action for b in result.blobs] == ["mounted", "uploaded", "uploaded"]  # the base layer linked from base/tiny, not re-sent
+
+    with pytest.raises(RegistryAuthError) as denied:
+        reader = Credentials("reader", "r3ad")
+        builder.build(f"{host}/base/tiny:1", [runtime], SETTINGS, f"{host}/cloudml/other:2", base_credentials=reader, target_credentials=reader)
+    assert denied.value.message.startswith("denied:") and "permission" in (denied.value.hint or "")
+    with pytest.raises(RegistryAuthError) as wrong:
+        builder.exists(f"{host}/cloudml/runtime:1", credentials=Credentials("pusher", "nope"))
+    assert "refused the credentials given" in wrong.value.message
+    with pytest.raises(RegistryAuthError) as anonymous:
+        builder.exists(f"{host}/cloudml/runtime:1")
+    assert "anonymous" in anonymous.value.message and wrong.value.exit_code == ExitCode.DEPLOY_FAILED

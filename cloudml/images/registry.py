@@ -169,7 +169,7 @@ class RegistryClient:
         if not realm:
             raise RegistryAuthError(f"{self.registry} sent a Bearer challenge without a realm", hint="the registry's auth configuration is broken")
         query = [("service", params["service"])] if params.get("service") else []
-        query += [("scope", s) for s in dict.fromkeys([scope, params.get("scope") or scope])]
+        query += [("scope", s) for s in dict.fromkeys([scope, *(params.get("scope") or "").split()])]
         url = realm + ("&" if "?" in realm else "?") + urlencode(query)
         headers = {"Accept": "application/json"}
         if self.credentials.basic():
@@ -239,10 +239,11 @@ class RegistryClient:
                     continue
             if status in expect:
                 return Response(status, got, data)
-            raise self._error(method, url, status, data, repository, authenticated=sent_auth)
+            challenge = _challenge(got.get("www-authenticate", ""))[1].get("error", "") if status == 401 else ""
+            raise self._error(method, url, status, data, repository, authenticated=sent_auth, insufficient=challenge == "insufficient_scope")
         raise RegistryError(f"{method} {url}: too many redirects or auth rounds", hint="the registry keeps redirecting or re-challenging")
 
-    def _error(self, method: str, url: str, status: int, body: bytes, repository: str, *, authenticated: bool) -> RegistryError:
+    def _error(self, method: str, url: str, status: int, body: bytes, repository: str, *, authenticated: bool, insufficient: bool = False) -> RegistryError:
         try:
             first = (json.loads(body).get("errors") or [{}])[0]
             code, detail = str(first.get("code") or ""), str(first.get("message") or "")
@@ -251,6 +252,13 @@ class RegistryClient:
         what = (
             f"{self.registry}/{repository}: {method} {urlsplit(url).path} answered {status}" + (f" {code}" if code else "") + (f" ({detail})" if detail else "")
         )
+        if status == 403 or insufficient:  # a token without the actions asked for is a 401 "insufficient_scope"
+            return RegistryAuthError(
+                f"denied: {what}",
+                status=status,
+                code=code or "DENIED",
+                hint="the credentials lack permission for this repository (pull, or push to create images)",
+            )
         if status == 401:
             hint = (
                 "the credentials were refused; log in again (cloud registry tokens expire)"
@@ -258,13 +266,6 @@ class RegistryClient:
                 else "this registry needs credentials; pass them to the client"
             )
             return RegistryAuthError(f"unauthorized: {what}", status=status, code=code or "UNAUTHORIZED", hint=hint)
-        if status == 403:
-            return RegistryAuthError(
-                f"denied: {what}",
-                status=status,
-                code=code or "DENIED",
-                hint="the credentials lack permission for this repository (pull, or push to create images)",
-            )
         if status == 404:
             return ImageNotFound(
                 f"not found: {what}",
