@@ -9,6 +9,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -27,10 +28,7 @@ PODMAN_FLAGS = shlex.split(os.environ.get("CLOUDML_PODMAN_FLAGS", "--runtime /us
 PODMAN_RUN_FLAGS = shlex.split(os.environ.get("CLOUDML_PODMAN_RUN_FLAGS", "--network host --ulimit nofile=1024:4096 --ulimit nproc=1024:4096"))
 BUSYBOX = next((p for p in (os.environ.get("CLOUDML_TEST_BUSYBOX", ""), "/bin/busybox", "/usr/bin/busybox") if p and Path(p).is_file()), None)
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not Path(REGISTRY_BIN).exists(), reason="the CNCF distribution registry is not installed (apt-get install docker-registry)"),
-]
+pytestmark = pytest.mark.slow  # starts registries, podman and pip
 
 
 def _free_port() -> int:
@@ -40,6 +38,8 @@ def _free_port() -> int:
 
 
 def _start_registry(root: Path, auth: str = "") -> tuple[str, subprocess.Popen]:
+    if not Path(REGISTRY_BIN).exists():
+        pytest.skip("the CNCF distribution registry is not installed (apt-get install docker-registry)")
     port = _free_port()
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.yml").write_text(
@@ -452,3 +452,75 @@ def test_a_token_registry_builds_with_the_right_credentials_and_says_what_is_wro
     with pytest.raises(RegistryAuthError) as anonymous:
         builder.exists(f"{host}/cloudml/runtime:1")
     assert "anonymous" in anonymous.value.message and wrong.value.exit_code == ExitCode.DEPLOY_FAILED
+
+
+# -- the dependency layer from target-platform wheels ---------------------------------------------
+
+
+def _wheel(
+    house: Path, name: str, version: str, tag: str, files: dict[str, str], requires: tuple[str, ...] = (), scripts: dict[str, str] | None = None
+) -> Path:
+    """A minimal valid wheel, written by hand (no network, no build backend)."""
+    import base64
+    import hashlib
+    import zipfile
+
+    info = f"{name}-{version}.dist-info"
+    meta = {
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires),
+        f"{info}/WHEEL": f"Wheel-Version: 1.0\nGenerator: cloudml-test\nRoot-Is-Purelib: {'true' if tag.endswith('none-any') else 'false'}\nTag: {tag}\n",
+    }
+    if scripts:
+        meta[f"{info}/entry_points.txt"] = "[console_scripts]\n" + "".join(f"{k} = {v}\n" for k, v in scripts.items())
+    everything = {**files, **meta}
+    digest = lambda text: "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+    record = "".join(f"{path},{digest(text)},{len(text.encode())}\n" for path, text in everything.items()) + f"{info}/RECORD,,\n"
+    path = house / f"{name}-{version}-{tag}.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for member, text in {**everything, f"{info}/RECORD": record}.items():
+            zf.writestr(member, text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(tmp_path_factory):
+    house = tmp_path_factory.mktemp("wheelhouse")
+    _wheel(house, "tinylib", "1.0", "py3-none-any", {"tinylib/__init__.py": "from tinydep import VALUE\n"}, requires=("tinydep>=2",))
+    _wheel(house, "tinydep", "2.0", "py3-none-any", {"tinydep/__init__.py": "VALUE = 2\ndef main():\n    print(VALUE)\n"}, scripts={"tinydep": "tinydep:main"})
+    _wheel(house, "tinydep", "1.0", "py3-none-any", {"tinydep/__init__.py": "VALUE = 1\n"})
+    _wheel(house, "nativepkg", "1.0", "cp311-cp311-manylinux_2_28_x86_64", {"nativepkg/__init__.py": "NATIVE = True\n"})
+    _wheel(house, "maconly", "1.0", "cp311-cp311-macosx_11_0_arm64", {"maconly/__init__.py": ""})
+    return house
+
+
+def test_the_dependency_layer_installs_target_wheels_reproducibly_without_host_paths(wheelhouse, tmp_path):
+    import gzip
+    import tarfile
+
+    from cloudml.images import wheels
+
+    make = lambda blobs: wheels.dependency_layer(["tinylib", "nativepkg==1.0"], tmp_path / blobs, find_links=[wheelhouse], no_index=True)
+    first, second = make("one"), make("two")
+    assert (first.digest, first.diff_id) == (second.digest, second.diff_id)
+    assert first.comment == "dependencies nativepkg==1.0 tinydep==2.0 tinylib==1.0"
+    with tarfile.open(first.path) as tar:
+        names = tar.getnames()
+        tar.extractall(tmp_path / "root", filter="data")
+    assert "opt/cloudml/deps/tinylib/__init__.py" in names and "opt/cloudml/deps/nativepkg/__init__.py" in names
+    assert not any("/bin/" in n or n.endswith("/bin") or "__pycache__" in n or n.endswith("direct_url.json") for n in names)
+    raw = gzip.decompress(first.path.read_bytes())
+    assert str(tmp_path).encode() not in raw and sys.prefix.encode() not in raw
+    # What was installed imports from the layer alone, with its dependency resolved to 2.0.
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "root" / "opt/cloudml/deps")}
+    code = "import tinylib, nativepkg; print(tinylib.VALUE, nativepkg.NATIVE)"
+    run = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True)
+    assert run.stdout.strip() == "2 True", run.stderr
+
+
+def test_a_package_without_a_wheel_for_the_target_platform_is_a_clear_error(wheelhouse, tmp_path):
+    from cloudml.images import wheels
+
+    with pytest.raises(Exception, match="maconly") as info:
+        wheels.dependency_layer(["maconly==1.0"], tmp_path, find_links=[wheelhouse], no_index=True)
+    assert info.value.exit_code == ExitCode.BAD_INPUT
+    assert "no wheel for linux/amd64" in (info.value.hint or "")
