@@ -20,6 +20,7 @@ from cloudml.errors import ExitCode
 from cloudml.images import builder, layers, oci
 from cloudml.images.errors import ImageNotFound, RegistryAuthError, RegistryUnreachable
 from cloudml.images.registry import Credentials, Reference, RegistryClient
+from cloudml.progress import Progress
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 # How podman runs containers on this machine (../shared/contracts.md §5): runc, not crun, and
@@ -281,10 +282,10 @@ def _bcrypt(password: str) -> str:
         try:
             import crypt
 
-            return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
+            return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))  # cost 4: the registry checks it on every request
         except (ImportError, AttributeError):
             bcrypt = pytest.importorskip("bcrypt", reason="no bcrypt to write the registry's htpasswd file")
-            return bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()
+            return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
 
 
 @pytest.fixture(scope="module")
@@ -309,6 +310,31 @@ def test_a_registry_wanting_credentials_says_so_and_accepts_the_right_ones(auth_
     good = Credentials("pusher", "s3cret")
     RegistryClient(auth_registry, credentials=good).push_blob("base/tiny", layer.digest, layer.size, layer.path)
     assert RegistryClient(auth_registry, credentials=good).blob_exists("base/tiny", layer.digest)
+
+
+class RecordingProgress(Progress):
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def note(self, message: str) -> None:
+        self.lines.append(message)
+
+
+def test_a_base_on_another_registry_is_copied_through_and_progress_names_each_blob(registry, base, auth_registry, tmp_path):
+    base_ref, base_digest = base
+    layer = layers.layer_from_tree(runtime_tree(tmp_path / "rt"), tmp_path / "blobs", prefix="opt/app", comment="runtime")
+    target, good = f"{auth_registry}/cloudml/runtime:copied", Credentials("pusher", "s3cret")
+    progress = RecordingProgress()
+
+    result = builder.build(base_ref, [layer], SETTINGS, target, target_credentials=good, progress=progress)
+
+    assert [(b.what, b.action) for b in result.blobs] == [("base layer", "uploaded"), ("layer runtime", "uploaded"), ("config", "uploaded")]
+    assert result.bytes_uploaded == sum(b.size for b in result.blobs) and result.bytes_skipped == 0
+    assert progress.lines[0].startswith("base layer ") and progress.lines[0].endswith(f"({result.blobs[0].size:,} bytes): uploaded")
+    again = RecordingProgress()
+    assert builder.build(base_ref, [layer], SETTINGS, target, target_credentials=good, progress=again).digest == result.digest
+    assert all(line.endswith("skipped") for line in again.lines) and len(again.lines) == 3
+    assert RegistryClient(auth_registry, credentials=good).get_blob("cloudml/runtime", result.blobs[-1].digest)  # the config, digest checked
 
 
 # -- a real engine runs what was built ------------------------------------------------------------
