@@ -170,6 +170,33 @@ def test_a_link_out_of_the_tree_is_refused(tmp_path):
     assert info.value.exit_code == ExitCode.BAD_INPUT
 
 
+def test_a_python_package_layer_leaves_out_the_hosts_bytecode(tmp_path):
+    import tarfile
+
+    pkg = tmp_path / "src" / "mypkg"
+    (pkg / "__pycache__").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("X = 1\n")
+    (pkg / "__pycache__" / "__init__.cpython-311.pyc").write_bytes(b"host bytecode")
+    clean = tmp_path / "clean" / "mypkg"
+    clean.mkdir(parents=True)
+    (clean / "__init__.py").write_text("X = 1\n")
+    layer = layers.python_package_layer(pkg, tmp_path / "blobs", prefix="/opt/cloudml/app/")
+    with tarfile.open(layer.path) as tar:
+        assert tar.getnames() == ["opt", "opt/cloudml", "opt/cloudml/app", "opt/cloudml/app/mypkg", "opt/cloudml/app/mypkg/__init__.py"]
+    assert layers.python_package_layer(clean, tmp_path / "blobs2", prefix="opt/cloudml/app").digest == layer.digest
+
+
+def test_runtime_tags_name_the_contents_and_are_valid_tags():
+    assert builder.runtime_tag("0.1.0", "onnxruntime", "1.32.0") == "0.1.0-onnxruntime-1.32.0-cpu"
+    tag = builder.runtime_tag("0.1.0", "torch", "2.13.0+cpu", "gpu")
+    assert tag == "0.1.0-torch-2.13.0_cpu-gpu" and Reference.parse(f"127.0.0.1:5000/r:{tag}").tag == tag
+
+
+def test_credentials_never_show_their_secrets():
+    text = repr(Credentials("AWS", "pa55word")) + repr(Credentials(token="t0ken"))
+    assert "pa55word" not in text and "t0ken" not in text and "AWS" in text
+
+
 # -- references -----------------------------------------------------------------------------------
 
 
@@ -246,6 +273,33 @@ def test_an_identical_rebuild_uploads_nothing_and_a_changed_layer_only_itself(re
     assert changed.digest != with_deps.digest
     assert [(b.what, b.digest) for b in changed.uploaded] == [("layer runtime", runtime_v2.digest), ("config", changed.uploaded[-1].digest)]
     assert skopeo_inspect(target)["Digest"] == changed.digest
+
+
+class InterruptAfterFirstUpload(Progress):
+    """Ctrl-C as the first blob has been sent (progress notes come right after each blob)."""
+
+    def note(self, message: str) -> None:
+        if message.endswith("uploaded"):
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_push_rerun_sends_only_what_had_not_arrived(registry, base, tmp_path):
+    base_ref, _ = base
+    target = f"{registry}/cloudml/interrupted:1"
+    deps = layers.build_layer([layers.Entry("opt/deps/big.bin", data=os.urandom(200_000))], tmp_path / "b", comment="deps")
+    runtime = layers.layer_from_tree(runtime_tree(tmp_path / "rt"), tmp_path / "b", prefix="opt/app", comment="runtime")
+    with pytest.raises(KeyboardInterrupt):
+        builder.build(base_ref, [deps, runtime], SETTINGS, target, progress=InterruptAfterFirstUpload())
+    assert builder.exists(target) is None  # no manifest, so no half image under the tag
+
+    rerun = builder.build(base_ref, [deps, runtime], SETTINGS, target)
+    assert [(b.what, b.action) for b in rerun.blobs] == [
+        ("base layer", "skipped"),
+        ("layer deps", "skipped"),
+        ("layer runtime", "uploaded"),
+        ("config", "uploaded"),
+    ]
+    assert skopeo_inspect(target)["Digest"] == rerun.digest
 
 
 def test_an_oci_index_base_resolves_to_its_linux_amd64_image(registry, tmp_path):

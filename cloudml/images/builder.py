@@ -11,6 +11,7 @@ through a local file.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -35,6 +36,16 @@ def version_labels(runtime: str, runtime_version: str, framework: str | None = N
         out["io.cloudml.framework"] = framework
         out["io.cloudml.framework.version"] = framework_version or ""
     return out
+
+
+def runtime_tag(cloudml_version: str, runtime: str, runtime_version: str, accelerator: str = "cpu", extra: str = "") -> str:
+    """A tag naming what an image holds (e.g. '0.1.0-onnxruntime-1.32.0-cpu'), valid as an OCI tag:
+    a deploy that derives it the same way finds the image without building it."""
+    raw = "-".join(p for p in (cloudml_version, runtime, runtime_version, accelerator, extra) if p)
+    tag = re.sub(r"[^\w.-]+", "_", raw).lstrip(".-")[:128]
+    if not tag:
+        raise ConfigError(f"no image tag can be made from {raw!r}", hint="give the cloudml version, runtime and its version")
+    return tag
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,14 @@ memory.
 
 from __future__ import annotations
 
+import fnmatch
 import gzip
 import hashlib
 import io
 import os
 import stat
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -65,8 +66,9 @@ def clean_path(path: str) -> str:
     return "/".join(parts)
 
 
-def entries_from_tree(root: Path, prefix: str = "") -> list[Entry]:
-    """Every file, directory and symlink under `root`, named `prefix/<relative path>` in the layer.
+def entries_from_tree(root: Path, prefix: str = "", exclude: Sequence[str] = ()) -> list[Entry]:
+    """Every file, directory and symlink under `root`, named `prefix/<relative path>` in the layer,
+    but those whose name matches a pattern of `exclude` (fnmatch, e.g. "__pycache__", "*.pyc").
 
     Symlinks are kept as links when they point inside the tree; one pointing elsewhere (a host
     path) is refused rather than copied into the image."""
@@ -77,7 +79,8 @@ def entries_from_tree(root: Path, prefix: str = "") -> list[Entry]:
     name = lambda rel: f"{base}/{rel}" if base else rel
     out: list[Entry] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if not any(fnmatch.fnmatchcase(d, pattern) for pattern in exclude))
+        filenames = [f for f in filenames if not any(fnmatch.fnmatchcase(f, pattern) for pattern in exclude)]
         here = Path(dirpath)
         for item in dirnames + sorted(filenames):
             full = here / item
@@ -173,6 +176,16 @@ def build_layer(entries: Iterable[Entry], blob_dir: Path, *, comment: str = "") 
     return Layer(OCI_LAYER, digest, compressed.size, f"sha256:{uncompressed.sha.hexdigest()}", final, comment)
 
 
-def layer_from_tree(root: Path, blob_dir: Path, *, prefix: str = "", comment: str = "") -> Layer:
+def layer_from_tree(root: Path, blob_dir: Path, *, prefix: str = "", exclude: Sequence[str] = (), comment: str = "") -> Layer:
     """A layer holding the folder `root` at `prefix` inside the image (for example 'opt/cloudml')."""
-    return build_layer(entries_from_tree(root, prefix), blob_dir, comment=comment or f"{prefix or '/'}")
+    return build_layer(entries_from_tree(root, prefix, exclude), blob_dir, comment=comment or f"{prefix or '/'}")
+
+
+# What a Python source tree holds that depends on the host and the run (bytecode of the host's Python).
+PYTHON_JUNK = ("__pycache__", "*.pyc", "*.pyo", ".mypy_cache", ".pytest_cache", ".ruff_cache")
+
+
+def python_package_layer(package_dir: Path, blob_dir: Path, *, prefix: str, comment: str = "") -> Layer:
+    """A layer holding a Python package's source folder as `prefix/<package name>` (bytecode left out)."""
+    package_dir = Path(package_dir)
+    return layer_from_tree(package_dir, blob_dir, prefix=f"{prefix.strip('/')}/{package_dir.name}", exclude=PYTHON_JUNK, comment=comment or package_dir.name)

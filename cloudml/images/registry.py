@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, urlencode, urljoin, urlsplit
@@ -86,8 +86,8 @@ class Credentials:
     """Basic username/password (also used at a token realm), or a ready bearer token."""
 
     username: str | None = None
-    password: str | None = None
-    token: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line or traceback
+    token: str | None = field(default=None, repr=False)
 
     def basic(self) -> str | None:
         if self.username is None:
