@@ -108,9 +108,19 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+def _merge_scopes(scopes: list[str]) -> list[str]:
+    """One scope per resource with the union of its actions ('repository:a:push,pull' and ours
+    'repository:a:pull,push' are one), first-seen order."""
+    merged: dict[str, set[str]] = {}
+    for scope in scopes:
+        resource, _, actions = scope.rpartition(":")
+        merged.setdefault(resource, set()).update(a for a in actions.split(",") if a)
+    return [f"{resource}:{','.join(sorted(actions))}" for resource, actions in merged.items()]
+
+
 def _is_loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    return name in ("localhost", "::1", "[::1]") or name.startswith("127.")
+    name = urlsplit(f"//{host}").hostname or ""
+    return name in ("localhost", "::1") or name.startswith("127.")
 
 
 class RegistryClient:
@@ -169,7 +179,7 @@ class RegistryClient:
         if not realm:
             raise RegistryAuthError(f"{self.registry} sent a Bearer challenge without a realm", hint="the registry's auth configuration is broken")
         query = [("service", params["service"])] if params.get("service") else []
-        query += [("scope", s) for s in dict.fromkeys([scope, *(params.get("scope") or "").split()])]
+        query += [("scope", s) for s in _merge_scopes([scope, *(params.get("scope") or "").split()])]
         url = realm + ("&" if "?" in realm else "?") + urlencode(query)
         headers = {"Accept": "application/json"}
         if self.credentials.basic():
@@ -181,7 +191,9 @@ class RegistryClient:
             raise RegistryAuthError(
                 f"the token service of {self.registry} refused " + ("the credentials given" if self.credentials.username else "an anonymous request"),
                 status=status,
-                hint="check the registry username/password (or log in again: cloud registry tokens expire)",
+                hint="check the registry username/password (or log in again: cloud registry tokens expire)"
+                if self.credentials.username
+                else "this registry needs credentials; pass them to the client",
             )
         try:
             answer = json.loads(body)
@@ -210,7 +222,7 @@ class RegistryClient:
         body is streamed into it (the Response's body is then empty). Errors become RegistryError."""
         scope = f"repository:{repository}:{'pull,push' if push else 'pull'}"
         url = url if "://" in url else self.base_url + url
-        sent_auth = refreshed = False
+        sent_auth = fetched = False
         for _ in range(8):
             same_host = urlsplit(url).netloc == self.host
             send = {**(headers or {}), **(self._auth_header(scope) if same_host else {})}
@@ -229,9 +241,9 @@ class RegistryClient:
                 continue
             if status == 401 and same_host and not self.credentials.token:
                 scheme, params = _challenge(got.get("www-authenticate", ""))
-                if scheme == "bearer" and (scope not in self._tokens or not refreshed):
-                    # No token for this scope yet, or one that expired during a long push: fetch one, once.
-                    refreshed = scope in self._tokens
+                if scheme == "bearer" and not fetched:
+                    # No token for this scope yet, or one that expired during a long push: fetch one, once per call.
+                    fetched = True
                     self._fetch_token(params, scope)
                     continue
                 if scheme == "basic" and not self._basic and self.credentials.basic():
