@@ -18,7 +18,7 @@ import pytest
 
 from cloudml.errors import ExitCode
 from cloudml.images import builder, layers, oci
-from cloudml.images.errors import ImageNotFound, RegistryAuthError, RegistryUnreachable
+from cloudml.images.errors import ImageNotFound, RegistryAuthError, RegistryError, RegistryUnreachable
 from cloudml.images.registry import Credentials, Reference, RegistryClient
 from cloudml.progress import Progress
 
@@ -218,7 +218,7 @@ def test_references_parse(text, expected):
 def test_bad_references_are_refused_with_the_expected_form(text):
     with pytest.raises(Exception, match="not an image reference") as info:
         Reference.parse(text)
-    assert "HOST[:PORT]/REPOSITORY" in (info.value.hint or "")
+    assert "HOST[:PORT]/REPOSITORY" in (info.value.hint or "") and info.value.exit_code == ExitCode.BAD_INPUT
 
 
 # -- build and push -------------------------------------------------------------------------------
@@ -322,6 +322,21 @@ def test_a_missing_base_is_a_clear_error(registry, tmp_path):
     assert "base image" in info.value.message and "nothing-here" in info.value.message
     assert "base_image" in (info.value.hint or "")
     assert builder.exists(f"{registry}/cloudml/runtime:x") is None
+
+
+def test_ping_tells_a_registry_from_another_web_server(registry, tmp_path):
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    RegistryClient(registry).ping()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(RegistryError, match="not an OCI registry"):
+            RegistryClient(f"127.0.0.1:{server.server_address[1]}").ping()
+    finally:
+        server.shutdown()
 
 
 def test_an_unreachable_registry_is_a_clear_error(tmp_path):

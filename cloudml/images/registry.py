@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
+from cloudml.errors import ConfigError
 from cloudml.images.errors import ImageNotFound, RegistryAuthError, RegistryError, RegistryUnreachable
 from cloudml.images.oci import ACCEPT, INDEXES, digest_of, select_platform
 
@@ -48,7 +49,7 @@ class Reference:
 
     @classmethod
     def parse(cls, text: str) -> Reference:
-        bad = lambda why: RegistryError(
+        bad = lambda why: ConfigError(
             f"{text!r} is not an image reference: {why}",
             hint="write it as HOST[:PORT]/REPOSITORY[:TAG][@sha256:DIGEST], e.g. 127.0.0.1:5000/cloudml/runtime:1.0",
         )
