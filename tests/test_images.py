@@ -584,6 +584,8 @@ def wheelhouse(tmp_path_factory):
     _wheel(house, "tinydep", "2.0", "py3-none-any", {"tinydep/__init__.py": "VALUE = 2\ndef main():\n    print(VALUE)\n"}, scripts={"tinydep": "tinydep:main"})
     _wheel(house, "tinydep", "1.0", "py3-none-any", {"tinydep/__init__.py": "VALUE = 1\n"})
     _wheel(house, "nativepkg", "1.0", "cp311-cp311-manylinux_2_28_x86_64", {"nativepkg/__init__.py": "NATIVE = True\n"})
+    # Most native wheels (numpy, onnxruntime, tensorflow) carry an older manylinux tag than the newest allowed.
+    _wheel(house, "oldglibc", "1.0", "cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64", {"oldglibc/__init__.py": ""})
     _wheel(house, "maconly", "1.0", "cp311-cp311-macosx_11_0_arm64", {"maconly/__init__.py": ""})
     return house
 
@@ -594,10 +596,10 @@ def test_the_dependency_layer_installs_target_wheels_reproducibly_without_host_p
 
     from cloudml.images import wheels
 
-    make = lambda blobs: wheels.dependency_layer(["tinylib", "nativepkg==1.0"], tmp_path / blobs, find_links=[wheelhouse], no_index=True)
+    make = lambda blobs: wheels.dependency_layer(["tinylib", "nativepkg==1.0", "oldglibc"], tmp_path / blobs, find_links=[wheelhouse], no_index=True)
     first, second = make("one"), make("two")
     assert (first.digest, first.diff_id) == (second.digest, second.diff_id)
-    assert first.comment == "dependencies nativepkg==1.0 tinydep==2.0 tinylib==1.0"
+    assert first.comment == "dependencies nativepkg==1.0 oldglibc==1.0 tinydep==2.0 tinylib==1.0"
     with tarfile.open(first.path) as tar:
         names = tar.getnames()
         tar.extractall(tmp_path / "root", filter="data")

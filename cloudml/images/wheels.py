@@ -23,7 +23,19 @@ from cloudml.errors import ConfigError
 from cloudml.images.layers import Layer, layer_from_tree
 
 PYTHON_VERSION = "3.11"
-PLATFORMS = ("manylinux_2_28_x86_64",)
+
+
+def manylinux_platforms(glibc: tuple[int, int] = (2, 28), arch: str = "x86_64") -> tuple[str, ...]:
+    """Every manylinux tag a system with `glibc` runs, newest first: pip takes `--platform` values
+    literally (manylinux_2_28 alone would miss the many wheels tagged manylinux_2_17/manylinux2014)."""
+    major, newest = glibc
+    tags = [f"manylinux_{major}_{minor}_{arch}" for minor in range(newest, 4, -1)]
+    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+    return tuple(tags + [f"{name}_{arch}" for minor, name in legacy.items() if minor <= newest])
+
+
+# glibc 2.28 (Debian 10 and later, RHEL 8): what python:3.11-slim (Debian 12, glibc 2.36) and older company bases run.
+PLATFORMS = manylinux_platforms((2, 28))
 SITE_PACKAGES = "opt/cloudml/deps"
 _WHEEL = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
 
