@@ -197,6 +197,12 @@ def test_credentials_never_show_their_secrets():
     assert "pa55word" not in text and "t0ken" not in text and "AWS" in text
 
 
+def test_a_file_below_a_file_is_refused_and_leaves_no_partial_blob(tmp_path):
+    with pytest.raises(Exception, match="sits below 'etc/passwd'") as info:
+        layers.build_layer([layers.Entry("etc/passwd", data=b"x"), layers.Entry("etc/passwd/oops", data=b"y")], tmp_path / "blobs")
+    assert info.value.exit_code == ExitCode.BAD_INPUT and list((tmp_path / "blobs").iterdir()) == []
+
+
 # -- references -----------------------------------------------------------------------------------
 
 

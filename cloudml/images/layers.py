@@ -145,9 +145,13 @@ def _complete(entries: Iterable[Entry]) -> list[Entry]:
         if by_path.get(path, entry) != entry:
             raise ConfigError(f"layer entry {path!r} is given twice, differently", hint="each path in a layer must be unique")
         by_path[path] = entry
-        for parent in PurePosixPath(path).parents:
-            if str(parent) != "." and str(parent) not in by_path:
-                by_path[str(parent)] = Entry(str(parent), kind="dir")
+        for parent in map(str, PurePosixPath(path).parents):
+            if parent != ".":
+                by_path.setdefault(parent, Entry(parent, kind="dir"))
+    for path in by_path:
+        parent = str(PurePosixPath(path).parent)
+        if parent != "." and by_path[parent].kind != "dir":
+            raise ConfigError(f"layer entry {path!r} sits below {parent!r}, which is a {by_path[parent].kind}", hint="a path's parents must be folders")
     return [by_path[p] for p in sorted(by_path)]
 
 
@@ -156,6 +160,18 @@ def build_layer(entries: Iterable[Entry], blob_dir: Path, *, comment: str = "") 
     blob_dir = Path(blob_dir)
     blob_dir.mkdir(parents=True, exist_ok=True)
     partial = blob_dir / f".partial-{os.getpid()}-{id(entries)}"
+    try:
+        compressed, uncompressed = _write(entries, partial)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    digest = f"sha256:{compressed.sha.hexdigest()}"
+    final = blob_dir / digest.replace(":", "-")
+    os.replace(partial, final)
+    return Layer(OCI_LAYER, digest, compressed.size, f"sha256:{uncompressed.sha.hexdigest()}", final, comment)
+
+
+def _write(entries: Iterable[Entry], partial: Path) -> tuple[_Digesting, _Digesting]:
     with open(partial, "wb") as out:
         compressed = _Digesting(out)
         with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, compresslevel=COMPRESS_LEVEL, mtime=0) as gz:
@@ -170,10 +186,7 @@ def build_layer(entries: Iterable[Entry], blob_dir: Path, *, comment: str = "") 
                         assert entry.source is not None
                         with open(entry.source, "rb") as src:
                             tar.addfile(_tarinfo(entry, os.fstat(src.fileno()).st_size), src)
-    digest = f"sha256:{compressed.sha.hexdigest()}"
-    final = blob_dir / digest.replace(":", "-")
-    os.replace(partial, final)
-    return Layer(OCI_LAYER, digest, compressed.size, f"sha256:{uncompressed.sha.hexdigest()}", final, comment)
+    return compressed, uncompressed
 
 
 def layer_from_tree(root: Path, blob_dir: Path, *, prefix: str = "", exclude: Sequence[str] = (), comment: str = "") -> Layer:
