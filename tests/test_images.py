@@ -422,12 +422,15 @@ def test_podman_pulls_and_runs_the_built_image_as_uid_10001(registry, base, tmp_
     target = f"{registry}/cloudml/runtime:run"
     layer = layers.layer_from_tree(runtime_tree(tmp_path / "rt", version="7"), tmp_path / "blobs", prefix="opt/app", comment="runtime")
     builder.build(base_ref, [layer], SETTINGS, target)
-    run = subprocess.run(
-        ["podman", *PODMAN_FLAGS, "run", "--rm", *PODMAN_RUN_FLAGS, "--tls-verify=false", target, "hello"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    try:
+        run = subprocess.run(
+            ["podman", *PODMAN_FLAGS, "run", "--rm", *PODMAN_RUN_FLAGS, "--tls-verify=false", target, "hello"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        subprocess.run(["podman", *PODMAN_FLAGS, "rmi", "--force", target], capture_output=True, timeout=120)  # leave the machine's image store as it was
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == ["uid=10001 gid=0", "runtime 7", "args: hello"]
 
