@@ -416,7 +416,3 @@ class _HashingWriter:
 
     def digest(self) -> str:
         return f"sha256:{self.sha.hexdigest()}"
-
-
-def client_for(reference: Reference, *, credentials: Credentials | None = None, plain_http: bool | None = None) -> RegistryClient:
-    return RegistryClient(reference.registry, credentials=credentials, plain_http=plain_http)
