@@ -28,6 +28,9 @@ FORBIDDEN = [
     ("cloudml.packaging", "cloudml.preflight", "preflight sits above packaging and serving"),
     ("cloudml.serving", "cloudml.preflight", "preflight sits above packaging and serving"),
 ] + [
+    ("cloudml.images", above, "the image builder sits below the providers and knows no model or server")
+    for above in ("cloudml.providers", "cloudml.packaging", "cloudml.serving", "cloudml.preflight", "cloudml.emulators", "cloudml.cli")
+] + [
     (f"cloudml.serving.{below}", "cloudml.serving.http", "the data plane and the model know no HTTP: only the adapters above them do")
     for below in ("errors", "requests", "model", "batching", "dataplane", "metrics")
 ]
