@@ -361,11 +361,10 @@ def package(
         from cloudml.preflight.prepare import prepare_model
 
         choice = _runtime_choice(runtime)
-        source = inspect_source(model)
         # In a child process, as a deploy does: TensorFlow's and the converters' native log lines
         # are shown only when packaging fails.
         with SpinnerProgress().step(f"packaging {model}"):
-            packaged = prepare_model(source, out, name=name, version=model_version, probe=False, runtime=choice, sample=sample)
+            packaged = prepare_model(inspect_source(model), out, name=name, version=model_version, probe=False, runtime=choice, sample=sample)
         result: dict[str, Any] = {
             "folder": str(packaged.folder),
             "archive": str(packaged.archive),
