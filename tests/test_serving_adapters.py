@@ -29,16 +29,20 @@ from cloudml.serving.http.responses import error_response
 from cloudml.serving.model import ServedModel
 
 
+class FunctionBackend:
+    """A runtime backend that is a numpy function: the HTTP layer over the real ServedModel, without a framework."""
+
+    name, version, rejects = "numpy", np.__version__, ()
+
+    def __init__(self, function):
+        self.run = function
+
+
 class NumpyModel(ServedModel):
     """y = 2x (and the row sum of each input as "total"), refusing negative values as a model would."""
 
     def load(self) -> None:
-        self._call = self._compute
-
-    def run(self, inputs):
-        if self._call is None:
-            raise NotReady("the model is still loading; retry shortly")
-        return self._call(inputs)
+        self.backend = FunctionBackend(self._compute)
 
     def _compute(self, inputs):
         if any(np.any(a < 0) for a in inputs.values()):
@@ -196,7 +200,7 @@ def test_body_limit_and_expected_inputs(vector_model):
 
 def test_a_loading_model_answers_503_with_retry_after(tmp_path):
     model = _package(tmp_path / "loading", {"x": TensorSpec(dtype="float32", shape=[None, 3])}, {"y": TensorSpec(dtype="float32", shape=[None, 3])})
-    model._call = None  # as before load() finishes
+    model.backend = None  # as before load() finishes
     ping, predict = call(model, [("GET", "/ping", {}), ("POST", "/invocations", {"json": {"instances": ROWS}})])
     assert ping.status_code == 503 and ping.json() == {"status": "loading"}
     assert predict.status_code == 503 and predict.headers["retry-after"] == "5" and "still loading" in predict.json()["error"]
@@ -223,7 +227,7 @@ def test_a_full_queue_refuses_at_once_with_retry_after(vector_model):
         time.sleep(0.5)
         return {"y": inputs["x"] * 2}
 
-    vector_model._call = slow
+    vector_model.backend = FunctionBackend(slow)
     config = BatchingConfig(max_batch_size=1, max_queue_size=2, model_workers=1)
     responses = call(vector_model, [("POST", "/invocations", {"json": {"instances": [ROWS[0]]}})] * 8, batching=config)
     statuses = [r.status_code for r in responses]
@@ -244,7 +248,7 @@ def test_a_request_past_its_deadline_is_not_run(vector_model):
         time.sleep(0.6)
         return {"y": inputs["x"] * 2}
 
-    vector_model._call = slow
+    vector_model.backend = FunctionBackend(slow)
     config = BatchingConfig(max_batch_size=1, model_workers=1, deadline_ms=250)
     responses = call(vector_model, [("POST", "/invocations", {"json": {"instances": [ROWS[0]]}})] * 4, batching=config)
     statuses = sorted(r.status_code for r in responses)
