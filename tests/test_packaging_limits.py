@@ -160,8 +160,45 @@ def _truncated(path: Path) -> Path:
     return path
 
 
+def _plain_tar(members: list[tuple[str, bytes]]) -> tuple[bytes, list[int]]:
+    """An uncompressed tar of `members`, and the offsets where each member after the first starts."""
+    buffer, starts = io.BytesIO(), []
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in members:
+            starts.append(buffer.tell())
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue(), starts[1:]
+
+
+_TWO_MEMBERS = [("1/saved_model.pb", os.urandom(3000)), ("1/variables/variables.index", os.urandom(700))]
+
+
+def _plain_tar_cut_at_a_member_boundary(path: Path) -> Path:
+    whole, starts = _plain_tar(_TWO_MEMBERS)
+    path.write_bytes(whole[: starts[0]])  # the first member whole, then nothing: no end-of-archive marker
+    return path
+
+
+def _plain_tar_cut_in_a_member(path: Path) -> Path:
+    whole, _ = _plain_tar(_TWO_MEMBERS)
+    path.write_bytes(whole[:2000])
+    return path
+
+
+def _tar_gz_of_a_tar_cut_at_a_member_boundary(path: Path) -> Path:
+    """A complete gzip stream of a cut tar: gzip's own check passes, the tar's must not."""
+    whole, starts = _plain_tar(_TWO_MEMBERS)
+    path.write_bytes(gzip.compress(whole[: starts[0]], mtime=0))
+    return path
+
+
 BROKEN_ARCHIVES = {
     "truncated": (_truncated, "truncated"),
+    "plain-tar-cut-at-a-member-boundary": (_plain_tar_cut_at_a_member_boundary, "is truncated"),
+    "plain-tar-cut-in-a-member": (_plain_tar_cut_in_a_member, "is truncated"),
+    "tar-gz-of-a-tar-cut-at-a-member-boundary": (_tar_gz_of_a_tar_cut_at_a_member_boundary, "is truncated"),
     "empty-name": (lambda p: _tar_gz(p, [("", b"x")]), "empty name"),
     "file-then-a-path-under-it": (lambda p: _tar_gz(p, [("1", b"x"), ("1/saved_model.pb", b"y")]), "holds as a file"),
     "a-name-twice": (lambda p: _tar_gz(p, [("1/saved_model.pb", b"x"), ("1/saved_model.pb", b"y")]), "twice"),
@@ -191,6 +228,36 @@ def test_cloudml_deploy_refuses_a_broken_archive_clearly_and_leaves_nothing(tmp_
     leftovers = [p for p in _files_below(home / "deployments") if p.name != "last-failed.log"]
     assert leftovers == []
     assert "broken" not in run_cli("list", "--provider", "local", home=home).stdout
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["tar", "tar.gz"])
+def test_a_tar_cut_anywhere_before_its_end_marker_is_refused_as_truncated_and_a_complete_one_extracts(tmp_path, compress):
+    whole, starts = _plain_tar(_TWO_MEMBERS)
+    end = starts[-1] + 512 + 1024 + 1024  # the last header, its data in 512-byte blocks, two zero blocks
+    assert whole[end - 1024 : end] == bytes(1024) and whole[end - 1536 : end - 1024] != bytes(512)
+    for cut in sorted({*range(512, end, 512), *starts, 2000, end - 1}):
+        archive = tmp_path / f"cut-{cut}.tar.gz"
+        archive.write_bytes(gzip.compress(whole[:cut], mtime=0) if compress else whole[:cut])
+        with pytest.raises(ModelError) as err:
+            extract_archive(archive, tmp_path / f"out-{cut}")
+        assert f"{archive} is truncated" in err.value.message, (cut, err.value.message)
+        assert "again" in (err.value.hint or "")
+        assert not (tmp_path / f"out-{cut}").exists()
+    for cut in (end, len(whole)):  # the end marker, with or without the padding tar adds after it
+        archive = tmp_path / f"whole-{cut}.tar.gz"
+        archive.write_bytes(gzip.compress(whole[:cut], mtime=0) if compress else whole[:cut])
+        out = extract_archive(archive, tmp_path / f"out-whole-{cut}")
+        assert (out / "1" / "variables" / "variables.index").read_bytes() == _TWO_MEMBERS[1][1]
+
+
+def test_a_block_that_is_no_tar_header_after_a_member_is_refused_as_corrupt(tmp_path):
+    whole, starts = _plain_tar(_TWO_MEMBERS)
+    archive = tmp_path / "model.tar"
+    archive.write_bytes(whole[: starts[0]] + os.urandom(512) + whole[starts[0] :])
+    with pytest.raises(ModelError) as err:
+        extract_archive(archive, tmp_path / "out")
+    assert "corrupt" in err.value.message and f"at byte {starts[0]}" in err.value.message
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_refused_archive_leaves_what_was_in_the_target_folder_alone(tmp_path):
