@@ -233,8 +233,8 @@ def check_declared(config: str | bytes, *, stored: int, what: object, limits: Li
         )
     if params > stored + DECLARED_SLACK:
         raise ModelError(
-            f"{what} declares {params:,} parameters ({_human(nbytes)}), which Keras would allocate before reading its "
-            f"weights, but stores only {stored:,}: {named}. A genuine model stores every weight it declares; cloudml "
-            f"refuses a config that declares over {DECLARED_SLACK:,} more than its file stores",
+            f"{what} declares {params:,} parameters ({_human(nbytes)}) but stores only {stored:,}: {named}. Keras "
+            f"allocates every declared variable before it reads the weights, and a genuine model stores every weight "
+            f"it declares (cloudml allows {DECLARED_SLACK:,} more)",
             hint="the file is damaged or was crafted: re-save the model with model.save() where it was trained",
         )
