@@ -151,7 +151,7 @@ def _attention(cfg: dict, shapes: dict) -> Counted:
     value_dim = _count(cfg.get("value_dim")) or key_dim
     query = _last(shapes.get("query_shape"))
     value = _last(shapes.get("value_shape"))
-    key = _last(shapes.get("key_shape") or shapes.get("value_shape"))
+    key = _last(shapes["key_shape"] if "key_shape" in shapes and shapes["key_shape"] is not None else shapes.get("value_shape"))
     output = _count(cfg.get("output_shape")) or query
     kernels = heads * (key_dim * (query + key) + value_dim * value + value_dim * output)
     return kernels + _bias(cfg, heads * (2 * key_dim + value_dim) + output), f"num_heads={heads}, key_dim={key_dim}"
@@ -195,7 +195,7 @@ def _flat_shape(value: Any) -> Shape | None:
 
 
 def _tensor_shapes(value: Any) -> list[Shape]:
-    """The shapes of the Keras tensors a Functional model's inbound node records, in order."""
+    """The shapes of the Keras tensors in `value`, in order."""
     if isinstance(value, dict):
         if value.get("class_name") == "__keras_tensor__" and isinstance(value.get("config"), dict):
             shape = _flat_shape(value["config"].get("shape"))
@@ -206,20 +206,42 @@ def _tensor_shapes(value: Any) -> list[Shape]:
     return []
 
 
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
 def _input_shapes(node: dict, cfg: dict, inherited: Shape | None) -> dict[str, Shape | None]:
     """The input shapes the config records for a layer: `input` (its first input), and for
     attention layers `query_shape`, `value_shape`, `key_shape`."""
-    build = node.get("build_config")
-    build = build if isinstance(build, dict) else {}
-    named = build.get("shapes_dict") if isinstance(build.get("shapes_dict"), dict) else {}
-    shapes: dict[str, Shape | None] = {k: _flat_shape(v) for k, v in named.items()}
-    nodes = _tensor_shapes(node.get("inbound_nodes"))
-    shape = (_flat_shape(build.get("input_shape")) or next(iter(shapes.values()), None) or (nodes[0] if nodes else None)
+    build = _dict(node.get("build_config"))
+    shapes: dict[str, Shape | None] = {k: _flat_shape(v) for k, v in _dict(build.get("shapes_dict")).items()}
+    # What its first call passed, as a Functional model records it: by position, and `key` by name.
+    first = _dict(next(iter(_list(node.get("inbound_nodes"))), None))
+    nodes = [next(iter(_tensor_shapes(arg)), None) for arg in _list(first.get("args"))]
+    kwargs = _dict(first.get("kwargs"))
+    shape = (_flat_shape(build.get("input_shape")) or next(iter(shapes.values()), None) or next((n for n in nodes if n), None)
              or _flat_shape(cfg.get("batch_input_shape")) or inherited)
-    if not shapes and nodes:
-        shapes = dict(zip(("query_shape", "value_shape", "key_shape"), nodes))
+    if not shapes and nodes:  # an attention layer's call: query, value, key (the value when not given)
+        query, value, key = (nodes + [None, None, None])[:3]
+        key = key or next(iter(_tensor_shapes(kwargs.get("key"))), None) or (value if "key" not in kwargs and len(nodes) < 3 else [None])
+        shapes = {"query_shape": query, "value_shape": value, "key_shape": key}
     shapes.setdefault("query_shape", shape)
     return {"input": shape, **shapes}
+
+
+def _quantized(cfg: dict) -> bool:
+    """Whether a layer's (or a model's) dtype policy quantizes: int4 packs two values in one stored."""
+    policy = cfg.get("dtype")
+    if isinstance(policy, dict):
+        inner = policy.get("config")
+        if policy.get("class_name") not in ("DTypePolicy", "FloatDTypePolicy"):
+            return True
+        policy = inner.get("name") if isinstance(inner, dict) else None
+    return isinstance(policy, str) and "_from_" in policy
 
 
 def _itemsize(cfg: dict) -> int:
@@ -242,11 +264,15 @@ def _spatial(cfg: dict, shape: Shape, window_key: str, default_stride: Any) -> S
     rank = len(shape) - 2
     if rank < 1 or cfg.get("data_format", "channels_last") != "channels_last":
         return None
-    windows, strides, dilations = (v if isinstance(v, list) else [v] * rank
-                                   for v in (cfg.get(window_key), cfg.get("strides") or default_stride, cfg.get("dilation_rate", 1)))
+    windows = cfg.get(window_key)
+    windows = windows if isinstance(windows, list) else [windows] * rank
+    strides = cfg.get("strides") or default_stride or windows  # pooling strides default to the window
+    strides = strides if isinstance(strides, list) else [strides] * rank
+    dilations = cfg.get("dilation_rate", 1)
+    dilations = dilations if isinstance(dilations, list) else [dilations] * rank
     padding = cfg.get("padding", "valid")
     out: Shape = [shape[0]]
-    for n, k, stride, dilation in zip(shape[1:-1], windows, strides or windows, dilations):
+    for n, k, stride, dilation in zip(shape[1:-1], windows, strides, dilations):
         n, k, stride, dilation = _count(n), _count(k), _count(stride), _count(dilation)
         if n is None or not k or not stride or not dilation or padding not in ("valid", "same", "causal"):
             out.append(None)
@@ -277,7 +303,8 @@ def _output_shape(class_name: str, cfg: dict, shape: Shape | None) -> Shape | No
         return [shape[0], None if None in dims else math.prod(d for d in dims if d is not None)]
     if class_name in ("LSTM", "GRU", "SimpleRNN") and _count(cfg.get("units")) is not None:
         return shape[:-1] + [cfg["units"]] if cfg.get("return_sequences") else [shape[0], cfg["units"]]
-    if class_name.startswith(("Conv", "Convolution")) and class_name.endswith("D") and _count(cfg.get("filters")) is not None:
+    conv = class_name.startswith(("Conv", "Convolution", "SeparableConv")) and class_name.endswith("D") and "LSTM" not in class_name
+    if conv and _count(cfg.get("filters")) is not None:
         out = _spatial(cfg, shape, "kernel_size", 1)
         return out[:-1] + [cfg["filters"]] if out else None
     if class_name.startswith(("MaxPooling", "AveragePooling")):
@@ -290,39 +317,41 @@ def _output_shape(class_name: str, cfg: dict, shape: Shape | None) -> Shape | No
 def declared_variables(config: Any) -> list[Declared]:
     """The parameters each known layer of a Keras model config declares (see the module doc)."""
     found: list[Declared] = []
-    _walk(config, "", None, found)
+    _walk(config, "", None, found, False)
     return found
 
 
-def _walk(node: Any, prefix: str, inherited: Shape | None, found: list[Declared]) -> Shape | None:
+def _walk(node: Any, prefix: str, inherited: Shape | None, found: list[Declared], quantized: bool) -> Shape | None:
     """Records what `node` and the layers inside it declare; returns the shape it outputs, where
     a Sequential model's next layer may take it from."""
-    if not isinstance(node, dict) or not isinstance(node.get("class_name"), str):
+    node = _dict(node)
+    class_name = node.get("class_name")
+    if not isinstance(class_name, str):
         return None
-    class_name, cfg = node["class_name"], node.get("config")
-    layers = cfg if isinstance(cfg, list) else cfg.get("layers") if isinstance(cfg, dict) else None
-    cfg = cfg if isinstance(cfg, dict) else {}
-    name = cfg.get("name") if isinstance(cfg.get("name"), str) else class_name
+    layers = node["config"] if isinstance(node.get("config"), list) else _dict(node.get("config")).get("layers")
+    cfg = _dict(node.get("config"))
+    name = cfg["name"] if isinstance(cfg.get("name"), str) else class_name
     path = f"{prefix}/{name}" if prefix else name
+    quantized = quantized or _quantized(cfg)  # a model's policy (a DTypePolicyMap) may quantize its layers
     if isinstance(layers, list):  # a Sequential or Functional model, at any depth
         passed = None
         for layer in layers:
-            passed = _walk(layer, path, passed, found) if class_name == "Sequential" else _walk(layer, path, None, found)
+            passed = _walk(layer, path, passed if class_name == "Sequential" else None, found, quantized)
         return None
     shapes = _input_shapes(node, cfg, inherited)
     shape = shapes["input"]
     inner_shape = shape[:1] + shape[2:] if class_name == "TimeDistributed" and shape else shape
-    if class_name == "Bidirectional" and "backward_layer" not in cfg:
-        cfg = {**cfg, "backward_layer": cfg.get("layer")}  # Keras copies the forward layer
-    _walk(cfg.get("layer"), path, inner_shape, found)
-    _walk(cfg.get("backward_layer"), path, inner_shape, found)
-    cells = cfg.get("cells") if isinstance(cfg.get("cells"), list) else [cfg.get("cell")] if "cell" in cfg else []
-    for cell in cells:  # an RNN's cells, each taking the output of the one before
-        units = _count(cell.get("config", {}).get("units")) if isinstance(cell, dict) and isinstance(cell.get("config"), dict) else None
-        _walk(cell, path, inner_shape, found)
-        inner_shape = (inner_shape or [None])[:-1] + [units]
+    backward = cfg.get("layer") if class_name == "Bidirectional" and cfg.get("backward_layer") is None else cfg.get("backward_layer")
+    _walk(cfg.get("layer"), path, inner_shape, found, quantized)
+    _walk(backward, path, inner_shape, found, quantized)  # Bidirectional copies the forward layer if none is given
+    for cell in _list(cfg.get("cells")) or ([cfg["cell"]] if "cell" in cfg else []):  # each takes the one before's output
+        _walk(cell, path, inner_shape, found, quantized)
+        inner_shape = (inner_shape or [None])[:-1] + [_count(_dict(_dict(cell).get("config")).get("units"))]
     counter = _COUNTERS.get(class_name)
     counted = _attention(cfg, shapes) if class_name == "MultiHeadAttention" else counter(cfg, shape) if counter else None
     if counted is not None:
-        found.append(Declared(path, class_name, counted[0], counted[1], _itemsize(cfg)))
+        params, detail = counted
+        if quantized:
+            params, detail = params // 2, f"{detail}, quantized"
+        found.append(Declared(path, class_name, params, detail, _itemsize(cfg)))
     return _output_shape(class_name, cfg, shape)
