@@ -225,6 +225,15 @@ DECLARING_FILES = {
             _layer("Dense", {"name": "dense", "units": 10**9})])),
         ["'legacy/dense' (Dense, units=1000000000) declares 3,000,000,000", "stores only 8"],
     ),
+    "h5-tf-keras-2-wide-input-4gb": (
+        # As tf.keras 2 wrote configs: no modules, the input's shape on the first layer; the bomb is its width.
+        lambda p: _h5_weights(p.with_suffix(".h5"), {"model_weights/dense/dense/bias": (1000,)}, model_config={"class_name": "Sequential", "config": {
+            "name": "sequential", "layers": [
+                {"class_name": "InputLayer", "config": {"batch_input_shape": [None, 10**6], "dtype": "float32", "name": "x"}},
+                {"class_name": "Dropout", "config": {"name": "dropout", "rate": 0.5}},
+                {"class_name": "Dense", "config": {"name": "dense", "units": 1000, "use_bias": True}}]}}),
+        ["'sequential/dense' (Dense, units=1000) declares 1,000,001,000", "stores only 1,000"],
+    ),
 }
 
 
@@ -277,6 +286,16 @@ def test_the_seed_models_package_as_h5_and_as_keras(seed_models, tmp_path):
         for model in (seed.path, keras_file):
             packaged = package_model(model, tmp_path / f"out-{model.name}", archive=False)
             assert (packaged.version_dir / "saved_model.pb").is_file()
+
+
+@pytest.mark.slow
+def test_a_quantized_model_is_not_refused_for_the_weights_its_packing_saves(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((4096,)), keras.layers.Dense(2048), keras.layers.Embedding(8000, 1000)])
+    model.quantize("int4")  # 16 M parameters declared in float, stored packed two to a byte: 8.5 M values
+    model.save(tmp_path / "int4.keras")
+    check_keras_zip(tmp_path / "int4.keras", what="int4.keras")
 
 
 def _zoo():

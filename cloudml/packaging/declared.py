@@ -4,10 +4,13 @@ Keras builds every layer from the config, allocating and initialising its variab
 then reads the weights: a config declaring a Dense layer of 10**9 units costs gigabytes even when
 the file stores no weights at all. This counts, without Keras, the parameters of the layer types
 that hold a model's weights. A count is exact where the config records the layer's input shape
-(every built layer of a `.keras` file, the inputs of a Functional model), else a lower bound: an
-unknown dimension counts as 1. A layer type not known here counts nothing, so nothing is refused
-on guesswork; nested Sequential and Functional models and wrappers (Bidirectional,
-TimeDistributed, RNN cells) are walked.
+(every built layer of a `.keras` file, the inputs of a Functional model) or where it follows from
+the layers before it in a Sequential model (a legacy `.h5` records only the model's input), else
+a lower bound: an unknown dimension counts as 1, and a quantized layer half (int4 packs two
+values in one stored). A layer type not known here counts nothing, so nothing is refused on
+guesswork; nested Sequential and Functional models and wrappers (Bidirectional,
+TimeDistributed, RNN cells) are walked. Counting never over-states what Keras allocates: the
+tests check it layer by layer against Keras.
 """
 
 from __future__ import annotations
