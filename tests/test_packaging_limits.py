@@ -465,13 +465,14 @@ def test_a_tar_cut_anywhere_before_its_end_marker_is_refused_as_truncated_and_a_
         assert (out / "1" / "variables" / "variables.index").read_bytes() == _TWO_MEMBERS[1][1]
 
 
-def test_a_block_that_is_no_tar_header_after_a_member_is_refused_as_corrupt(tmp_path):
+@pytest.mark.parametrize("block, message", [(os.urandom(512), "invalid header"), (bytes(512), "a lone zero block")], ids=["garbage", "zeros"])
+def test_a_block_that_is_no_tar_header_after_a_member_is_refused_as_corrupt_not_taken_for_the_end(tmp_path, block, message):
     whole, starts = _plain_tar(_TWO_MEMBERS)
     archive = tmp_path / "model.tar"
-    archive.write_bytes(whole[: starts[0]] + os.urandom(512) + whole[starts[0] :])
+    archive.write_bytes(whole[: starts[0]] + block + whole[starts[0] :])  # tarfile alone would drop the second member
     with pytest.raises(ModelError) as err:
         extract_archive(archive, tmp_path / "out")
-    assert "corrupt" in err.value.message and f"at byte {starts[0]}" in err.value.message
+    assert "corrupt" in err.value.message and f"{message} at byte {starts[0]}" in err.value.message, err.value.message
     assert not (tmp_path / "out").exists()
 
 

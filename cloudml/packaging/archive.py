@@ -80,8 +80,12 @@ class _EndCheckedInfo(tarfile.TarInfo):
         block = tar.fileobj.read(tarfile.BLOCKSIZE)
         if tar.offset > 0 and len(block) < tarfile.BLOCKSIZE:
             raise _Truncated(f"after {tar.offset} bytes, where a member or the end-of-archive marker should start")
-        if block == bytes(tarfile.BLOCKSIZE) and tar.fileobj.read(tarfile.BLOCKSIZE) != block:
-            raise _Truncated(f"after {tar.offset} bytes, within its end-of-archive marker")
+        if block == bytes(tarfile.BLOCKSIZE):
+            second = tar.fileobj.read(tarfile.BLOCKSIZE)
+            if len(second) < tarfile.BLOCKSIZE:
+                raise _Truncated(f"after {tar.offset} bytes, within its end-of-archive marker")
+            if second != block:  # tarfile would end here, dropping the members after it
+                raise tarfile.ReadError(f"a lone zero block at byte {tar.offset}, followed by more data")
         try:
             info = cls.frombuf(block, tar.encoding, tar.errors)
         except tarfile.HeaderError as exc:
