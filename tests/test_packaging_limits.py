@@ -225,6 +225,11 @@ DECLARING_FILES = {
             _layer("Dense", {"name": "dense", "units": 10**9})])),
         ["'legacy/dense' (Dense, units=1000000000) declares 3,000,000,000", "stores only 8"],
     ),
+    "keras-einsum-dense-8gb": (
+        lambda p: _declaring_keras(p.with_suffix(".keras"), _model("Functional", "einsum", [
+            _ids_input(16), _layer("EinsumDense", {"name": "proj", "equation": "ab,bc->ac", "output_shape": [125_000_000]}, [None, 16])]), {}),
+        ["'einsum/proj' (EinsumDense, equation='ab,bc->ac', output_shape=[125000000]) declares 2,000,000,000"],
+    ),
     "h5-tf-keras-2-wide-input-4gb": (
         # As tf.keras 2 wrote configs: no modules, the input's shape on the first layer; the bomb is its width.
         lambda p: _h5_weights(p.with_suffix(".h5"), {"model_weights/dense/dense/bias": (1000,)}, model_config={"class_name": "Sequential", "config": {
@@ -322,7 +327,8 @@ def _zoo():
     c = layers.Flatten()(layers.Conv3DTranspose(2, 2)(layers.Conv3D(3, 2)(vol)))
     e = layers.Embedding(50, 9)(tok)
     e = layers.SimpleRNN(4, return_sequences=True)(layers.MultiHeadAttention(num_heads=2, key_dim=5, value_dim=3)(e, e))
-    e = layers.RNN(layers.StackedRNNCells([layers.LSTMCell(4), layers.GRUCell(2)]))(layers.TimeDistributed(layers.Dense(3))(e))
+    e = layers.EinsumDense("abc,cd->abd", output_shape=(7, 6), bias_axes="d")(layers.TimeDistributed(layers.Dense(3))(e))
+    e = layers.RNN(layers.StackedRNNCells([layers.LSTMCell(4), layers.GRUCell(2)]))(e)
     f = layers.Flatten()(layers.ConvLSTM2D(3, 2)(frames))
     out = layers.Dense(2, dtype="float64")(layers.Concatenate()([a, b, c, e, f]))
     return keras.Model([seq, img, vol, tok, frames], out, name="zoo")

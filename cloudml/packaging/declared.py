@@ -160,6 +160,27 @@ def _attention(cfg: dict, shapes: dict) -> Counted:
     return kernels + _bias(cfg, heads * (2 * key_dim + value_dim) + output), f"num_heads={heads}, key_dim={key_dim}"
 
 
+def _einsum_dense(cfg: dict, shape: Shape | None) -> Counted:
+    """The kernel is the weight operand of `equation`: each of its axes sized by the input's or
+    `output_shape` (which leaves out the batch). With "..." in it, unknown axes count as 1."""
+    equation = cfg.get("equation")
+    if not isinstance(equation, str) or equation.count(",") != 1 or equation.count("->") != 1:
+        return None
+    operands, output_spec = equation.replace(" ", "").split("->")
+    input_spec, weight_spec = operands.split(",")
+    if "..." in weight_spec:
+        return None
+    declared = cfg.get("output_shape")
+    output = [None, *(declared if isinstance(declared, list) else [declared])]
+    elided = "..." in input_spec or "..." in output_spec
+    inputs = dict(zip(input_spec, _dims(shape))) if not elided and len(_dims(shape)) == len(input_spec) else {}
+    outputs = dict(zip(output_spec, _dims(output))) if not elided and len(output) == len(output_spec) else {}
+    kernel = math.prod(inputs.get(axis) or outputs.get(axis) or 1 for axis in weight_spec)
+    bias_axes = cfg.get("bias_axes") if isinstance(cfg.get("bias_axes"), str) else ""
+    bias = math.prod(outputs.get(axis) or 1 for axis in bias_axes) if bias_axes else 0
+    return kernel + bias, f"equation={equation!r}, output_shape={declared}"
+
+
 def _prelu(cfg: dict, shape: Shape | None) -> Counted:
     dims = _dims(shape)[1:]
     shared = cfg.get("shared_axes") or []
@@ -170,6 +191,7 @@ def _prelu(cfg: dict, shape: Shape | None) -> Counted:
 _COUNTERS: dict[str, Callable[[dict, Shape | None], Counted]] = {
     "Dense": _dense,
     "Embedding": _embedding,
+    "EinsumDense": _einsum_dense,
     "LSTM": _recurrent(4), "LSTMCell": _recurrent(4),
     "GRU": _recurrent(3), "GRUCell": _recurrent(3),
     "SimpleRNN": _recurrent(1), "SimpleRNNCell": _recurrent(1),
