@@ -65,6 +65,37 @@ class _Unreadable(Exception):
     """A read of the archive failed (truncated or corrupt data), as opposed to a write."""
 
 
+class _Truncated(Exception):
+    """The archive's data ends before the tar does: `str()` says where."""
+
+
+class _EndCheckedInfo(tarfile.TarInfo):
+    """Reads headers as tarfile does, except where tarfile quietly takes the end of the data, or
+    a block that is no header, for the end of the archive: a tar cut at a member boundary would
+    otherwise read as complete. A complete tar ends with two zero blocks after its last member."""
+
+    @classmethod
+    def fromtarfile(cls, tar):
+        # TarInfo.fromtarfile, with the block looked at before frombuf takes it.
+        block = tar.fileobj.read(tarfile.BLOCKSIZE)
+        if tar.offset > 0 and len(block) < tarfile.BLOCKSIZE:
+            raise _Truncated(f"after {tar.offset} bytes, where a member or the end-of-archive marker should start")
+        if block == bytes(tarfile.BLOCKSIZE):
+            second = tar.fileobj.read(tarfile.BLOCKSIZE)
+            if len(second) < tarfile.BLOCKSIZE:
+                raise _Truncated(f"after {tar.offset} bytes, within its end-of-archive marker")
+            if second != block:  # tarfile would end here, dropping the members after it
+                raise tarfile.ReadError(f"a lone zero block at byte {tar.offset}, followed by more data")
+        try:
+            info = cls.frombuf(block, tar.encoding, tar.errors)
+        except tarfile.HeaderError as exc:
+            if tar.offset == 0 or block == bytes(tarfile.BLOCKSIZE):
+                raise  # tarfile's own "empty file", "invalid header" or end of the archive
+            raise tarfile.ReadError(f"{exc} at byte {tar.offset}, after the last member that could be read") from None
+        info.offset = tar.fileobj.tell() - tarfile.BLOCKSIZE
+        return info._proc_member(tar)  # type: ignore[attr-defined]  # the hook tarfile leaves subclasses
+
+
 class _CountedStream:
     """The decompressed tar stream, counted as tarfile reads it, so the limits stop extraction
     (and bound the memory tarfile's headers may take) at the limit."""
@@ -72,12 +103,16 @@ class _CountedStream:
     def __init__(self, raw: io.BufferedIOBase, *, packed: int, limits: Limits, what: object):
         self.raw, self.packed, self.limits, self.what = raw, packed, limits, what
         self.count = 0
+        self.exhausted = False  # the data ended: a tar error after that means it is truncated
 
     def read(self, size: int = -1) -> bytes:
         try:
             data = self.raw.read(size)
-        except (EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+        except EOFError as exc:  # the compressed stream ended early
+            raise _Truncated(f"in the middle of its compressed data ({exc})") from exc
+        except (OSError, zlib.error, lzma.LZMAError) as exc:
             raise _Unreadable(str(exc) or type(exc).__name__) from exc
+        self.exhausted = self.exhausted or (not data and size != 0)
         self.count += len(data)
         self.limits.check_size(self.count, self.packed, self.what)
         return data
@@ -148,13 +183,15 @@ def extract_archive(archive: Path, target: Path, *, what: object = None, limits:
 
 def _extract(archive: Path, root: Path, *, what: object, limits: Limits) -> None:
     seen: dict[str, bool] = {}
+    counted: _CountedStream | None = None
+    members = 0
     try:
         with archive.open("rb") as raw, _decompressed(raw) as stream:
             counted = _CountedStream(stream, packed=max(archive.stat().st_size, 1), limits=limits, what=what)
             # Stream mode ("r|") only reads; typeshed asks any fileobj for write, seek and tell too.
-            with tarfile.open(fileobj=cast(BinaryIO, counted), mode="r|", bufsize=CHUNK) as tar:
-                for count, member in enumerate(tar, start=1):
-                    limits.check_members(count, what)
+            with tarfile.open(fileobj=cast(BinaryIO, counted), mode="r|", bufsize=CHUNK, tarinfo=_EndCheckedInfo) as tar:
+                for members, member in enumerate(tar, start=1):
+                    limits.check_members(members, what)
                     try:
                         destination = _destination(member, root, seen)
                     except UnsafeArchiveError as exc:
@@ -170,8 +207,25 @@ def _extract(archive: Path, root: Path, *, what: object, limits: Limits) -> None
                     with source, destination.open("wb") as out:
                         while chunk := source.read(CHUNK):
                             out.write(chunk)
-    except (_Unreadable, tarfile.TarError) as exc:
-        raise UnsafeArchiveError(
-            f"{what} is truncated or corrupt, or not a tar archive ({exc}); nothing was unpacked",
-            hint=f"check it is complete (`tar tf {what}` lists it without an error), or copy or download it again",
-        ) from None
+    except tarfile.TarError as exc:
+        if members and counted is not None and counted.exhausted:  # e.g. "unexpected end of data"
+            raise _truncated(what, f"in the middle of a member ({exc})") from None
+        raise _corrupt(what, exc) from None
+    except _Truncated as exc:
+        raise _truncated(what, str(exc)) from None
+    except _Unreadable as exc:
+        raise _corrupt(what, exc) from None
+
+
+def _truncated(what: object, where: str) -> UnsafeArchiveError:
+    return UnsafeArchiveError(
+        f"{what} is truncated: its data ends {where}; nothing was unpacked",
+        hint="the file is incomplete: copy, upload or download it again, and compare its size or checksum with the original's",
+    )
+
+
+def _corrupt(what: object, exc: Exception) -> UnsafeArchiveError:
+    return UnsafeArchiveError(
+        f"{what} is truncated or corrupt, or not a tar archive ({exc}); nothing was unpacked",
+        hint=f"check it is complete (`tar tf {what}` lists it without an error), or copy or download it again",
+    )

@@ -2,13 +2,16 @@
 
 A `model.tar.gz` is counted as it is decompressed (archive.py); a `.keras` zip is checked from
 its directory and an HDF5 file (a legacy `.h5`, a `.keras` file's weights) from its metadata,
-before Keras reads any of it (`check_keras_zip`, `check_h5`). The limits are read from the
-environment when they are applied, so they reach packaging child processes and servers too.
+before Keras reads any of it (`check_keras_zip`, `check_h5`). Both also check what the model's
+config declares against what the file stores (`check_declared`): Keras allocates every declared
+variable before it reads a weight. The limits are read from the environment when they are
+applied, so they reach packaging child processes and servers too.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import struct
 import zipfile
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloudml.errors import ConfigError, ModelError
+from cloudml.packaging.declared import declared_variables
 
 MAX_BYTES_VAR = "CLOUDML_MAX_MODEL_BYTES"
 MAX_RATIO_VAR = "CLOUDML_MAX_COMPRESSION_RATIO"
@@ -97,10 +101,19 @@ def check_keras_zip(path: Path, *, what: object, limits: Limits | None = None) -
     for member in members:
         limits.check_size(member.file_size, member.compress_size, f"{what} (its member {member.filename!r})")
     limits.check_size(sum(m.file_size for m in members), path.stat().st_size, what)
-    weights = next((m for m in members if m.filename == "model.weights.h5"), None)
-    if weights is not None:
-        with zipfile.ZipFile(path) as archive, _member(archive, path, weights) as handle:
-            check_h5(handle, what=f"{what} (its member 'model.weights.h5')", packed=weights.compress_size, limits=limits)
+    names = {m.filename: m for m in members}
+    stored = 0
+    with zipfile.ZipFile(path) as archive:
+        if "model.weights.h5" in names:
+            weights = names["model.weights.h5"]
+            with _member(archive, path, weights) as handle:
+                stored = check_h5(handle, what=f"{what} (its member 'model.weights.h5')", packed=weights.compress_size, limits=limits)
+        elif "model.weights.npz" in names:
+            # Its arrays are pickled (unread here): its size bounds the values they can hold, at a byte each.
+            stored = names["model.weights.npz"].file_size
+        config = archive.read("config.json") if "config.json" in names else None
+    if config is not None:
+        check_declared(config, stored=stored, what=what, limits=limits)
 
 
 def _member(archive: zipfile.ZipFile, path: Path, info: zipfile.ZipInfo):
@@ -150,14 +163,16 @@ class _Window(io.RawIOBase):
         super().close()
 
 
-def check_h5(source, *, what: object, packed: int, limits: Limits | None = None) -> None:
+def check_h5(source, *, what: object, packed: int, limits: Limits | None = None) -> int:
     """Refuse an HDF5 file (a legacy .h5 model, or a .keras file's weights) whose datasets
-    declare more than the limits allow. HDF5 compresses datasets itself, and Keras reads each one
-    whole, so a small file can make it allocate gigabytes; this reads only the metadata."""
+    declare more than the limits allow, and a legacy .h5 model whose config declares more
+    variables than it stores (`check_declared`). HDF5 compresses datasets itself, and Keras reads
+    each one whole, so a small file can make it allocate gigabytes; this reads only the metadata.
+    Returns the number of values the datasets hold."""
     import h5py  # Keras needs it anyway; it imports no TensorFlow
 
     limits = limits or Limits.from_env()
-    declared = 0
+    declared = stored = 0
     try:
         with h5py.File(source, "r") as h5:
             datasets = []
@@ -165,6 +180,44 @@ def check_h5(source, *, what: object, packed: int, limits: Limits | None = None)
             for name, dataset in datasets:
                 limits.check_size(dataset.nbytes, dataset.id.get_storage_size(), f"{what} (its dataset {name!r})")
                 declared += dataset.nbytes
+                stored += dataset.size
+            config = h5.attrs.get("model_config")
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelError(f"{what} is not a readable HDF5 file ({exc})", hint="re-save the model with model.save()") from None
     limits.check_size(declared, packed, what)
+    if config is not None:
+        check_declared(config, stored=stored, what=what, limits=limits)
+    return stored
+
+
+# Parameters a config may declare beyond those its file stores: a few MiB allocated for nothing
+# are harmless, and the slack keeps a lower bound's rounding from ever refusing a genuine model.
+DECLARED_SLACK = RATIO_FLOOR // 4
+
+
+def check_declared(config: str | bytes, *, stored: int, what: object, limits: Limits | None = None) -> None:
+    """Refuse a model whose config (JSON) declares layers whose variables exceed the limit on a
+    model's size, or exceed by more than DECLARED_SLACK the `stored` values of its weights: Keras
+    allocates and initialises every declared variable before reading the weights, and a genuine
+    model stores every weight it declares. A config that is no JSON is left to Keras to refuse."""
+    limits = limits or Limits.from_env()
+    try:
+        layers = declared_variables(json.loads(config))
+    except (ValueError, RecursionError):
+        return
+    params, nbytes = sum(d.params for d in layers), sum(d.nbytes for d in layers)
+    largest = sorted(layers, key=lambda d: d.params, reverse=True)[:2]
+    named = "; ".join(f"layer {d.path!r} ({d.class_name}, {d.detail}) declares {d.params:,} ({_human(d.nbytes)})" for d in largest)
+    if nbytes > limits.max_bytes:
+        raise ModelError(
+            f"{what} declares layers whose variables take {_human(nbytes)}, more than {_human(limits.max_bytes)}, "
+            f"the limit on a model's unpacked size ({MAX_BYTES_VAR}): {named}",
+            hint=f"if the model really is that large, raise the limit, e.g. export {MAX_BYTES_VAR}={2 * nbytes}",
+        )
+    if params > stored + DECLARED_SLACK:
+        raise ModelError(
+            f"{what} declares {params:,} parameters ({_human(nbytes)}) but stores only {stored:,}: {named}. Keras "
+            f"allocates every declared variable before it reads the weights, and a genuine model stores every weight "
+            f"it declares (cloudml allows {DECLARED_SLACK:,} more)",
+            hint="the file is damaged or was crafted: re-save the model with model.save() where it was trained",
+        )

@@ -21,7 +21,8 @@ def _quiet_tensorflow() -> None:
 def export_keras(source: ModelSource, target: Path, *, copy: Path | None = None) -> None:
     """Load a .keras/.h5 file (from `copy`, cloudml's copy of it, when given) and export its
     inference function as a SavedModel at `target`. Errors name the user's file. A file that
-    unpacks past the limits (limits.py) is refused before Keras reads any of it."""
+    unpacks past the limits, or whose config declares more variables than it stores (limits.py),
+    is refused before Keras reads any of it."""
     model_file = copy or source.path
     if source.format == "keras":
         check_keras_zip(model_file, what=source.path)
