@@ -167,6 +167,22 @@ def unservable_model(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def lgamma_model(tmp_path_factory) -> Path:
+    """A SavedModel with an op tf2onnx has no ONNX mapping for (Lgamma), which TensorFlow runs."""
+    import tensorflow as tf
+
+    class Model(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": tf.math.lgamma(tf.abs(x) + 1.0)}
+
+    module = Model()
+    path = tmp_path_factory.mktemp("lgamma") / "lgamma" / "1"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
 def _cleanup_home(home: Path) -> None:
     """Stop every server a test left running in `home`."""
     if not (home / "state.db").exists():

@@ -278,22 +278,6 @@ def test_a_wrong_shape_sample_is_refused_before_converting(packaged):
     assert err.value.exit_code == ExitCode.MODEL and not (package.version_dir / ONNX_FILE).exists()
 
 
-@pytest.fixture(scope="module")
-def lgamma_model(tmp_path_factory) -> Path:
-    """A SavedModel with an op tf2onnx has no ONNX mapping for (Lgamma), which TensorFlow runs."""
-    import tensorflow as tf
-
-    class Model(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
-        def serve(self, x):
-            return {"y": tf.math.lgamma(tf.abs(x) + 1.0)}
-
-    module = Model()
-    path = tmp_path_factory.mktemp("lgamma") / "lgamma" / "1"
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
-    return path
-
-
 @pytest.mark.slow
 def test_an_op_without_onnx_mapping_falls_back_to_tensorflow_naming_the_op(lgamma_model):
     from cloudml.backends.tensorflow import TensorFlowBackend

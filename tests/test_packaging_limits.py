@@ -125,14 +125,33 @@ def _keras_zip(path: Path, weights: bytes, *, compression=zipfile.ZIP_STORED) ->
     return path
 
 
-# Keras is imported only to load a model; a refused zip must never get that far.
-_PACKAGE_AND_REPORT_IMPORTS = textwrap.dedent("""
-    import atexit, resource, sys, runpy
-    atexit.register(lambda: print("keras imported:", "keras" in sys.modules or "tensorflow" in sys.modules, file=sys.stderr))
-    atexit.register(lambda: print("max rss KiB:", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr))
-    sys.argv = ["cloudml", "package", *sys.argv[1:]]
-    runpy.run_module("cloudml", run_name="__main__")
+# Keras is imported only to load a model; a refused zip must never get that far. `cloudml package`
+# packages in a child process, so every Python process it starts reports (a sitecustomize runs in
+# each): whether it imported Keras or TensorFlow, and its peak RSS (VmHWM: this process's own,
+# not the pytest process it was forked from, which ru_maxrss would include).
+_REPORT_IMPORTS = textwrap.dedent("""
+    import atexit, os, sys
+
+    def _report():
+        peak = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+        with open(os.environ["CLOUDML_TEST_REPORT"], "a") as report:
+            print("keras imported:", "keras" in sys.modules or "tensorflow" in sys.modules, "max rss KiB:", peak, file=report)
+
+    atexit.register(_report)
 """)
+
+
+def _package_reporting(model: Path, out: Path, tmp_path: Path, env: dict | None = None) -> tuple[subprocess.CompletedProcess, list[bool], int]:
+    """`cloudml package MODEL --out OUT`: the result, whether each process imported Keras, the largest peak RSS."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir(exist_ok=True)
+    (hooks / "sitecustomize.py").write_text(_REPORT_IMPORTS)
+    path = os.pathsep.join([str(hooks), str(REPO), os.environ.get("PYTHONPATH", "")])
+    result = subprocess.run([sys.executable, "-m", "cloudml", "package", str(model), "--out", str(out)], capture_output=True, text=True,
+                            timeout=120, cwd=REPO, env={**os.environ, **(env or {}), "PYTHONPATH": path, "CLOUDML_TEST_REPORT": str(hooks / "report")})
+    reports = (hooks / "report").read_text().splitlines()
+    imported = [line.split()[2] == "True" for line in reports]
+    return result, imported, max((int(line.split()[-1]) for line in reports), default=0)
 
 
 @pytest.mark.parametrize(
@@ -147,13 +166,10 @@ _PACKAGE_AND_REPORT_IMPORTS = textwrap.dedent("""
 )
 def test_a_keras_or_h5_file_past_a_limit_is_refused_before_keras_reads_it(tmp_path, make, env, limit):
     model = make(tmp_path / "model.keras")
-    result = subprocess.run(
-        [sys.executable, "-c", _PACKAGE_AND_REPORT_IMPORTS, str(model), "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ, **env},
-    )
+    result, imported, _ = _package_reporting(model, tmp_path / "out", tmp_path, env)
     assert result.returncode == 3, result.stderr
     assert limit in result.stderr and model.name in result.stderr
-    assert "keras imported: False" in result.stderr
+    assert len(imported) == 2 and not any(imported), result.stderr  # the CLI and its packaging child
     assert _files_below(tmp_path / "out") == []
 
 
@@ -248,15 +264,11 @@ def test_a_file_whose_config_declares_gigabytes_it_does_not_store_is_refused_at_
     model = make(tmp_path / "model")
     assert model.stat().st_size < 64 * 1024
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-c", _PACKAGE_AND_REPORT_IMPORTS, str(model), "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=120, cwd=REPO,
-    )
+    result, imported, max_rss = _package_reporting(model, tmp_path / "out", tmp_path)
     elapsed = time.monotonic() - started
     assert result.returncode == 3, result.stderr
     assert model.name in result.stderr and all(m in result.stderr for m in messages), result.stderr
-    assert "keras imported: False" in result.stderr
-    max_rss = int(result.stderr.split("max rss KiB:")[1].split()[0])
+    assert len(imported) == 2 and not any(imported), result.stderr
     assert max_rss < 400 * 1024, f"the refusal took {max_rss} KiB"
     assert elapsed < 30, f"the refusal took {elapsed:.1f} s"
     assert _files_below(tmp_path / "out") == []
