@@ -2,8 +2,10 @@
 
 `CLI` runs `cloudml` with a private CLOUDML_HOME, from a private folder (so no ./cloudml.yaml
 and no CLOUDML_* variable of the caller's can redirect it). `CLI.deploy` times deploy -> first
-200 from POST /invocations; `CLI.delete` removes a deployment and, if its server is still
-alive anyway, stops its process group. `server_phases` reads milestones from the server's log.
+200 from POST /invocations (`--runtime` when given); `CLI.serve` starts `cloudml serve` on an
+existing package and times process start -> first 200 (the serving process's own cold start,
+no packaging); `CLI.delete` removes a deployment and, if its server is still alive anyway,
+stops its process group. `server_phases` reads milestones from the server's log.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from procs import LOOPBACK, wait_for_prediction
+from procs import LOOPBACK, ProcessGroup, free_port, wait_for_prediction
 
 CLI_TIMEOUT_S = 300  # above the local provider's 180 s startup timeout
 FIRST_PREDICTION_TIMEOUT_S = 60
@@ -53,6 +55,11 @@ class Deployed:
     def version_dir(self) -> Path:
         return self.package / str(self.record["model_version"])
 
+    @property
+    def runtime(self) -> str:
+        """The backend serving it, as `cloudml status` shows it."""
+        return str(self.record["details"].get("runtime", "?"))
+
 
 @dataclass
 class CLI:
@@ -72,9 +79,10 @@ class CLI:
         return subprocess.run(self.argv() + list(args), cwd=self.workdir, env=self.env(),
                               capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
 
-    def deploy(self, model: Path, name: str, body: bytes, env: dict[str, str] | None = None) -> Deployed:
-        """`cloudml deploy MODEL --name NAME --provider local`, timed to the first prediction."""
+    def deploy(self, model: Path, name: str, body: bytes, env: dict[str, str] | None = None, runtime: str | None = None) -> Deployed:
+        """`cloudml deploy MODEL --name NAME --provider local [--runtime R]`, timed to the first prediction."""
         env_flags = [flag for key, value in (env or {}).items() for flag in ("--env", f"{key}={value}")]
+        env_flags += ["--runtime", runtime] if runtime else []
         self.deployed[name] = None  # from here on, cleanup must try to delete it
         started_wall, started = time.time(), time.perf_counter()
         result = self.run("deploy", str(model.resolve()), "--name", name, "--provider", "local",
@@ -92,6 +100,22 @@ class CLI:
         first = time.perf_counter()
         return Deployed(name, record, returned - started, first - started,
                         server_phases(Path(record["details"]["log"]), started_wall))
+
+    def serve(self, package: Path, body: bytes, log_path: Path) -> tuple[float, dict[str, float]]:
+        """`cloudml serve PACKAGE` (already packaged: nothing to convert), timed from process
+        start to its first 200; stopped again. Returns the seconds and the log's milestones."""
+        port = free_port()
+        with open(log_path, "wb") as log:
+            started_wall, started = time.time(), time.perf_counter()
+            group = ProcessGroup.start(self.argv() + ["serve", str(package), "--host", LOOPBACK, "--port", str(port)],
+                                       stdout=log, stderr=subprocess.STDOUT, env=self.env(), cwd=self.workdir)
+        try:
+            wait_for_prediction(port, body, timeout=FIRST_PREDICTION_TIMEOUT_S, alive=group.alive,
+                                accept=lambda payload: len(json.loads(payload)["predictions"]) == 1)
+            first = time.perf_counter() - started
+        finally:
+            group.stop()
+        return first, server_phases(log_path, started_wall)
 
     def delete(self, name: str) -> None:
         """Delete through the CLI; if its server still runs anyway, stop it ourselves."""
@@ -140,8 +164,9 @@ def server_phases(log_path: Path, started_wall: float) -> dict[str, float]:
     """Seconds from `cloudml deploy` starting to milestones in the server's own log."""
     milestones = {
         "server logs its first line": lambda line: True,
-        "packaging done, socket bound": lambda line: " serving " in line and " on http" in line,
-        "model loaded and warmed up": lambda line: "loaded and warmed up" in line,
+        "packaging done": lambda line: " runtime: " in line and " (from " in line,
+        "socket bound": lambda line: " serving " in line and " on http" in line,
+        "model loaded and warmed up": lambda line: " loaded by " in line and "warmed up" in line,
     }
     phases: dict[str, float] = {}
     try:

@@ -23,17 +23,27 @@ from cloudml.serving.model import ServedModel
 from cloudml.serving.server import _run, configure_logging, tcp_socket
 
 
+class NoopBackend:
+    """A runtime backend (cloudml.backends.Backend) whose model call costs nothing."""
+
+    name, version = "noop", ""
+    rejects: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, outputs):
+        self.outputs = outputs
+
+    def run(self, inputs):
+        batch = len(next(iter(inputs.values())))
+        return {name: np.zeros([batch] + [d or 1 for d in spec.shape[1:]], dtype=np.float32) for name, spec in self.outputs.items()}
+
+
 class NoopModel(ServedModel):
     def load(self) -> None:
-        self._call = self.run  # "ready"; nothing to load
         # As ServedModel.load does after loading: without it the no-op server alone pays for
         # full collections (p99 ~25 ms instead of ~8 ms at 32 clients) and the ceiling is low.
         gc.collect()
         gc.freeze()
-
-    def run(self, inputs):
-        batch = len(next(iter(inputs.values())))
-        return {name: np.zeros([batch] + [d or 1 for d in spec.shape[1:]], dtype=np.float32) for name, spec in self.signature.outputs.items()}
+        self.backend = NoopBackend(self.signature.outputs)  # "ready"; nothing to load
 
 
 def main() -> int:

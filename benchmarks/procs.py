@@ -139,3 +139,13 @@ def wait_for_serving_pids(port: int, count: int, *, timeout: float) -> set[int]:
             conn.close()
         time.sleep(0.05)
     return pids
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS (resident now) and VmHWM (its peak) of a process, in KiB, from /proc/PID/status."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0])  # "123456 kB"
+    return fields

@@ -7,19 +7,26 @@ On the same model (the seed MNIST CNN, trained by examples/train_cnn.py unless -
 and the same load (N closed-loop clients over kept-alive connections, one instance per request,
 --warmup s unmeasured then --duration s measured; wrk when on PATH, else benchmarks/loadgen.py):
 
-1. cloudml, batching on (defaults): `cloudml deploy MODEL --name bench-cnn --provider local`,
-   timed to the first 200 (cold start); then 1 client.
-2. --rounds paired rounds at --concurrency clients: cloudml, then the HTTP + JSON ceiling
-   (benchmarks/noop_server.py: same server, no-op model, on the package), reading each server's
-   GET /metrics before and after for the mean batch size it formed. A VM's speed drifts by 10%
-   or more within minutes, so the two are measured side by side, several times, and the table
-   shows the round with the median ratio.
-3. Cold-start references: `python -c "import tensorflow"`, and the same plus
-   `tf.saved_model.load` of the deployed package, three runs each.
-4. The model ceiling: benchmarks/raw_signature.py at batch 1 and at the mean batch size of 2.
-5. cloudml, batching off: a second deployment, bench-cnn-nobatch, --env CLOUDML_BATCHING=0
-   (deployed once the first is deleted, so one model server runs at a time).
-6. mlflow: installed into its own venv (benchmarks/mlflow_baseline.py), the model saved in MLflow
+1. cloudml on each runtime backend, batching on (defaults otherwise): `cloudml deploy MODEL
+   --provider local --runtime onnx` as bench-cnn-onnx and `--runtime tensorflow` as bench-cnn-tf,
+   each timed to the first 200 (cold start, packaging included); then 1 client on each.
+2. --rounds paired rounds at --concurrency clients: ONNX-served, the HTTP + JSON ceiling
+   (benchmarks/noop_server.py: same server, no-op model, on the package), TensorFlow-served (the
+   two backends swap places every other round), reading each server's GET /metrics before and
+   after for the mean batch size it formed. A VM's speed drifts by 10% or more within minutes,
+   so the three are measured side by side, several times, and the table shows the round with the
+   median ONNX / no-op ratio.
+3. RSS (VmRSS, VmHWM) of each deployment's serving process, after that load.
+4. Serving-process cold start: `cloudml serve PACKAGE` on each deployed package (no packaging),
+   process start -> first 200, alternately, three runs each; and the references
+   `python -c "import tensorflow"`, the same plus `tf.saved_model.load` of the package, and
+   `import onnxruntime` plus an InferenceSession on its model.onnx, three runs each.
+5. The model ceiling of each backend: benchmarks/raw_signature.py --backend B at batch 1 and at
+   the mean batch size that backend's server formed in 2.
+6. cloudml, batching off: a third deployment, bench-cnn-nobatch, --env CLOUDML_BATCHING=0, and a
+   fourth with CLOUDML_WORKERS=2, default runtime (deployed once the others are deleted, so one
+   model server runs at a time).
+7. mlflow: installed into its own venv (benchmarks/mlflow_baseline.py), the model saved in MLflow
    format, `mlflow models serve` timed to its first 200 and driven like the others.
    If it cannot be installed or started: "mlflow skipped: <reason>", and the rest still runs.
 
@@ -49,12 +56,14 @@ import loadgen
 import mlflow_baseline
 from deployments import CLI, CLI_TIMEOUT_S, tf_env
 from drive import drive, use_wrk
-from procs import ProcessGroup, free_port, wait_for_prediction, wait_for_serving_pids
+from procs import ProcessGroup, free_port, memory_kib, wait_for_prediction, wait_for_serving_pids
 from report import print_report, targets
 
 REPO = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
-BATCHED, UNBATCHED, TWO_PROCESSES = "bench-cnn", "bench-cnn-nobatch", "bench-cnn-2proc"
+BACKENDS = ("onnx", "tensorflow")
+BY_BACKEND = {"onnx": "bench-cnn-onnx", "tensorflow": "bench-cnn-tf"}
+UNBATCHED, TWO_PROCESSES = "bench-cnn-nobatch", "bench-cnn-2proc"
 TRAIN_TIMEOUT_S = 900
 NOOP_START_TIMEOUT_S = 60
 RAW_SECONDS_PER_BATCH = 3.0
@@ -67,7 +76,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=32, help="clients in the main scenarios (default: %(default)s)")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per scenario (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="paired rounds of cloudml and the no-op ceiling at --concurrency clients (default: %(default)s)")
+                        help="paired rounds of both backends and the no-op ceiling at --concurrency clients (default: %(default)s)")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each scenario (default: %(default)s)")
     parser.add_argument("--request-timeout", type=float, default=10.0, help="seconds per request (default: %(default)s)")
     parser.add_argument("--mlflow-request-timeout", type=float, default=30.0,
@@ -142,9 +151,9 @@ def time_python(code: str, runs: int = BASELINE_RUNS) -> list[float]:
     return times
 
 
-def raw_signature(version_dir: Path, instance_file: Path, batch_sizes: list[int]) -> dict:
+def raw_signature(version_dir: Path, backend: str, instance_file: Path, batch_sizes: list[int]) -> dict:
     result = subprocess.run(
-        [sys.executable, str(HERE / "raw_signature.py"), str(version_dir), "--instance", str(instance_file),
+        [sys.executable, str(HERE / "raw_signature.py"), str(version_dir), "--backend", backend, "--instance", str(instance_file),
          "--batch-sizes", ",".join(map(str, batch_sizes)), "--seconds", str(RAW_SECONDS_PER_BATCH)],
         capture_output=True, text=True, timeout=CLI_TIMEOUT_S, env=tf_env(),
     )
@@ -184,11 +193,15 @@ class Run:
         self.instance_file = self.workdir / "instance.json"
         self.instance_file.write_bytes(self.body)
 
-        batched = self.phase_cloudml_batching(model)
-        self.phase_paired_rounds(batched)
-        self.phase_tensorflow_references(batched.version_dir)
-        self.phase_raw(batched.version_dir)
-        self.cli.delete(BATCHED)  # one model server at a time
+        deployed = {backend: self.phase_deploy(model, backend) for backend in BACKENDS}
+        self.phase_one_client(deployed)
+        self.phase_paired_rounds(deployed)
+        self.phase_memory(deployed)
+        self.phase_serve_cold_start(deployed)
+        self.phase_references(deployed)
+        self.phase_raw(deployed)
+        for backend in BACKENDS:
+            self.cli.delete(BY_BACKEND[backend])  # one model server at a time from here on
         self.phase_cloudml_no_batching(model)
         self.cli.delete(UNBATCHED)
         self.phase_cloudml_two_processes(model)
@@ -200,48 +213,84 @@ class Run:
             self.phase_mlflow(model)
         report["load_average_at_end"] = os.getloadavg()
 
-    def phase_cloudml_batching(self, model: Path):
-        print(f"deploying {model.name} as {BATCHED} (CLOUDML_HOME={self.cli.home}) ...", flush=True)
-        deployed = self.cli.deploy(model, BATCHED, self.body)
-        self.report["deployment"] = deployed.record
-        self.report["cold_start"] = {
+    def phase_deploy(self, model: Path, backend: str):
+        name = BY_BACKEND[backend]
+        print(f"deploying {model.name} as {name} with --runtime {backend} (CLOUDML_HOME={self.cli.home}) ...", flush=True)
+        deployed = self.cli.deploy(model, name, self.body, runtime=backend)
+        if deployed.runtime != backend:
+            raise RuntimeError(f"{name} is served by {deployed.runtime!r}, not {backend!r}: {deployed.record['details']}")
+        self.report.setdefault("deployments", {})[backend] = deployed.record
+        self.report.setdefault("cold_start", {}).setdefault("deploy", {})[backend] = {
             "deploy_command_s": deployed.deploy_command_s,
             "deploy_to_first_prediction_s": deployed.deploy_to_first_prediction_s,
             "server_phases_s": deployed.server_phases_s,
         }
-        served = self.report.setdefault("served", {})
-        if self.args.concurrency > 1:
-            served["cloudml_batching_1"] = drive("cloudml, batching", deployed.port, self.body, clients=1,
-                                                 server_pids=[deployed.pid], args=self.args)
         return deployed
 
-    def phase_paired_rounds(self, batched) -> None:
-        """cloudml and its HTTP + JSON ceiling, alternately, --rounds times; the table keeps the
-        pair with the median ratio, the report all of them."""
-        noop = self.start_noop(batched.package)
+    def phase_one_client(self, deployed: dict) -> None:
+        served = self.report.setdefault("served", {})
+        if self.args.concurrency > 1:
+            for backend in BACKENDS:
+                served[f"{backend}_1"] = drive(f"cloudml, {backend}", deployed[backend].port, self.body, clients=1,
+                                               server_pids=[deployed[backend].pid], args=self.args)
+
+    def phase_paired_rounds(self, deployed: dict) -> None:
+        """Both backends and the HTTP + JSON ceiling, side by side, --rounds times (the no-op
+        server in the middle, the backends swapping ends); the table keeps the round with the
+        median ONNX / no-op ratio, the report all of them."""
+        noop = self.start_noop(deployed["onnx"].package)
         rounds = []
         try:
             for number in range(1, self.args.rounds + 1):
                 print(f"round {number} of {self.args.rounds}:", flush=True)
-                cloudml = drive("cloudml, batching", batched.port, self.body, clients=self.args.concurrency,
-                                server_pids=[batched.pid], args=self.args)
-                ceiling = drive("no-op model", noop.port, self.body, clients=self.args.concurrency,
-                                server_pids=[noop.group.pid], args=self.args)
-                rounds.append({"cloudml_batching": cloudml, "noop": ceiling,
-                               "ratio": cloudml["samples_per_s"] / ceiling["samples_per_s"] if ceiling["samples_per_s"] else 0.0})
+                first, last = BACKENDS if number % 2 else BACKENDS[::-1]
+                row: dict = {}
+                row[first] = self._drive_backend(deployed[first])
+                row["noop"] = drive("no-op model", noop.port, self.body, clients=self.args.concurrency,
+                                    server_pids=[noop.group.pid], args=self.args)
+                row[last] = self._drive_backend(deployed[last])
+                ceiling = row["noop"]["samples_per_s"]
+                row["ratio"] = {b: row[b]["samples_per_s"] / ceiling if ceiling else 0.0 for b in BACKENDS}
+                rounds.append(row)
         finally:
             noop.group.stop()
             self.groups.remove(noop.group)
         self.report["paired_rounds"] = rounds
-        middle = sorted(rounds, key=lambda r: r["ratio"])[(len(rounds) - 1) // 2]
-        self.report["served"]["cloudml_batching"] = middle["cloudml_batching"]
-        self.report["served"]["noop"] = middle["noop"]
+        middle = sorted(rounds, key=lambda r: r["ratio"]["onnx"])[(len(rounds) - 1) // 2]
+        for key in (*BACKENDS, "noop"):
+            self.report["served"][key] = middle[key]
 
-    def phase_tensorflow_references(self, version_dir: Path) -> None:
-        print("timing python -c 'import tensorflow' and 'import tensorflow; tf.saved_model.load(...)' ...", flush=True)
+    def _drive_backend(self, deployment) -> dict:
+        return drive(f"cloudml, {deployment.runtime}", deployment.port, self.body, clients=self.args.concurrency,
+                     server_pids=[deployment.pid], args=self.args)
+
+    def phase_memory(self, deployed: dict) -> None:
+        """RSS of each serving process, right after the load (the model warm, the batches formed)."""
+        memory = self.report.setdefault("memory", {})
+        for backend in BACKENDS:
+            pids = wait_for_serving_pids(deployed[backend].port, 1, timeout=30)
+            memory[backend] = {str(pid): memory_kib(pid) for pid in sorted(pids)}
+
+    def phase_serve_cold_start(self, deployed: dict) -> None:
+        print("timing `cloudml serve PACKAGE` start -> first 200 for each backend ...", flush=True)
+        cold = self.report["cold_start"].setdefault("serve_package", {b: {"start_to_first_prediction_s": []} for b in BACKENDS})
+        for run in range(BASELINE_RUNS):
+            for backend in BACKENDS if run % 2 == 0 else BACKENDS[::-1]:
+                seconds, phases = self.cli.serve(deployed[backend].package, self.body, self.workdir / f"serve-{backend}.log")
+                cold[backend]["start_to_first_prediction_s"].append(seconds)
+                cold[backend]["server_phases_s"] = phases  # the last run's
+
+    def phase_references(self, deployed: dict) -> None:
+        from cloudml.contract import Manifest
+
+        print("timing python -c 'import tensorflow', '... tf.saved_model.load(...)', 'import onnxruntime; InferenceSession(...)' ...", flush=True)
         cold = self.report["cold_start"]
         cold["tensorflow_import_s"] = time_python("import tensorflow")
+        version_dir = deployed["tensorflow"].version_dir
         cold["tensorflow_import_and_load_s"] = time_python(f"import tensorflow as tf; tf.saved_model.load({str(version_dir)!r})")
+        graph = Manifest.read(deployed["onnx"].package).runtime.onnx
+        onnx_file = deployed["onnx"].version_dir / graph.file
+        cold["onnxruntime_import_and_load_s"] = time_python(f"import onnxruntime as ort; ort.InferenceSession({str(onnx_file)!r})")
 
     def start_noop(self, package: Path) -> NoopServer:
         port = free_port()
@@ -260,33 +309,38 @@ class Run:
             raise
         return NoopServer(group, port)
 
-    def phase_raw(self, version_dir: Path) -> None:
-        mean = self.report["served"]["cloudml_batching"].get("mean_batch_size") or 1.0
-        formed = max(1, round(mean))
-        sizes = sorted({1, formed})
-        print(f"measuring the signature in-process at batch {', '.join(map(str, sizes))} "
-              f"(mean batch formed at {self.args.concurrency} clients: {mean:.2f}) ...", flush=True)
-        raw = raw_signature(version_dir, self.instance_file, sizes)
-        raw["model_ceiling"] = next(b for b in raw["batches"] if b["batch_size"] == formed)
-        self.report["raw"] = raw
-        self.report["machine"]["tensorflow"] = raw["tensorflow"]
+    def phase_raw(self, deployed: dict) -> None:
+        self.report["raw"] = {}
+        for backend in BACKENDS:
+            mean = self.report["served"][backend].get("mean_batch_size") or 1.0
+            formed = max(1, round(mean))
+            sizes = sorted({1, formed})
+            print(f"measuring the {backend} backend in-process at batch {', '.join(map(str, sizes))} "
+                  f"(mean batch its server formed at {self.args.concurrency} clients: {mean:.2f}) ...", flush=True)
+            raw = raw_signature(deployed[backend].version_dir, backend, self.instance_file, sizes)
+            raw["model_ceiling"] = next(b for b in raw["batches"] if b["batch_size"] == formed)
+            self.report["raw"][backend] = raw
+            self.report["machine"]["tensorflow" if backend == "tensorflow" else "onnxruntime"] = raw["backend_version"]
 
     def phase_cloudml_no_batching(self, model: Path) -> None:
         print(f"deploying {model.name} as {UNBATCHED} with CLOUDML_BATCHING=0 ...", flush=True)
         deployed = self.cli.deploy(model, UNBATCHED, self.body, env={"CLOUDML_BATCHING": "0"})
-        self.report["cold_start"]["second_deploy_to_first_prediction_s"] = deployed.deploy_to_first_prediction_s
-        self.report["served"]["cloudml_no_batching"] = drive(
+        self.report["cold_start"]["no_batching_deploy_to_first_prediction_s"] = deployed.deploy_to_first_prediction_s
+        self.report["served"]["cloudml_no_batching"] = row = drive(
             "cloudml, batching off", deployed.port, self.body, clients=self.args.concurrency,
             server_pids=[deployed.pid], args=self.args)
+        row["runtime"] = deployed.runtime
 
     def phase_cloudml_two_processes(self, model: Path) -> None:
         """The scaling knob: two serving processes on one port (not the 2-core default)."""
         print(f"deploying {model.name} as {TWO_PROCESSES} with CLOUDML_WORKERS=2 ...", flush=True)
         deployed = self.cli.deploy(model, TWO_PROCESSES, self.body, env={"CLOUDML_WORKERS": "2"})
         pids = wait_for_serving_pids(deployed.port, 2, timeout=90)
-        self.report["served"]["cloudml_two_processes"] = drive(
+        self.report["served"]["cloudml_two_processes"] = row = drive(
             "cloudml, batching, 2 processes", deployed.port, self.body, clients=self.args.concurrency,
             server_pids=sorted(pids), args=self.args)
+        row["runtime"] = deployed.runtime
+        self.report.setdefault("memory", {})["two_processes"] = {str(pid): memory_kib(pid) for pid in sorted(pids)}
 
     def phase_mlflow(self, model: Path) -> None:
         info: dict = {}
