@@ -122,10 +122,16 @@ def settings(backend: str, version: str, pins: Sequence[str]) -> ImageSettings:
 class RuntimeImage:
     reference: str  # repository:tag@sha256:...
     tag: str
+    repository: str  # HOST/REPOSITORY
     digest: str
     requirements: tuple[str, ...]
     built: bool  # False: the registry had the tag, nothing was built or pushed
     result: BuildResult | None = None
+
+    @property
+    def pinned(self) -> str:
+        """repository@sha256:... (what engines and clouds take; some refuse a tag and a digest together)."""
+        return f"{self.repository}@{self.digest}"
 
     @property
     def bytes_uploaded(self) -> int:
@@ -142,9 +148,10 @@ def _pinned_base(base: Reference, credentials: Credentials | None, plain_http: b
     return found
 
 
-def image_key(pins: Sequence[str], runtime_diff_id: str, base_digest: str, *, python_version: str, platforms: Sequence[str]) -> str:
-    """12 hex digits over what decides the image's bytes beyond the tag's readable part."""
-    doc = {"requirements": sorted(pins), "runtime": runtime_diff_id, "base": base_digest, "python": python_version, "platforms": list(platforms)}
+def image_key(pins: Sequence[str], runtime_diff_id: str, base: str, *, python_version: str, platforms: Sequence[str]) -> str:
+    """12 hex digits over what decides the image's bytes beyond the tag's readable part (`base`:
+    the base's name and digest, both of which the image's labels record)."""
+    doc = {"requirements": sorted(pins), "runtime": runtime_diff_id, "base": base, "python": python_version, "platforms": list(platforms)}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -178,16 +185,17 @@ def runtime_image(
         blobs = Path(tmp) / "blobs"
         app = runtime_layer(blobs)
         base_digest = _pinned_base(base_ref, base_credentials, plain_http)
-        key = image_key(pins, app.diff_id, base_digest, python_version=wheels.PYTHON_VERSION, platforms=wheels.PLATFORMS)
+        pinned = replace(base_ref, digest=base_digest)
+        key = image_key(pins, app.diff_id, str(pinned), python_version=wheels.PYTHON_VERSION, platforms=wheels.PLATFORMS)
         tag = runtime_tag(__version__, _backend(backend)[1], version, "cpu", key)
         target = replace(repo, tag=tag)
         found = exists(target, credentials=target_credentials, plain_http=plain_http)
         if found:
             progress.note(f"runtime image {target} is in the registry: nothing to build or push")
-            return RuntimeImage(str(target.with_digest(found)), tag, found, tuple(pins), built=False)
+            return RuntimeImage(str(target.with_digest(found)), tag, target_repository, found, tuple(pins), built=False)
         with progress.step(f"Installing {len(pins)} requirements for linux/amd64 (Python {wheels.PYTHON_VERSION})"):
             deps = wheels.dependency_layer(pins, blobs, index_url=index_url, find_links=find_links, no_index=no_index)
-        result = build(replace(base_ref, digest=base_digest), [deps, app], settings(backend, version, pins), target,
+        result = build(pinned, [deps, app], settings(backend, version, pins), target,
                        base_credentials=base_credentials, target_credentials=target_credentials, plain_http=plain_http,
                        work_dir=work_dir, progress=progress)
-        return RuntimeImage(result.reference, tag, result.digest, tuple(pins), built=True, result=result)
+        return RuntimeImage(result.reference, tag, target_repository, result.digest, tuple(pins), built=True, result=result)
