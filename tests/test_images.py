@@ -593,3 +593,24 @@ def test_a_package_without_a_wheel_for_the_target_platform_is_a_clear_error(whee
         wheels.dependency_layer(["maconly==1.0"], tmp_path, find_links=[wheelhouse], no_index=True)
     assert info.value.exit_code == ExitCode.BAD_INPUT
     assert "no wheel for linux/amd64" in (info.value.hint or "")
+
+
+def test_a_root_file_system_keeps_absolute_links_but_not_links_above_its_root(tmp_path):
+    import tarfile
+
+    root = tmp_path / "root"
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/python3.11").write_text("#!\n")
+    (root / "usr/bin/python3").symlink_to("python3.11")
+    (root / "etc").mkdir()
+    (root / "etc/python").symlink_to("/usr/bin/python3")  # a host path to the host, a path inside the image to the image
+    with pytest.raises(Exception, match="outside"):
+        layers.entries_from_tree(root)
+    entries = layers.entries_from_tree(root, rootfs=True) + [layers.Entry("tmp", kind="dir", mode=0o1777)]
+    with tarfile.open(layers.build_layer(entries, tmp_path / "blobs").path) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert members["etc/python"].linkname == "/usr/bin/python3" and members["usr/bin/python3"].linkname == "python3.11"
+    assert oct(members["tmp"].mode) == "0o1777"
+    (root / "usr/bin/escape").symlink_to("../../../etc/shadow")
+    with pytest.raises(Exception, match="outside"):
+        layers.entries_from_tree(root, rootfs=True)
