@@ -26,7 +26,7 @@ STAMP = ".requirements"
 
 def fill_wheelhouse(house: Path) -> bool:
     """True when it had to download."""
-    pins = runtime.requirements("onnx", runtime.backend_version("onnx"))
+    pins = runtime.requirements("onnx", runtime.default_version("onnx"))
     wanted = "\n".join(pins) + "\n"
     stamp = house / STAMP
     if stamp.is_file() and stamp.read_text() == wanted:

@@ -56,7 +56,7 @@ def _installed(name: str) -> str | None:
         return None
 
 
-def backend_version(backend: str) -> str:
+def default_version(backend: str) -> str:
     """The backend version this cloudml serves with when the model names none (ONNX Runtime: the
     one installed here, which packaging verified the model with)."""
     dist = _backend(backend)[0]
@@ -159,7 +159,7 @@ def runtime_image(
     backend: str,
     *,
     target_repository: str,
-    version: str | None = None,
+    backend_version: str | None = None,
     base: str = DEFAULT_BASE,
     cloud_storage: bool = True,
     base_credentials: Credentials | None = None,
@@ -171,11 +171,11 @@ def runtime_image(
     work_dir: Path | None = None,
     progress: Progress = SILENT,
 ) -> RuntimeImage:
-    """The runtime image for `backend` ("onnx" or "tensorflow") at `version` (default: see
-    backend_version) in `target_repository` (HOST/REPO, no tag): found by its tag, or built on
+    """The runtime image for `backend` ("onnx" or "tensorflow") at `backend_version` (default: see
+    default_version) in `target_repository` (HOST/REPO, no tag): found by its tag, or built on
     `base` and pushed. Wheels come from the index (`index_url`) or a wheelhouse (`find_links`,
     with `no_index` for offline builds)."""
-    version = version or backend_version(backend)
+    version = backend_version or default_version(backend)
     repo = Reference.parse(target_repository)
     if repo.tag or repo.digest:
         raise ConfigError(f"the target repository {target_repository!r} names a tag or digest", hint="give HOST/REPOSITORY; the tag names the contents")
