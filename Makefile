@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.cloudml-installed
 DEMO_NAME ?= mnist-cnn
 
-.PHONY: install demo demo-aws demo-gcp demo-azure demo-clean check test test-fast bench
+.PHONY: install demo demo-aws demo-gcp demo-azure demo-clean check test test-fast bench test-assets
 
 $(STAMP): pyproject.toml package.json package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,8 +37,13 @@ demo-gcp demo-azure: demo-%: $(STAMP)
 demo-clean: $(STAMP)
 	$(BIN)/cloudml delete $(DEMO_NAME)
 
+## What the runtime-image tests build from (linux/amd64 wheels in build/wheelhouse, Debian .debs
+## in build/debs), fetched here so the tests run offline; a no-op once fetched.
+test-assets: $(STAMP)
+	$(BIN)/python tools/runtime_assets.py
+
 ## Every test, slow ones included (what CI runs).
-test: check
+test: check test-assets
 	$(BIN)/python -m pytest
 
 ## Only the fast tests (after the same static checks).

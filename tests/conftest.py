@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -281,3 +284,43 @@ def blobs(azure_emulator, ml):
     from cloudml.emulators.azure.azurite import ACCOUNT_KEY
 
     return ContainerClient(azure_emulator.storage_url, ml.datastores.get_default().container_name, credential=ACCOUNT_KEY)
+
+
+# -- container registries and podman (tests/test_images.py, tests/test_runtime_image.py) ---------------
+
+REGISTRY_BIN = "/usr/bin/docker-registry"
+# How podman runs containers on this machine (../shared/contracts.md §5): runc, not crun, and
+# explicit ulimits. Set both to "" where a normal Podman needs none of it.
+PODMAN_FLAGS = shlex.split(os.environ.get("CLOUDML_PODMAN_FLAGS", "--runtime /usr/sbin/runc"))
+PODMAN_RUN_FLAGS = shlex.split(os.environ.get("CLOUDML_PODMAN_RUN_FLAGS", "--network host --ulimit nofile=1024:4096 --ulimit nproc=1024:4096"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_registry(root: Path, auth: str = "") -> tuple[str, subprocess.Popen]:
+    """A CNCF distribution registry on a free loopback port, storing under `root` (`auth`: its config's auth section)."""
+    if not Path(REGISTRY_BIN).exists():
+        pytest.skip("the CNCF distribution registry is not installed (apt-get install docker-registry)")
+    port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.yml").write_text(
+        f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n{auth}"
+    )
+    log = open(root / "registry.log", "wb")
+    proc = subprocess.Popen([REGISTRY_BIN, "serve", str(root / "config.yml")], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return f"127.0.0.1:{port}", proc
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"the registry did not start: {(root / 'registry.log').read_text()[-2000:]}")

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from conftest import PODMAN_FLAGS, PODMAN_RUN_FLAGS, free_port, start_registry
 
 from cloudml.errors import ExitCode
 from cloudml.images import builder, layers, oci
@@ -22,49 +21,13 @@ from cloudml.images.errors import ImageNotFound, RegistryAuthError, RegistryErro
 from cloudml.images.registry import Credentials, Reference, RegistryClient
 from cloudml.progress import Progress
 
-REGISTRY_BIN = "/usr/bin/docker-registry"
-# How podman runs containers on this machine (../shared/contracts.md §5): runc, not crun, and
-# explicit ulimits. Set both to "" where a normal Podman needs none of it.
-PODMAN_FLAGS = shlex.split(os.environ.get("CLOUDML_PODMAN_FLAGS", "--runtime /usr/sbin/runc"))
-PODMAN_RUN_FLAGS = shlex.split(os.environ.get("CLOUDML_PODMAN_RUN_FLAGS", "--network host --ulimit nofile=1024:4096 --ulimit nproc=1024:4096"))
 BUSYBOX = next((p for p in (os.environ.get("CLOUDML_TEST_BUSYBOX", ""), "/bin/busybox", "/usr/bin/busybox") if p and Path(p).is_file()), None)
-
 pytestmark = pytest.mark.slow  # starts registries, podman and pip
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_registry(root: Path, auth: str = "") -> tuple[str, subprocess.Popen]:
-    if not Path(REGISTRY_BIN).exists():
-        pytest.skip("the CNCF distribution registry is not installed (apt-get install docker-registry)")
-    port = _free_port()
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "config.yml").write_text(
-        f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n{auth}"
-    )
-    log = open(root / "registry.log", "wb")
-    proc = subprocess.Popen([REGISTRY_BIN, "serve", str(root / "config.yml")], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return f"127.0.0.1:{port}", proc
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"the registry did not start: {(root / 'registry.log').read_text()[-2000:]}")
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
-    host, proc = _start_registry(tmp_path_factory.mktemp("registry"))
+    host, proc = start_registry(tmp_path_factory.mktemp("registry"))
     yield host
     proc.terminate()
     proc.wait(10)
@@ -347,7 +310,7 @@ def test_ping_tells_a_registry_from_another_web_server(registry, tmp_path):
 
 def test_an_unreachable_registry_is_a_clear_error(tmp_path):
     with pytest.raises(RegistryUnreachable) as info:
-        builder.exists(f"127.0.0.1:{_free_port()}/cloudml/runtime:1")
+        builder.exists(f"127.0.0.1:{free_port()}/cloudml/runtime:1")
     assert "cannot reach the registry" in info.value.message and info.value.hint
 
 
@@ -367,7 +330,7 @@ def _bcrypt(password: str) -> str:
 def auth_registry(tmp_path_factory):
     root = tmp_path_factory.mktemp("auth-registry")
     (root / "htpasswd").write_text(f"pusher:{_bcrypt('s3cret')}\n")
-    host, proc = _start_registry(root, f"auth:\n  htpasswd:\n    realm: cloudml-test\n    path: {root / 'htpasswd'}\n")
+    host, proc = start_registry(root, f"auth:\n  htpasswd:\n    realm: cloudml-test\n    path: {root / 'htpasswd'}\n")
     yield host
     proc.terminate()
     proc.wait(10)
@@ -522,7 +485,7 @@ def token_registry(tmp_path_factory):
     auth = (
         f"auth:\n  token:\n    realm: {realm}\n    service: cloudml-test-registry\n    issuer: cloudml-test-issuer\n    rootcertbundle: {root / 'cert.pem'}\n"
     )
-    host, proc = _start_registry(root, auth)
+    host, proc = start_registry(root, auth)
     yield host, requests
     proc.terminate()
     proc.wait(10)
@@ -630,3 +593,24 @@ def test_a_package_without_a_wheel_for_the_target_platform_is_a_clear_error(whee
         wheels.dependency_layer(["maconly==1.0"], tmp_path, find_links=[wheelhouse], no_index=True)
     assert info.value.exit_code == ExitCode.BAD_INPUT
     assert "no wheel for linux/amd64" in (info.value.hint or "")
+
+
+def test_a_root_file_system_keeps_absolute_links_but_not_links_above_its_root(tmp_path):
+    import tarfile
+
+    root = tmp_path / "root"
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/python3.11").write_text("#!\n")
+    (root / "usr/bin/python3").symlink_to("python3.11")
+    (root / "etc").mkdir()
+    (root / "etc/python").symlink_to("/usr/bin/python3")  # a host path to the host, a path inside the image to the image
+    with pytest.raises(Exception, match="outside"):
+        layers.entries_from_tree(root)
+    entries = layers.entries_from_tree(root, rootfs=True) + [layers.Entry("tmp", kind="dir", mode=0o1777)]
+    with tarfile.open(layers.build_layer(entries, tmp_path / "blobs").path) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert members["etc/python"].linkname == "/usr/bin/python3" and members["usr/bin/python3"].linkname == "python3.11"
+    assert oct(members["tmp"].mode) == "0o1777"
+    (root / "usr/bin/escape").symlink_to("../../../etc/shadow")
+    with pytest.raises(Exception, match="outside"):
+        layers.entries_from_tree(root, rootfs=True)

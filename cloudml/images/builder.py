@@ -21,7 +21,18 @@ from cloudml import __version__
 from cloudml.errors import ConfigError
 from cloudml.images.errors import ImageNotFound
 from cloudml.images.layers import Layer
-from cloudml.images.oci import ImageSettings, build_config, canonical, image_manifest, layer_descriptor, parse_manifest
+from cloudml.images.oci import (
+    OCI_CONFIG,
+    OCI_MANIFEST,
+    Descriptor,
+    ImageSettings,
+    Manifest,
+    build_config,
+    canonical,
+    image_manifest,
+    layer_descriptor,
+    parse_manifest,
+)
 from cloudml.images.registry import Credentials, Reference, RegistryClient
 from cloudml.progress import SILENT, Progress
 
@@ -92,7 +103,7 @@ def exists(target: str | Reference, *, credentials: Credentials | None = None, p
 
 
 def build(
-    base: str | Reference,
+    base: str | Reference | None,
     layers: Sequence[Layer],
     settings: ImageSettings,
     target: str | Reference,
@@ -104,29 +115,26 @@ def build(
     progress: Progress = SILENT,
 ) -> BuildResult:
     """Pull the base's manifest and config, add `layers` and `settings`, push what the target lacks,
-    and put the manifest under the target's tag. Returns the image digest and what was sent."""
-    base_ref, target_ref = _ref(base), _ref(target)
+    and put the manifest under the target's tag. Returns the image digest and what was sent.
+
+    `base=None` builds from scratch (an OCI image of `layers` alone, such as a root file system)."""
+    target_ref = _ref(target)
     if target_ref.digest:
         raise ConfigError(f"the target {target_ref} names a digest", hint="push to a tag; the digest is what the build computes")
-    source = RegistryClient(base_ref.registry, credentials=base_credentials, plain_http=plain_http)
-    same_registry = base_ref.registry == target_ref.registry and base_credentials == target_credentials
-    dest = source if same_registry else RegistryClient(target_ref.registry, credentials=target_credentials, plain_http=plain_http)
+    dest = RegistryClient(target_ref.registry, credentials=target_credentials, plain_http=plain_http)
+    if base is None:
+        base_ref, source, same_registry, pinned = None, dest, False, ""
+        base_manifest = Manifest(OCI_MANIFEST, Descriptor(OCI_CONFIG, "", 0), ())
+        base_config: dict = {"architecture": "amd64", "os": "linux", "config": {}}
+        labels = dict(settings.labels)
+    else:
+        base_ref = _ref(base)
+        same_registry = base_ref.registry == target_ref.registry and base_credentials == target_credentials
+        source = dest if same_registry else RegistryClient(base_ref.registry, credentials=base_credentials, plain_http=plain_http)
+        base_manifest, base_config, base_digest = _pull_base(source, base_ref, progress)
+        pinned = str(replace(base_ref, digest=base_digest))
+        labels = {BASE_NAME_LABEL: str(replace(base_ref, digest=None)), BASE_DIGEST_LABEL: base_digest, **settings.labels}
 
-    with progress.step(f"Resolving base image {base_ref}"):
-        try:
-            data, media_type, base_digest = source.get_image_manifest(base_ref.repository, base_ref.reference)
-        except ImageNotFound as exc:
-            raise ImageNotFound(
-                f"the base image {base_ref} cannot be pulled: {exc.message}",
-                status=exc.status,
-                code=exc.code,
-                hint="check base_image (repository and tag) and that the registry holds it; a mirror can be given as base_image",
-            ) from None
-        base_manifest = parse_manifest(data, media_type)
-        base_config = json.loads(source.get_blob(base_ref.repository, base_manifest.config.digest))
-    pinned_base = replace(base_ref, digest=base_digest)
-
-    labels = {BASE_NAME_LABEL: str(replace(base_ref, digest=None)), BASE_DIGEST_LABEL: base_digest, **settings.labels}
     config = canonical(build_config(base_config, [layer.diff_id for layer in layers], [layer.comment for layer in layers], replace(settings, labels=labels)))
     new_layers = [layer_descriptor(layer.media_type, layer.digest, layer.size, base_manifest.media_type) for layer in layers]
     manifest = image_manifest(base_manifest.media_type, config, list(base_manifest.layers) + new_layers)
@@ -142,9 +150,9 @@ def build(
         for desc in base_manifest.layers:
             if dest.blob_exists(repo, desc.digest):
                 record(BlobPush(desc.digest, desc.size, "skipped", "base layer"))
-            elif same_registry and dest.mount_blob(repo, desc.digest, base_ref.repository):
+            elif base_ref is not None and same_registry and dest.mount_blob(repo, desc.digest, base_ref.repository):
                 record(BlobPush(desc.digest, desc.size, "mounted", "base layer"))
-            else:
+            elif base_ref is not None:
                 blob = source.pull_blob(base_ref.repository, desc.digest, Path(tmp) / desc.digest.replace(":", "-"))
                 dest.push_blob(repo, desc.digest, desc.size, blob)
                 blob.unlink()
@@ -162,4 +170,19 @@ def build(
             dest.push_blob(repo, manifest.config.digest, len(config), config)
             record(BlobPush(manifest.config.digest, len(config), "uploaded", "config"))
         digest = dest.put_manifest(repo, target_ref.tag or manifest.digest, manifest.to_bytes(), manifest.media_type)
-    return BuildResult(str(target_ref.with_digest(digest)), digest, str(pinned_base), tuple(pushed))
+    return BuildResult(str(target_ref.with_digest(digest)), digest, pinned, tuple(pushed))
+
+
+def _pull_base(source: RegistryClient, base_ref: Reference, progress: Progress) -> tuple[Manifest, dict, str]:
+    with progress.step(f"Resolving base image {base_ref}"):
+        try:
+            data, media_type, base_digest = source.get_image_manifest(base_ref.repository, base_ref.reference)
+        except ImageNotFound as exc:
+            raise ImageNotFound(
+                f"the base image {base_ref} cannot be pulled: {exc.message}",
+                status=exc.status,
+                code=exc.code,
+                hint="check base_image (repository and tag) and that the registry holds it; a mirror can be given as base_image",
+            ) from None
+        base_manifest = parse_manifest(data, media_type)
+        return base_manifest, json.loads(source.get_blob(base_ref.repository, base_manifest.config.digest)), base_digest

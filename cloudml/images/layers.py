@@ -18,6 +18,7 @@ import gzip
 import hashlib
 import io
 import os
+import posixpath
 import stat
 import tarfile
 from collections.abc import Iterable, Sequence
@@ -46,6 +47,7 @@ class Entry:
     source: Path | None = None
     executable: bool = False
     target: str | None = None
+    mode: int | None = None  # overrides the normalised mode (e.g. 0o1777 for a root file system's tmp/)
 
 
 @dataclass(frozen=True)
@@ -66,12 +68,14 @@ def clean_path(path: str) -> str:
     return "/".join(parts)
 
 
-def entries_from_tree(root: Path, prefix: str = "", exclude: Sequence[str] = ()) -> list[Entry]:
+def entries_from_tree(root: Path, prefix: str = "", exclude: Sequence[str] = (), *, rootfs: bool = False) -> list[Entry]:
     """Every file, directory and symlink under `root`, named `prefix/<relative path>` in the layer,
     but those whose name matches a pattern of `exclude` (fnmatch, e.g. "__pycache__", "*.pyc").
 
     Symlinks are kept as links when they point inside the tree; one pointing elsewhere (a host
-    path) is refused rather than copied into the image."""
+    path) is refused rather than copied into the image. With `rootfs` the tree is a whole root
+    file system: an absolute link names a path inside the image, and every link is checked
+    against the tree's own names, never the host's."""
     root = Path(root)
     if not root.is_dir():
         raise ConfigError(f"{root} is not a folder", hint="give the folder whose files the layer should hold")
@@ -88,8 +92,11 @@ def entries_from_tree(root: Path, prefix: str = "", exclude: Sequence[str] = ())
             info = full.lstat()
             if stat.S_ISLNK(info.st_mode):
                 target = os.readlink(full)
-                resolved = (full.parent / target).resolve()
-                if os.path.isabs(target) or not resolved.is_relative_to(root.resolve()):
+                if rootfs:
+                    inside = not posixpath.normpath(posixpath.join(posixpath.dirname(rel), target)).startswith("..") or target.startswith("/")
+                else:
+                    inside = not os.path.isabs(target) and (full.parent / target).resolve().is_relative_to(root.resolve())
+                if not inside:
                     raise ConfigError(f"{full} links to {target}, outside {root}", hint="replace the link by the file it points to")
                 out.append(Entry(name(rel), kind="symlink", target=target))
             elif stat.S_ISDIR(info.st_mode):
@@ -112,6 +119,8 @@ def _tarinfo(entry: Entry, size: int = 0) -> tarfile.TarInfo:
         info.type, info.mode, info.linkname = tarfile.SYMTYPE, 0o777, entry.target or ""
     else:
         info.type, info.mode, info.size = tarfile.REGTYPE, 0o755 if entry.executable else 0o644, size
+    if entry.mode is not None and entry.kind != "symlink":
+        info.mode = entry.mode
     return info
 
 
