@@ -569,7 +569,8 @@ def emulator_aws(
         def announce():
             if init:
                 server.init_resources(region=region)
-            return [f"AWS emulator listening on {server.url} (Ctrl-C to stop). Use it with:"], client_env(server.url, region=region), {}
+            return ([f"AWS emulator listening on {server.url}, its ECR registry on {server.ecr.registry.host} (Ctrl-C to stop). Use it with:"],
+                    client_env(server.url, region=region), {"registry": server.ecr.registry.host})
 
         return serve_until_stopped(server, address=f"{host}:{port}", ready_file=ready, announce=announce)
 

@@ -10,6 +10,7 @@ token service signs JWTs with a key the registry trusts (x5c header, the certifi
 registry's root bundle). The cloud emulator decides, per request, whether the credentials are
 good (`check`) and which repositories may be pushed to (`may_push`); wrong credentials get 401.
 
+`on_grant` sees the access each token grants (the emulators record it as the cloud's permissions).
 `routes` lets a cloud add its own endpoints to the token service (ACR's `/oauth2/exchange`).
 """
 
@@ -57,12 +58,14 @@ class LocalRegistry:
     (127.0.0.1:PORT, plain http); `token_url` is the realm."""
 
     def __init__(self, state_dir: Path, *, service: str, check: Check, may_push: Callable[[str], bool] | None = None,
-                 routes: dict[str, Route] | None = None, host: str = "127.0.0.1", binary: str = "docker-registry"):
+                 routes: dict[str, Route] | None = None, on_grant: Callable[[list[dict], str], None] | None = None,
+                 host: str = "127.0.0.1", binary: str = "docker-registry"):
         self.state_dir = Path(state_dir)
         self.service = service
         self.check = check
         self.may_push = may_push or (lambda repository: True)
         self.routes = dict(routes or {})
+        self.on_grant = on_grant  # (access granted, the client's user agent): for the emulator's recorded calls
         self.bind = host
         self.binary = binary
         self.port = 0
@@ -201,7 +204,10 @@ class LocalRegistry:
         username, password = _basic(headers.get("authorization", ""))
         if not self.check(username, password):
             return 401, {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required: the registry credentials are not valid"}]}
-        token = self.issue(username or "anonymous", self.grant(query.get("scope", [])))
+        access = self.grant(query.get("scope", []))
+        if self.on_grant is not None:
+            self.on_grant(access, headers.get("user-agent", ""))
+        token = self.issue(username or "anonymous", access)
         return 200, {"token": token, "access_token": token, "expires_in": TOKEN_SECONDS,
                      "issued_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
 

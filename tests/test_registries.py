@@ -1,0 +1,116 @@
+"""Each cloud's container registry, as the providers reach it through the clouds' SDKs, against the
+emulators' real registry (CNCF distribution): the repository is made once, the credentials the
+provider gets push an image with cloudml's registry client, an independent client (skopeo) sees
+the pushed manifest, and wrong or expired credentials are refused with a clear error."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from cloudml.errors import CloudMLError
+from cloudml.images.errors import RegistryAuthError
+from cloudml.images.registry import Credentials, RegistryClient
+
+pytestmark = pytest.mark.skipif(not (shutil.which("docker-registry") and shutil.which("skopeo")),
+                                reason="needs docker-registry and skopeo (Debian packages)")
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def push_small_image(client: RegistryClient, repository: str, tag: str) -> str:
+    """A one-layer image (a blob, a config, a manifest); its manifest digest."""
+    layer = f"layer of {repository}:{tag}".encode()
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"User": "10001"},
+                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]}}).encode()
+    blobs = [(layer, "application/vnd.oci.image.layer.v1.tar"), (config, "application/vnd.oci.image.config.v1+json")]
+    descriptors = []
+    for data, media_type in blobs:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if not client.blob_exists(repository, digest):
+            client.push_blob(repository, digest, len(data), data)
+        descriptors.append({"mediaType": media_type, "digest": digest, "size": len(data)})
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": descriptors[1], "layers": [descriptors[0]]}).encode()
+    return client.put_manifest(repository, tag, manifest, OCI_MANIFEST)
+
+
+def skopeo_inspect(host: str, repository: str, tag: str, credentials: Credentials | None) -> tuple[str, dict]:
+    """(digest, manifest) as skopeo reads them."""
+    creds = ["--creds", f"{credentials.username}:{credentials.password}"] if credentials and credentials.username else []
+    result = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", *creds, f"docker://{host}/{repository}:{tag}"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return "sha256:" + hashlib.sha256(result.stdout.encode()).hexdigest(), json.loads(result.stdout)
+
+
+def assert_pushes(host: str, repository: str, credentials: Credentials, tag: str = "v1") -> None:
+    client = RegistryClient(host, credentials=credentials)
+    client.ping()
+    digest = push_small_image(client, repository, tag)
+    seen, manifest = skopeo_inspect(host, repository, tag, credentials)
+    assert seen == digest
+    assert manifest["mediaType"] == OCI_MANIFEST and len(manifest["layers"]) == 1
+
+
+# -- AWS: ECR -------------------------------------------------------------------------------------
+
+
+def test_ecr_repository_credentials_and_push(aws_emulator):
+    import boto3
+
+    from cloudml.providers.aws.options import AwsOptions
+    from cloudml.providers.aws.registry import ensure_repository, registry_credentials
+    from cloudml.providers.aws.session import AwsSession
+
+    session = AwsSession(AwsOptions())
+    name = "cloudml/runtime-ecr-test"
+    assert ensure_repository(session, name) is True
+    assert ensure_repository(session, name) is False  # the second call creates nothing
+    ecr = boto3.client("ecr")
+    [repo] = ecr.describe_repositories(repositoryNames=[name])["repositories"]
+    assert repo["imageScanningConfiguration"]["scanOnPush"] is True
+    assert repo["encryptionConfiguration"]["encryptionType"] == "AES256"
+    assert {"Key": "cloudml:owned", "Value": "true"} in ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"])["tags"]
+
+    host, credentials = registry_credentials(session)
+    assert credentials.username == "AWS" and host.startswith("127.0.0.1:")
+    assert_pushes(host, name, credentials)
+
+    # ECR refuses a push into a repository never created.
+    with pytest.raises(RegistryAuthError) as refused:
+        push_small_image(RegistryClient(host, credentials=credentials), "cloudml/never-created", "v1")
+    assert "denied" in str(refused.value)
+
+
+def test_ecr_refuses_wrong_and_expired_tokens(aws_emulator):
+    from cloudml.providers.aws.options import AwsOptions
+    from cloudml.providers.aws.registry import ensure_repository, registry_credentials
+    from cloudml.providers.aws.session import AwsSession
+
+    session = AwsSession(AwsOptions())
+    ensure_repository(session, "cloudml/runtime-ecr-test")
+    host, credentials = registry_credentials(session)
+    with pytest.raises(RegistryAuthError) as wrong:
+        push_small_image(RegistryClient(host, credentials=Credentials("AWS", "not-the-token")), "cloudml/runtime-ecr-test", "v2")
+    assert "refused the credentials" in str(wrong.value) and "log in again" in wrong.value.hint
+    aws_emulator.expire_registry_tokens()
+    with pytest.raises(RegistryAuthError):
+        push_small_image(RegistryClient(host, credentials=credentials), "cloudml/runtime-ecr-test", "v2")
+    # A fresh token works again.
+    assert_pushes(host, "cloudml/runtime-ecr-test", registry_credentials(session)[1], "v2")
+
+
+def test_ecr_errors_are_translated(aws_emulator):
+    from cloudml.providers.aws.options import AwsOptions
+    from cloudml.providers.aws.registry import ensure_repository
+    from cloudml.providers.aws.session import AwsSession
+
+    aws_emulator.refuse_next("CreateRepository", code="AccessDeniedException", message="not allowed to ecr:CreateRepository")
+    with pytest.raises(CloudMLError) as denied:
+        ensure_repository(AwsSession(AwsOptions()), "cloudml/denied")
+    assert "access denied while creating the ECR repository cloudml/denied" in str(denied.value)
+    assert "aws-iam-policy.json" in denied.value.hint
