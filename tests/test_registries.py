@@ -114,3 +114,35 @@ def test_ecr_errors_are_translated(aws_emulator):
         ensure_repository(AwsSession(AwsOptions()), "cloudml/denied")
     assert "access denied while creating the ECR repository cloudml/denied" in str(denied.value)
     assert "aws-iam-policy.json" in denied.value.hint
+
+
+def test_ecr_calls_are_what_the_policy_grants(aws_emulator):
+    """Every ECR call of a first push (API and registry) is allowed by deploy_templates/aws-iam-policy.json,
+    for the repository's ARN."""
+    import fnmatch
+
+    from conftest import REPO
+
+    from cloudml.providers.aws.options import AwsOptions
+    from cloudml.providers.aws.registry import target
+    from cloudml.providers.aws.session import AwsSession
+
+    aws_emulator.calls(clear=True)
+    pushed = target(AwsSession(AwsOptions()), "cloudml/runtime-policy-test")
+    push_small_image(RegistryClient(pushed.host, credentials=pushed.credentials, plain_http=pushed.plain_http), pushed.repository, "v1")
+    made = {c["action"] for c in aws_emulator.calls() if "cloudml" in c["user_agent"]}
+    assert {"ecr:CreateRepository", "ecr:GetAuthorizationToken", "ecr:InitiateLayerUpload", "ecr:PutImage"} <= made
+
+    policy = json.loads((REPO / "deploy_templates" / "aws-iam-policy.json").read_text())
+    arn = "arn:aws:ecr:us-east-1:123456789012:repository/cloudml/runtime-policy-test"
+
+    def allowed(action: str) -> bool:
+        for statement in policy["Statement"]:
+            actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+            resources = [statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]
+            if statement["Effect"] == "Allow" and action in actions and any(fnmatch.fnmatchcase(arn, r) for r in resources):
+                return True
+        return False
+
+    missing = sorted(a for a in made if a.startswith("ecr:") and not allowed(a))
+    assert not missing, f"aws-iam-policy.json lacks {missing} on {arn}"
