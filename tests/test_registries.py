@@ -146,3 +146,41 @@ def test_ecr_calls_are_what_the_policy_grants(aws_emulator):
 
     missing = sorted(a for a in made if a.startswith("ecr:") and not allowed(a))
     assert not missing, f"aws-iam-policy.json lacks {missing} on {arn}"
+
+
+# -- Azure: the workspace's ACR -------------------------------------------------------------------
+
+
+def test_acr_login_server_exchange_and_push(azure_emulator):
+    from cloudml.providers.azure.registry import ensure_repository, registry_credentials, target
+
+    ml = azure_emulator.ml_client()
+    where = {"resource_manager_url": azure_emulator.url}
+    azure_emulator.calls(clear=True)
+    assert ensure_repository(ml, azure_emulator.workspace, **where) is False  # ACR makes repositories at first push
+    host, credentials = registry_credentials(ml, azure_emulator.workspace, **where)
+    assert credentials.username == "00000000-0000-0000-0000-000000000000" and host.startswith("127.0.0.1:")
+    assert_pushes(host, "cloudml/runtime", credentials)
+
+    # Every action taken is in the custom role.
+    from conftest import REPO
+
+    role = json.loads((REPO / "deploy_templates" / "azure-custom-role.json").read_text())
+    made = {c["action"] for c in azure_emulator.calls() if "cloudml/" in c["user_agent"]}
+    assert {"Microsoft.ContainerRegistry/registries/read", "Microsoft.ContainerRegistry/registries/push/write"} <= made
+    import fnmatch
+
+    missing = sorted(a for a in made if not any(fnmatch.fnmatchcase(a.lower(), p.lower()) for p in role["Actions"]))
+    assert not missing, f"azure-custom-role.json lacks {missing}"
+    assert target(ml, azure_emulator.workspace, **where).plain_http is True
+
+
+def test_acr_refuses_a_wrong_aad_token_and_a_wrong_refresh_token(azure_emulator):
+    from cloudml.providers.azure.registry import exchange, login_server
+
+    host = login_server(azure_emulator.ml_client(), azure_emulator.workspace, resource_manager_url=azure_emulator.url)
+    with pytest.raises(CloudMLError) as refused:
+        exchange(host, "not-an-azure-ad-token")
+    assert "refused the Azure AD token" in str(refused.value) and "az login" in refused.value.hint
+    with pytest.raises(RegistryAuthError):
+        push_small_image(RegistryClient(host, credentials=Credentials("00000000-0000-0000-0000-000000000000", "made-up")), "cloudml/runtime", "v9")

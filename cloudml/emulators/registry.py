@@ -55,9 +55,9 @@ def _b64url(data: bytes) -> str:
 
 class LocalRegistry:
     """`start()` runs docker-registry and its token service; `host` is what image references name
-    (127.0.0.1:PORT, plain http); `token_url` is the realm."""
+    (127.0.0.1:PORT, plain http); `token_url` is the realm; `service` None means the host."""
 
-    def __init__(self, state_dir: Path, *, service: str, check: Check, may_push: Callable[[str], bool] | None = None,
+    def __init__(self, state_dir: Path, *, service: str | None, check: Check, may_push: Callable[[str], bool] | None = None,
                  routes: dict[str, Route] | None = None, on_grant: Callable[[list[dict], str], None] | None = None,
                  host: str = "127.0.0.1", binary: str = "docker-registry"):
         self.state_dir = Path(state_dir)
@@ -100,6 +100,7 @@ class LocalRegistry:
         bundle = self._make_signing_key()
         self._start_token_service()
         self.port = _free_port(self.bind)
+        self.service = self.service or self.host  # ACR names itself by its login server
         config = self.state_dir / "config.yml"
         # JSON is YAML: no YAML writer needed.
         config.write_text(json.dumps({

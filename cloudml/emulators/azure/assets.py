@@ -19,6 +19,7 @@ from cloudml.emulators.azure.arm import (
     ServerParts,
     not_found,
 )
+from cloudml.emulators.azure.acr import REGISTRY_ID
 from cloudml.emulators.azure.azurite import ACCOUNT, ACCOUNT_KEY
 
 
@@ -33,7 +34,7 @@ class WorkspaceAssets(ServerParts):
                 "friendlyName": WORKSPACE, "workspaceId": str(uuid.uuid5(uuid.NAMESPACE_URL, WORKSPACE)), "provisioningState": "Succeeded",
                 "storageAccount": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Storage/storageAccounts/{ACCOUNT}",
                 "discoveryUrl": f"{self.url}/discovery", "mlFlowTrackingUri": f"azureml://{LOCATION}.api.azureml.ms/mlflow/v1.0{self._id()}",
-                "publicNetworkAccess": "Enabled", "v1LegacyMode": False,
+                "publicNetworkAccess": "Enabled", "v1LegacyMode": False, "containerRegistry": REGISTRY_ID,
             },
             "systemData": self._system_data(),
         })
