@@ -184,3 +184,87 @@ def test_acr_refuses_a_wrong_aad_token_and_a_wrong_refresh_token(azure_emulator)
     assert "refused the Azure AD token" in str(refused.value) and "az login" in refused.value.hint
     with pytest.raises(RegistryAuthError):
         push_small_image(RegistryClient(host, credentials=Credentials("00000000-0000-0000-0000-000000000000", "made-up")), "cloudml/runtime", "v9")
+
+
+# -- GCP: Artifact Registry -----------------------------------------------------------------------
+
+
+def gcp_session(**options):
+    """A session with the options as `cloudml -p gcp` resolves them: the emulator's CLOUDML_GCP_* variables, then these."""
+    import os
+
+    from cloudml.providers.gcp.options import GcpOptions
+    from cloudml.providers.gcp.session import GcpSession
+    from cloudml.providers.options import environment_layer, keyword_layer, resolve_options
+
+    return GcpSession(resolve_options(GcpOptions, "gcp", [environment_layer("gcp", os.environ), keyword_layer(options)]))
+
+
+def test_artifact_registry_repository_adc_token_and_push(gcp_emulator):
+    from cloudml.providers.gcp.registry import ensure_repository, registry_credentials, target
+
+    session = gcp_session(credentials=gcp_emulator.key_file)  # a key file, its tokens from the emulator's token_uri
+    gcp_emulator.calls(clear=True)
+    assert ensure_repository(session, "cloudml-ar-test") is True
+    assert ensure_repository(session, "cloudml-ar-test") is False  # the second call creates nothing
+    repository = session.http.get(f"{gcp_emulator.url}/v1/projects/{session.project}/locations/{session.location}/repositories/cloudml-ar-test").json()
+    assert repository["format"] == "DOCKER" and repository["labels"] == {"cloudml-owned": "true"}
+    assert [c["action"] for c in gcp_emulator.calls()].count("CreateRepository") == 1
+
+    host, credentials = registry_credentials(session)
+    assert host == gcp_emulator.registry_host and credentials.username == "oauth2accesstoken" and credentials.password
+    assert_pushes(host, f"{session.project}/cloudml-ar-test/runtime", credentials)
+    assert target(session, "cloudml-ar-test").repository == f"{session.project}/cloudml-ar-test/runtime"
+
+    # Artifact Registry refuses a push into a repository never created.
+    with pytest.raises(RegistryAuthError):
+        push_small_image(RegistryClient(host, credentials=credentials), f"{session.project}/never-created/runtime", "v1")
+
+    # Every permission this needs is in deploy_templates/gcp-roles.md.
+    from conftest import REPO
+
+    roles = (REPO / "deploy_templates" / "gcp-roles.md").read_text()
+    permissions = {"GetRepository": "artifactregistry.repositories.get", "CreateRepository": "artifactregistry.repositories.create"}
+    made = {permissions.get(c["action"], c["action"]) for c in gcp_emulator.calls() if c["action"] in permissions or "." in c["action"]}
+    assert {"artifactregistry.repositories.uploadArtifacts", "artifactregistry.repositories.create"} <= made
+    assert not sorted(p for p in made if p not in roles), f"gcp-roles.md lacks {sorted(p for p in made if p not in roles)}"
+
+
+def test_artifact_registry_refuses_a_wrong_token(gcp_emulator):
+    from cloudml.providers.gcp.registry import ensure_repository, registry_credentials
+
+    session = gcp_session(credentials=gcp_emulator.key_file)
+    ensure_repository(session, "cloudml-ar-test")
+    host, _ = registry_credentials(session)
+    with pytest.raises(RegistryAuthError) as refused:
+        push_small_image(RegistryClient(host, credentials=Credentials("oauth2accesstoken", "ya29.expired")), f"{session.project}/cloudml-ar-test/runtime", "v2")
+    assert "refused the credentials" in str(refused.value)
+
+
+def test_artifact_registry_with_the_emulators_anonymous_credentials(gcp_emulator):
+    from cloudml.providers.gcp.registry import target
+
+    pushed = target(gcp_session())  # CLOUDML_GCP_CREDENTIALS=anonymous, as the emulator exports
+    assert pushed.credentials == Credentials() and pushed.plain_http
+    assert_pushes(pushed.host, pushed.repository, pushed.credentials)
+
+
+def test_artifact_registry_errors_are_translated(gcp_emulator, tmp_path):
+    from cloudml.providers.gcp.registry import ensure_repository, registry_credentials
+
+    gcp_emulator.refuse_next("CreateRepository", status="PERMISSION_DENIED", message="Permission 'artifactregistry.repositories.create' denied")
+    with pytest.raises(CloudMLError) as denied:
+        ensure_repository(gcp_session(), "cloudml-denied")
+    assert "permission denied while creating the Artifact Registry repository cloudml-denied" in str(denied.value)
+
+    # A key the service does not know (deleted, or another account's): the token refresh fails, with what to do.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    revoked = tmp_path / "key.json"
+    revoked.write_text(json.dumps({**json.loads(open(gcp_emulator.key_file).read()), "private_key": other}))
+    with pytest.raises(CloudMLError) as refused:
+        registry_credentials(gcp_session(credentials=str(revoked)))
+    assert "refused the credentials" in str(refused.value) and "gcloud auth application-default login" in refused.value.hint

@@ -602,8 +602,10 @@ def emulator_gcp(
         server = EmulatorServer(host=host, port=port, storage_port=storage_port, provisioning_delay=provisioning_delay, health_timeout=health_timeout)
 
         def announce():
-            banner = f"GCP emulator: Vertex AI on {server.url}, GCS on {server.storage_url} (Ctrl-C to stop). Use it with:"
-            return [banner], client_env(server.url, server.storage_url, project=project, location=location), {"storage_url": server.storage_url}
+            banner = (f"GCP emulator: Vertex AI and Artifact Registry on {server.url}, GCS on {server.storage_url}, "
+                      f"the docker registry on {server.registry_host} (Ctrl-C to stop). Use it with:")
+            env = client_env(server.url, server.storage_url, project=project, location=location, registry_host=server.registry_host)
+            return [banner], env, {"storage_url": server.storage_url, "key_file": str(server.key_file)}
 
         return serve_until_stopped(server, address=f"{host}:{port}", ready_file=ready, announce=announce)
 
