@@ -268,3 +268,23 @@ def test_artifact_registry_errors_are_translated(gcp_emulator, tmp_path):
     with pytest.raises(CloudMLError) as refused:
         registry_credentials(gcp_session(credentials=str(revoked)))
     assert "refused the credentials" in str(refused.value) and "gcloud auth application-default login" in refused.value.hint
+
+
+def test_an_emulator_without_docker_registry_starts_and_says_so(tmp_path, monkeypatch):
+    """docker-registry is a Debian package, not a Python one: without it the emulator still serves
+    the rest of the cloud, and its log says why there is no registry."""
+    import os
+    import sys
+
+    from cloudml.emulators.aws import AwsEmulator
+
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable))
+    log = tmp_path / "emulator.log"
+    with AwsEmulator(log_path=log) as aws:
+        assert aws.registry_host is None
+        for key, value in aws.env.items():
+            monkeypatch.setenv(key, value)
+        import boto3
+
+        assert boto3.client("ecr").create_repository(repositoryName="cloudml/runtime")["repository"]["repositoryName"] == "cloudml/runtime"
+    assert "docker-registry is not installed" in log.read_text()

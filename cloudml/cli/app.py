@@ -569,8 +569,9 @@ def emulator_aws(
         def announce():
             if init:
                 server.init_resources(region=region)
-            return ([f"AWS emulator listening on {server.url}, its ECR registry on {server.ecr.registry.host} (Ctrl-C to stop). Use it with:"],
-                    client_env(server.url, region=region), {"registry": server.ecr.registry.host})
+            registry = server.ecr.registry.host if server.ecr.registry.running else None
+            return ([f"AWS emulator listening on {server.url}, its ECR registry on {registry or '(none)'} (Ctrl-C to stop). Use it with:"],
+                    client_env(server.url, region=region), {"registry": registry})
 
         return serve_until_stopped(server, address=f"{host}:{port}", ready_file=ready, announce=announce)
 

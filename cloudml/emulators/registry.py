@@ -23,6 +23,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -90,6 +91,20 @@ class LocalRegistry:
         return f"http://{self.bind}:{self._auth.server_address[1]}"
 
     # -- lifecycle --------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None
+
+    def try_start(self) -> bool:
+        """Start, or say on stderr why not and go on without a registry (the rest of the emulator
+        does not need one): False then."""
+        try:
+            self.start()
+            return True
+        except RegistryUnavailable as exc:
+            print(f"warning: {exc}; the emulator runs without its container registry", file=sys.stderr, flush=True)
+            return False
 
     def start(self, timeout: float = 30.0) -> LocalRegistry:
         binary = shutil.which(self.binary)

@@ -36,14 +36,16 @@ class EcrRegistry:
                                       on_grant=self._record_grant)
 
     def start(self) -> EcrRegistry:
-        self.registry.start()
+        self.registry.try_start()
         return self
 
     def stop(self) -> None:
         self.registry.stop()
 
-    def authorization_token(self, region: str) -> dict:
-        """The GetAuthorizationToken answer."""
+    def authorization_token(self, region: str) -> dict | None:
+        """The GetAuthorizationToken answer (None without a registry: moto's then)."""
+        if not self.registry.running:
+            return None
         password = secrets.token_urlsafe(32)
         expires = time.time() + TOKEN_SECONDS
         with self._lock:

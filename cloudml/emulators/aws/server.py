@@ -103,8 +103,9 @@ class EmulatorApp:
                     answer = self.hosting.handle(action, json.loads(body or b"{}"), region)
                     if answer is not None:
                         return _json(200, answer, start_response)
-                if action == "GetAuthorizationToken" and service == "ecr" and self.ecr is not None:
-                    return _json(200, self.ecr.authorization_token(region), start_response)
+                token = self.ecr.authorization_token(region) if action == "GetAuthorizationToken" and service == "ecr" and self.ecr else None
+                if token is not None:
+                    return _json(200, token, start_response)
         except ServiceError as exc:
             return _json(exc.status, {"__type": exc.code, "message": exc.message}, start_response)
         return self.moto_app(environ, start_response)

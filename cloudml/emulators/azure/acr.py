@@ -35,7 +35,7 @@ class AcrRegistry:
                                       on_grant=self._record_grant)
 
     def start(self) -> AcrRegistry:
-        self.registry.start()
+        self.registry.try_start()
         return self
 
     def stop(self) -> None:

@@ -34,7 +34,9 @@ class WorkspaceAssets(ServerParts):
                 "friendlyName": WORKSPACE, "workspaceId": str(uuid.uuid5(uuid.NAMESPACE_URL, WORKSPACE)), "provisioningState": "Succeeded",
                 "storageAccount": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Storage/storageAccounts/{ACCOUNT}",
                 "discoveryUrl": f"{self.url}/discovery", "mlFlowTrackingUri": f"azureml://{LOCATION}.api.azureml.ms/mlflow/v1.0{self._id()}",
-                "publicNetworkAccess": "Enabled", "v1LegacyMode": False, "containerRegistry": REGISTRY_ID,
+                "publicNetworkAccess": "Enabled", "v1LegacyMode": False,
+                # Azure ML attaches a registry at the first image build; without docker-registry the emulator has none.
+                **({"containerRegistry": REGISTRY_ID} if self.acr.registry.running else {}),
             },
             "systemData": self._system_data(),
         })

@@ -49,7 +49,7 @@ class ArtifactRegistry:
                                       may_push=self._may_push, on_grant=self._record_grant)
 
     def start(self) -> ArtifactRegistry:
-        self.registry.start()
+        self.registry.try_start()
         return self
 
     def stop(self) -> None:

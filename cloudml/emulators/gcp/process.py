@@ -42,9 +42,9 @@ class GcpEmulator(EmulatorProcess):
         return self.ready["key_file"]
 
     @property
-    def registry_host(self) -> str:
-        """The emulated `LOCATION-docker.pkg.dev` (CLOUDML_GCP_REGISTRY_HOST)."""
-        return self.env["CLOUDML_GCP_REGISTRY_HOST"]
+    def registry_host(self) -> str | None:
+        """The emulated `LOCATION-docker.pkg.dev` (CLOUDML_GCP_REGISTRY_HOST); None without docker-registry."""
+        return self.env.get("CLOUDML_GCP_REGISTRY_HOST")
 
     def refuse_next(self, action: str, *, status: str = "INTERNAL", message: str | None = None, times: int = 1) -> None:  # type: ignore[override]
         """Make the next `times` calls of `action` (UploadModel, DeployModel, Predict, ...) fail

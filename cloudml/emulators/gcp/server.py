@@ -311,8 +311,8 @@ class EmulatorServer:
         return self
 
     @property
-    def registry_host(self) -> str:
-        return self.artifacts.registry.host
+    def registry_host(self) -> str | None:
+        return self.artifacts.registry.host if self.artifacts.registry.running else None
 
     def _record(self, action: str, user_agent: str) -> None:
         if self.app is not None:
