@@ -194,7 +194,7 @@ class EmulatorServer:
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="cloudml-aws-emulator-"))
         self.hosting = SageMakerHosting(self.state_dir / "instances", account=ACCOUNT, provisioning_delay=provisioning_delay, health_timeout=health_timeout)
         self.faults = Faults()
-        self.ecr = EcrRegistry(self.state_dir / "registry", account=ACCOUNT, record=lambda action, agent: self._app.record(action, agent))
+        self.ecr = EcrRegistry(self.state_dir / "registry", account=ACCOUNT, record=self._record)
         self._app: EmulatorApp | None = None
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -202,6 +202,10 @@ class EmulatorServer:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def _record(self, action: str, user_agent: str) -> None:
+        if self._app is not None:
+            self._app.record(action, user_agent)
 
     def start(self) -> EmulatorServer:
         from moto.moto_server.threaded_moto_server import MotoRequestHandler

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from cloudml.emulators.azure.acr import REGISTRY_ID
 from cloudml.emulators.azure.arm import (
     ASSET_NAME,
     DATASTORE,
@@ -19,7 +20,6 @@ from cloudml.emulators.azure.arm import (
     ServerParts,
     not_found,
 )
-from cloudml.emulators.azure.acr import REGISTRY_ID
 from cloudml.emulators.azure.azurite import ACCOUNT, ACCOUNT_KEY
 
 
