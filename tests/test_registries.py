@@ -104,6 +104,19 @@ def test_ecr_refuses_wrong_and_expired_tokens(aws_emulator):
     assert_pushes(host, "cloudml/runtime-ecr-test", registry_credentials(session)[1], "v2")
 
 
+def test_ecr_repository_takes_the_configured_kms_key(aws_emulator):
+    import boto3
+
+    from cloudml.providers.aws.options import AwsOptions
+    from cloudml.providers.aws.registry import ensure_repository
+    from cloudml.providers.aws.session import AwsSession
+
+    key = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
+    assert ensure_repository(AwsSession(AwsOptions(kms_key_id=key)), "cloudml/runtime-kms-test") is True
+    [repo] = boto3.client("ecr").describe_repositories(repositoryNames=["cloudml/runtime-kms-test"])["repositories"]
+    assert repo["encryptionConfiguration"] == {"encryptionType": "KMS", "kmsKey": key}
+
+
 def test_ecr_errors_are_translated(aws_emulator):
     from cloudml.providers.aws.options import AwsOptions
     from cloudml.providers.aws.registry import ensure_repository
