@@ -569,7 +569,9 @@ def emulator_aws(
         def announce():
             if init:
                 server.init_resources(region=region)
-            return [f"AWS emulator listening on {server.url} (Ctrl-C to stop). Use it with:"], client_env(server.url, region=region), {}
+            registry = server.ecr.registry.host if server.ecr.registry.running else None
+            return ([f"AWS emulator listening on {server.url}, its ECR registry on {registry or '(none)'} (Ctrl-C to stop). Use it with:"],
+                    client_env(server.url, region=region), {"registry": registry})
 
         return serve_until_stopped(server, address=f"{host}:{port}", ready_file=ready, announce=announce)
 
@@ -601,8 +603,10 @@ def emulator_gcp(
         server = EmulatorServer(host=host, port=port, storage_port=storage_port, provisioning_delay=provisioning_delay, health_timeout=health_timeout)
 
         def announce():
-            banner = f"GCP emulator: Vertex AI on {server.url}, GCS on {server.storage_url} (Ctrl-C to stop). Use it with:"
-            return [banner], client_env(server.url, server.storage_url, project=project, location=location), {"storage_url": server.storage_url}
+            banner = (f"GCP emulator: Vertex AI and Artifact Registry on {server.url}, GCS on {server.storage_url}, "
+                      f"the docker registry on {server.registry_host} (Ctrl-C to stop). Use it with:")
+            env = client_env(server.url, server.storage_url, project=project, location=location, registry_host=server.registry_host)
+            return [banner], env, {"storage_url": server.storage_url, "key_file": str(server.key_file)}
 
         return serve_until_stopped(server, address=f"{host}:{port}", ready_file=ready, announce=announce)
 

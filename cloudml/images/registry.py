@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
+from cloudml import __version__
 from cloudml.errors import ConfigError
 from cloudml.images.errors import ImageNotFound, RegistryAuthError, RegistryError, RegistryUnreachable
 from cloudml.images.oci import ACCEPT, INDEXES, digest_of, select_platform
@@ -34,6 +35,8 @@ _REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
 _REDIRECTS = (301, 302, 303, 307, 308)
+# Registries log it, and the emulators record the calls of cloudml's by it.
+_USER_AGENT = f"cloudml/{__version__}"
 # Configs and manifests are small; anything bigger read into memory is not one.
 MAX_DOCUMENT = 16 << 20
 
@@ -146,7 +149,8 @@ class RegistryClient:
         conn = cls(parts.hostname or "", parts.port, timeout=self.timeout, blocksize=1 << 20)
         try:
             try:
-                conn.request(method, (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), body=body, headers=headers)
+                conn.request(method, (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), body=body,
+                             headers={"User-Agent": _USER_AGENT, **headers})
                 resp = conn.getresponse()
             except (OSError, http.client.HTTPException) as exc:  # refused, DNS, TLS, timeout, not HTTP
                 raise self._unreachable(parts.scheme, parts.netloc, exc) from None

@@ -31,6 +31,16 @@ class AwsEmulator(EmulatorProcess):
                 "--health-timeout", str(self.health_timeout)]
 
     @property
+    def registry_host(self) -> str | None:
+        """The emulated ECR's registry (what GetAuthorizationToken's proxyEndpoint names); None
+        when docker-registry is not installed."""
+        return self.ready.get("registry")
+
+    def expire_registry_tokens(self) -> None:
+        """Every ECR authorization token issued so far stops working, as after its 12 hours."""
+        self._call("POST", "registry/expire-tokens")
+
+    @property
     def env(self) -> dict[str, str]:
         """Variables that point boto3 and the aws provider at this emulator."""
         if self.url is None:

@@ -9,6 +9,9 @@ Control routes (JSON), for tests:
     DELETE /_cloudml/faults     clear scheduled faults
     GET    /_cloudml/fleet      the serving processes behind the endpoints
     GET    /_cloudml/calls      every API call as an IAM action, with its user agent (DELETE: and clear)
+    POST   /_cloudml/registry/expire-tokens   every ECR authorization token issued so far stops working
+
+ECR: moto's repositories, with a real registry behind GetAuthorizationToken (ecr.py).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudml.emulators.aws import s3policy
+from cloudml.emulators.aws.ecr import EcrRegistry
 from cloudml.emulators.aws.sagemaker import SageMakerHosting, ServiceError, use_current_instance_types
 from cloudml.emulators.faults import Fault, Faults
 
@@ -52,17 +56,21 @@ def _json(status: int, payload: Any, start_response, headers: dict[str, str] | N
 class EmulatorApp:
     """WSGI app in front of moto's: answers what it emulates itself, passes the rest on."""
 
-    def __init__(self, moto_app, hosting: SageMakerHosting, faults: Faults):
+    def __init__(self, moto_app, hosting: SageMakerHosting, faults: Faults, ecr: EcrRegistry | None = None):
         self.moto_app = moto_app
         self.hosting = hosting
         self.faults = faults
+        self.ecr = ecr
         # IAM action and user agent of the latest API calls (bounded: the emulator may run for days).
         self.calls: deque[dict[str, str]] = deque(maxlen=100_000)
         self._calls_lock = threading.Lock()
 
     def _record(self, service: str, action: str, environ) -> None:
+        self.record(f"{service}:{action}", environ.get("HTTP_USER_AGENT", ""))
+
+    def record(self, action: str, user_agent: str) -> None:
         with self._calls_lock:
-            self.calls.append({"action": f"{service}:{action}", "user_agent": environ.get("HTTP_USER_AGENT", "")})
+            self.calls.append({"action": action, "user_agent": user_agent})
 
     def __call__(self, environ, start_response):
         from werkzeug.wsgi import get_input_stream
@@ -95,6 +103,9 @@ class EmulatorApp:
                     answer = self.hosting.handle(action, json.loads(body or b"{}"), region)
                     if answer is not None:
                         return _json(200, answer, start_response)
+                token = self.ecr.authorization_token(region) if action == "GetAuthorizationToken" and service == "ecr" and self.ecr else None
+                if token is not None:
+                    return _json(200, token, start_response)
         except ServiceError as exc:
             return _json(exc.status, {"__type": exc.code, "message": exc.message}, start_response)
         return self.moto_app(environ, start_response)
@@ -146,6 +157,9 @@ class EmulatorApp:
             return _json(200, self.faults.pending(), start_response)
         if path == "/_cloudml/fleet":
             return _json(200, self.hosting.describe_fleet(), start_response)
+        if path == "/_cloudml/registry/expire-tokens" and method == "POST" and self.ecr is not None:
+            self.ecr.expire_tokens()
+            return _json(200, {"ok": True}, start_response)
         if path == "/_cloudml/calls":
             with self._calls_lock:
                 calls = list(self.calls)
@@ -180,6 +194,8 @@ class EmulatorServer:
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="cloudml-aws-emulator-"))
         self.hosting = SageMakerHosting(self.state_dir / "instances", account=ACCOUNT, provisioning_delay=provisioning_delay, health_timeout=health_timeout)
         self.faults = Faults()
+        self.ecr = EcrRegistry(self.state_dir / "registry", account=ACCOUNT, record=self._record)
+        self._app: EmulatorApp | None = None
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -187,13 +203,18 @@ class EmulatorServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def _record(self, action: str, user_agent: str) -> None:
+        if self._app is not None:
+            self._app.record(action, user_agent)
+
     def start(self) -> EmulatorServer:
         from moto.moto_server.threaded_moto_server import MotoRequestHandler
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import make_server
 
         use_current_instance_types()
-        app = EmulatorApp(DomainDispatcherApplication(create_backend_app), self.hosting, self.faults)
+        app = self._app = EmulatorApp(DomainDispatcherApplication(create_backend_app), self.hosting, self.faults, self.ecr)
+        self.ecr.start()
         self._server = make_server(self.host, self.port, app, threaded=True, request_handler=MotoRequestHandler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="aws-emulator")
@@ -221,6 +242,7 @@ class EmulatorServer:
             self._server.server_close()
             self._server = None
         self.hosting.stop_all()
+        self.ecr.stop()
         if self._own_state:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 

@@ -107,6 +107,7 @@ class ServerParts:
     if TYPE_CHECKING:
         state: AzureState
         workdir: Path
+        acr: Any
         container_name: str
         provisioning_delay: float
         health_timeout: float

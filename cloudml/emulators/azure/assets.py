@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from cloudml.emulators.azure.acr import REGISTRY_ID
 from cloudml.emulators.azure.arm import (
     ASSET_NAME,
     DATASTORE,
@@ -34,6 +35,8 @@ class WorkspaceAssets(ServerParts):
                 "storageAccount": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Storage/storageAccounts/{ACCOUNT}",
                 "discoveryUrl": f"{self.url}/discovery", "mlFlowTrackingUri": f"azureml://{LOCATION}.api.azureml.ms/mlflow/v1.0{self._id()}",
                 "publicNetworkAccess": "Enabled", "v1LegacyMode": False,
+                # Azure ML attaches a registry at the first image build; without docker-registry the emulator has none.
+                **({"containerRegistry": REGISTRY_ID} if self.acr.registry.running else {}),
             },
             "systemData": self._system_data(),
         })

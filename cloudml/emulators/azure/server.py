@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from cloudml.emulators.azure import certs
+from cloudml.emulators.azure.acr import AcrRegistry
 from cloudml.emulators.azure.arm import (
     CLOUD_NAME,
     LOCATION,
@@ -61,6 +62,9 @@ class AzureEmulatorServer(WorkspaceAssets, OnlineEndpoints):
         self.faults = Faults()
         self.calls: list[dict[str, str]] = []
         self.identity_header = secrets.token_hex(16)
+        self.issued_tokens: dict[str, float] = {}  # Azure AD access token -> expiry (ACR's exchange checks them)
+        self.acr = AcrRegistry(self.workdir / "registry", aad_token_valid=self._token_valid,
+                               record=lambda action, agent: self.calls.append({"action": action, "user_agent": agent}))
         self.azurite = Azurite(self.workdir / "azurite", log_path=self.workdir / "azurite.log")
         self.container_name = f"azureml-blobstore-{uuid.uuid4()}"
         self._httpd: ThreadingHTTPServer | None = None
@@ -75,6 +79,7 @@ class AzureEmulatorServer(WorkspaceAssets, OnlineEndpoints):
     def start(self) -> AzureEmulatorServer:
         cert, key, self.ca_bundle = certs.make_certificate(self.workdir / "tls")
         self.azurite.start()
+        self.acr.start()
         self._blob_service().create_container(self.container_name)
         server = self
 
@@ -99,6 +104,7 @@ class AzureEmulatorServer(WorkspaceAssets, OnlineEndpoints):
         for container in containers:
             container.stop()
         self.azurite.stop()
+        self.acr.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def client_env(self) -> dict[str, str]:
@@ -133,7 +139,9 @@ class AzureEmulatorServer(WorkspaceAssets, OnlineEndpoints):
         ep = ws + r"/onlineEndpoints/(?P<endpoint>[^/]+)"
         dep = ep + r"/deployments/(?P<deployment>[^/]+)"
         rbac = f"{PROVIDER}/workspaces"
+        acr = r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft.ContainerRegistry/registries/(?P<registry>[^/]+)"
         table: list[tuple[str, str, Handler, str]] = [
+            ("GET", acr, self.get_registry, "Microsoft.ContainerRegistry/registries/read"),
             ("GET", ws, self.get_workspace, f"{rbac}/read"),
             ("GET", ws + "/datastores", self.list_datastores, f"{rbac}/datastores/read"),
             ("GET", ws + "/datastores/(?P<datastore>[^/]+)", self.get_datastore, f"{rbac}/datastores/read"),
@@ -225,12 +233,29 @@ class AzureEmulatorServer(WorkspaceAssets, OnlineEndpoints):
         except InvalidBody as exc:
             raise ArmError(400, "UserError", f"Invalid request body: {exc}") from None
 
+    # --- the workspace's container registry -----------------------------------------------
+    def get_registry(self, registry: str, **_: Any) -> Response:
+        from cloudml.emulators.azure.acr import REGISTRY_NAME
+
+        if registry != REGISTRY_NAME:
+            raise ArmError(404, "ResourceNotFound",
+                           f"The Resource 'Microsoft.ContainerRegistry/registries/{registry}' under resource group '{RESOURCE_GROUP}' was not found.")
+        return Response(200, self.acr.resource())
+
     # --- identity -------------------------------------------------------------------------
+    def _token_valid(self, token: str) -> bool:
+        with self.state.lock:
+            return self.issued_tokens.get(token, 0) > time.time()
+
     def msi_token(self, query: dict[str, str], headers: dict[str, str]) -> Response:
         """The App Service managed-identity protocol (IDENTITY_ENDPOINT / IDENTITY_HEADER)."""
         if headers.get("x-identity-header") != self.identity_header:
             return Response(401, {"error": "invalid_request", "error_description": "X-IDENTITY-HEADER is missing or wrong"})
-        return Response(200, {"access_token": "emulator-" + secrets.token_hex(16), "expires_on": str(int(time.time()) + 3600),
+        token, expires = "emulator-" + secrets.token_hex(16), int(time.time()) + 3600
+        with self.state.lock:
+            self.issued_tokens = {t: e for t, e in self.issued_tokens.items() if e > time.time()}
+            self.issued_tokens[token] = expires
+        return Response(200, {"access_token": token, "expires_on": str(expires),
                               "resource": query.get("resource", ""), "token_type": "Bearer", "client_id": str(uuid.uuid4())})
 
     # --- long-running operations ----------------------------------------------------------

@@ -35,6 +35,17 @@ class GcpEmulator(EmulatorProcess):
         """The GCS emulator's address (what STORAGE_EMULATOR_HOST holds)."""
         return self.ready.get("storage_url")
 
+    @property
+    def key_file(self) -> str:
+        """A service-account key file whose tokens come from the emulator: `-o credentials=<it>`
+        (or GOOGLE_APPLICATION_CREDENTIALS) authenticates as against Google, Artifact Registry included."""
+        return self.ready["key_file"]
+
+    @property
+    def registry_host(self) -> str | None:
+        """The emulated `LOCATION-docker.pkg.dev` (CLOUDML_GCP_REGISTRY_HOST); None without docker-registry."""
+        return self.env.get("CLOUDML_GCP_REGISTRY_HOST")
+
     def refuse_next(self, action: str, *, status: str = "INTERNAL", message: str | None = None, times: int = 1) -> None:  # type: ignore[override]
         """Make the next `times` calls of `action` (UploadModel, DeployModel, Predict, ...) fail
         with the canonical error `status` (RESOURCE_EXHAUSTED, PERMISSION_DENIED, ...)."""

@@ -6,6 +6,9 @@
   and anonymous credentials (see vertex.py for how requests are validated).
 - Cloud Logging's `POST /v2/entries:list` on the same port: the output of the serving processes
   as log entries of resource type `aiplatform.googleapis.com/Endpoint`, like Vertex AI writes them.
+- Artifact Registry: repositories create/get on the same port, a real registry for
+  `LOCATION-docker.pkg.dev` (CLOUDML_GCP_REGISTRY_HOST), and an OAuth token endpoint `POST /token`
+  for the service-account key file the emulator writes (artifacts.py).
 - GCS: `gcp-storage-emulator` (in memory) on its own port, reached through `STORAGE_EMULATOR_HOST`.
 
 Control routes (JSON), for tests:
@@ -32,6 +35,7 @@ from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from cloudml.emulators.faults import Fault, Faults
+from cloudml.emulators.gcp.artifacts import ArtifactRegistry
 from cloudml.emulators.gcp.vertex import ApiError, VertexService
 
 PROJECT = "cloudml-emulator"
@@ -54,6 +58,9 @@ ROUTES: list[tuple[str, re.Pattern, str]] = [
     # The generated REST transports poll operations under /ui/ first, /v1/ as well.
     ("GET", re.compile(rf"^/(?:v1|ui)/({_LOC}(?:/[a-zA-Z]+/[^/:]+)?/operations/[^/:]+)$"), "GetOperation"),
     ("POST", re.compile(r"^/v2/entries:list$"), "ListLogEntries"),
+    # Artifact Registry (artifactregistry.googleapis.com), see artifacts.py.
+    ("POST", re.compile(rf"^/v1/({_LOC})/repositories$"), "CreateRepository"),
+    ("GET", re.compile(rf"^/v1/({_LOC}/repositories/[^/:]+)$"), "GetRepository"),
 ]
 LOG_NAME = "aiplatform.googleapis.com%2Fprediction_container"
 LIST_ENTRIES_FIELDS = {"resourceNames", "resource_names", "projectIds", "project_ids", "filter", "orderBy", "order_by",
@@ -146,8 +153,9 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 
 
 class EmulatorApp:
-    def __init__(self, vertex: VertexService, logs: LogStore, faults: Faults, storage_blobs):
+    def __init__(self, vertex: VertexService, logs: LogStore, faults: Faults, storage_blobs, artifacts: ArtifactRegistry):
         self.vertex = vertex
+        self.artifacts = artifacts
         self.logs = logs
         self.faults = faults
         self.storage_blobs = storage_blobs
@@ -160,6 +168,8 @@ class EmulatorApp:
             return self._control(path, method, environ, start_response)
         raw = _read_body(environ)
         query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        if path == "/token" and method == "POST":  # OAuth 2.0, form-encoded
+            return _respond(*self.artifacts.token({k: v[-1] for k, v in parse_qs(raw.decode(errors="replace")).items()}), start_response)
         for verb, pattern, action in ROUTES:  # noqa: B007 - `action` is the matched route's, used below
             match = pattern.match(path)
             if match and verb == method:
@@ -219,6 +229,10 @@ class EmulatorApp:
             return 200, v.get_operation(target)
         if action == "ListLogEntries":
             return 200, self.logs.list(body if isinstance(body, dict) else {})
+        if action == "CreateRepository":
+            return 200, self.artifacts.create(target, query.get("repositoryId") or query.get("repository_id") or "", body)
+        if action == "GetRepository":
+            return 200, self.artifacts.get(target)
         raise ApiError("NOT_FOUND", f"no handler for {action}")
 
     def _control(self, path: str, method: str, environ, start_response):
@@ -256,6 +270,9 @@ class EmulatorServer:
         self.logs = LogStore()
         self.faults = Faults()
         self.vertex: VertexService | None = None
+        self.app: EmulatorApp | None = None
+        self.artifacts = ArtifactRegistry(self.state_dir / "artifacts", record=self._record)
+        self.key_file: Path | None = None
         self._server: Any = None  # the WSGI server and the GCS emulator, once started
         self._storage: Any = None
         self._thread: threading.Thread | None = None
@@ -284,12 +301,23 @@ class EmulatorServer:
         os.environ["STORAGE_EMULATOR_HOST"] = self.storage_url
         self.vertex = VertexService(self.state_dir / "nodes", storage_host=self.storage_url, provisioning_delay=self.provisioning_delay,
                                     health_timeout=self.health_timeout, log_sink=self.logs.write)
-        app = EmulatorApp(self.vertex, self.logs, self.faults, self._blobs)
+        self.artifacts.start()
+        app = self.app = EmulatorApp(self.vertex, self.logs, self.faults, self._blobs, self.artifacts)
         self._server = make_server(self.host, self.port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
         self.port = self._server.server_address[1]
+        self.key_file = self.artifacts.write_key_file(f"{self.url}/token", PROJECT)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="gcp-emulator")
         self._thread.start()
         return self
+
+    @property
+    def registry_host(self) -> str | None:
+        return self.artifacts.registry.host if self.artifacts.registry.running else None
+
+    def _record(self, action: str, user_agent: str) -> None:
+        if self.app is not None:
+            with self.app._calls_lock:  # noqa: SLF001 - the app's own call log
+                self.app.calls.append({"action": action, "resource": "", "user_agent": user_agent})
 
     def _blobs(self, uri: str) -> list[str]:
         """Object names under a gs:// folder, relative to it (what the Vertex service agent can read)."""
@@ -314,13 +342,15 @@ class EmulatorServer:
         if self._storage is not None:
             self._storage.stop()
             self._storage = None
+        self.artifacts.stop()
         if self._own_state:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
-def client_env(url: str, storage_url: str, *, project: str = PROJECT, location: str = LOCATION) -> dict[str, str]:
+def client_env(url: str, storage_url: str, *, project: str = PROJECT, location: str = LOCATION, registry_host: str | None = None) -> dict[str, str]:
     """Environment for google-cloud clients and the gcp provider to use the emulator."""
-    return {
+    registry = {"CLOUDML_GCP_ARTIFACT_REGISTRY_ENDPOINT": url, "CLOUDML_GCP_REGISTRY_HOST": registry_host} if registry_host else {}
+    return {**registry,
         "STORAGE_EMULATOR_HOST": storage_url,
         "GOOGLE_CLOUD_PROJECT": project,
         "CLOUDML_GCP_PROJECT": project,

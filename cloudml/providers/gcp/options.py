@@ -48,9 +48,15 @@ class GcpOptions(CloudOptions):
                                      description="Vertex AI API endpoint override (a private endpoint, the cloudml emulator as http://127.0.0.1:PORT); "
                                                  "default <location>-aiplatform.googleapis.com.")
     logging_endpoint: str | None = Field(default=None, description="Cloud Logging API endpoint override; default https://logging.googleapis.com.")
+    artifact_registry_endpoint: str | None = Field(default=None,
+                                                   description="Artifact Registry API endpoint override; default https://artifactregistry.googleapis.com.")
+    registry_host: str | None = Field(default=None,
+                                      description="Docker registry host of the Artifact Registry repository (the cloudml emulator's 127.0.0.1:PORT); "
+                                                  "default <location>-docker.pkg.dev.")
     poll_interval: float = Field(default=10.0, gt=0, description="Seconds between operation polls while waiting.")
 
-    @field_validator("project", "credentials", "api_endpoint", "logging_endpoint", "image_uri", "staging_bucket", "service_account", mode="before")
+    @field_validator("project", "credentials", "api_endpoint", "logging_endpoint", "image_uri", "staging_bucket", "service_account",
+                     "artifact_registry_endpoint", "registry_host", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # An empty CLOUDML_GCP_* variable means "not set", as with the other providers' defaults.
