@@ -78,7 +78,7 @@ class ServedModel:
         gc.collect()
         gc.freeze()
         self.backend = backend
-        log.info("model %s version %s loaded by %s %s and warmed up", self.name, self.version, backend.name, backend.version)
+        log.info("model %s version %s loaded and warmed up (served by %s %s)", self.name, self.version, backend.name, backend.version)
 
     def run(self, inputs: Arrays) -> Arrays:
         backend = self.backend
