@@ -23,7 +23,7 @@ from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from pydantic import Field
 
@@ -37,6 +37,7 @@ from cloudml.spec import DeploymentSpec
 
 if TYPE_CHECKING:
     from cloudml.packaging import PackagedModel
+    from cloudml.images.registry import Credentials
     from cloudml.packaging.source import ModelSource
 
 Action = Literal["created", "updated"]
@@ -54,6 +55,20 @@ class CloudOptions(ProviderOptions):
     preflight: bool = Field(default=True,
         description="Load the packaged model locally and answer a probe request before uploading anything (--skip-preflight turns it off).")
     work_dir: str | None = Field(default=None, description="Where packages are built; default $CLOUDML_HOME/<provider>-packages.")
+    build_image: bool = Field(default=False,
+        description="Build and push the cloudml serving image for the model's runtime to this cloud's registry, without Docker, and serve with it.")
+    base_image: str = Field(default="python:3.11-slim", description="Base of the built serving image (a mirror or a company base); with build_image.")
+    wheelhouse: Path | None = Field(default=None,
+        description="A folder of linux/amd64 wheels the built image installs from, offline (no package index); with build_image.")
+
+
+class RegistryTarget(Protocol):
+    """What each cloud's registry.target() gives: images go to `f"{host}/{repository}:{tag}"`."""
+
+    host: str
+    repository: str
+    credentials: Credentials
+    plain_http: bool
 
 
 class UndoJournal:
@@ -121,6 +136,9 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
 
     # --- deploy ---------------------------------------------------------------------------
     def _deploy(self, spec: DeploymentSpec) -> DeployResult:
+        if self.options.image_uri and self.options.build_image:
+            raise ConfigError("image_uri and build_image were both given: the one names the serving image, the other builds it",
+                              hint="drop -o build_image=true to serve with image_uri, or drop image_uri to build the cloudml serving image")
         self.check_request(spec)
         from cloudml.packaging import inspect_source, source_hash
         from cloudml.packaging.metadata import tensorflow_version
@@ -145,10 +163,13 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
         # serve is refused at once, before seconds of packaging.
         runtime = self._runtime(spec, source)
         saved_by = tensorflow_version(source)
-        image = self.options.image_uri or (self.default_image(plan, saved_by) if saved_by else None)
+        building = self.options.build_image
+        image = self.options.image_uri or (self.default_image(plan, saved_by) if saved_by and not building else None)
         work = self._work_folder(spec.name, plan)
         packaged = self._package(source, work, spec, plan.model_hash, runtime=runtime)
-        if image is None:
+        if building:
+            image = self._built_image(packaged, work)
+        elif image is None:
             if packaged.manifest.runtime.backend != "tensorflow":
                 raise self._no_onnx_image(f"{source.path} was packaged to be served by ONNX Runtime")
             image = self.default_image(plan, packaged.manifest.tensorflow_version or "unknown")
@@ -174,11 +195,11 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
 
     def _runtime(self, spec: DeploymentSpec, source: ModelSource) -> RuntimeChoice:
         """What the package is made for. The clouds' prebuilt images run TensorFlow only, so
-        without a cloudml runtime image (image_uri) `auto` means TensorFlow, and what only ONNX
-        Runtime can serve is refused before anything is packaged."""
+        without a cloudml runtime image (image_uri, or build_image) `auto` means TensorFlow, and
+        what only ONNX Runtime can serve is refused before anything is packaged."""
         from cloudml.packaging.source import FRAMEWORKS
 
-        if self.options.image_uri:
+        if self.options.image_uri or self.options.build_image:
             return spec.runtime
         framework = FRAMEWORKS.get(source.format)
         if framework not in (None, "tensorflow"):
@@ -193,8 +214,33 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
 
     def _no_onnx_image(self, why: str) -> ModelError:
         return ModelError(f"{why}, and {self.provider} has no prebuilt image with ONNX Runtime",
-                          hint="build the cloudml serving image (`cloudml package MODEL --container`, then docker build and push it) and pass "
-                               "-o image_uri=IMAGE; for a Keras/TensorFlow model, --runtime tensorflow serves it with the prebuilt TensorFlow image")
+                          hint="-o build_image=true builds the cloudml serving image and pushes it to this cloud's registry (no Docker needed), "
+                               "or pass -o image_uri=IMAGE; for a Keras/TensorFlow model, --runtime tensorflow serves it with the prebuilt TensorFlow image")
+
+    def _built_image(self, packaged: PackagedModel, work: Path) -> str:
+        """The cloudml serving image for the package's backend in this cloud's registry, built and
+        pushed unless the registry has it (one image per runtime, not per model); pinned by digest."""
+        from cloudml.images.registry import Reference
+        from cloudml.images.runtime import runtime_image
+
+        runtime = packaged.manifest.runtime
+        version = packaged.manifest.tensorflow_version if runtime.backend == "tensorflow" else None
+        target = self.registry_target()
+        base = self.options.base_image
+        # A base kept in the same registry (a company base next to the runtime images) is pulled with the same login.
+        base_credentials = target.credentials if Reference.parse(base).registry == target.host else None
+        wheelhouse = self.options.wheelhouse
+        if wheelhouse is not None and not Path(wheelhouse).is_dir():
+            raise ConfigError(f"wheelhouse {wheelhouse} is not a folder", hint="give a folder of linux/amd64 wheels (pip download --platform ...)")
+        work.mkdir(parents=True, exist_ok=True)
+        with self.progress.step(f"image for {runtime.backend} in {target.host}/{target.repository}"):
+            image = runtime_image(runtime.backend, target_repository=f"{target.host}/{target.repository}", backend_version=version, base=base,
+                                  base_credentials=base_credentials, target_credentials=target.credentials, plain_http=target.plain_http,
+                                  find_links=[Path(wheelhouse)] if wheelhouse else (), no_index=wheelhouse is not None, work_dir=work,
+                                  progress=self.progress)
+        pushed = f"built and pushed {image.bytes_uploaded / 1e6:.1f} MB" if image.built else "found, nothing pushed"
+        self.progress.note(f"image {image.repository}:{image.tag}: {pushed}")
+        return image.pinned
 
     def _package(self, source: ModelSource, work: Path, spec: DeploymentSpec, digest: str, *, runtime: RuntimeChoice) -> PackagedModel:
         """Package (and probe) the very bytes that were hashed: a model changed since is refused."""
@@ -238,6 +284,10 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
     def default_image(self, plan: PlanT, tensorflow_version: str) -> str:
         """The serving image when none is configured, for a SavedModel written by that TensorFlow;
         a ModelError when no image can serve it."""
+
+    def registry_target(self) -> RegistryTarget:
+        """Where this cloud's serving images go (the repository made sure of) and the login that pushes there."""
+        raise ConfigError(f"provider {self.provider!r} has no container registry for build_image", hint="give -o image_uri=IMAGE instead")
 
     @abstractmethod
     def stage_artifact(self, rollout: Rollout[PlanT, EndpointT]) -> str:

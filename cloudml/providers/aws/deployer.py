@@ -20,7 +20,7 @@ from cloudml.providers.aws import artifacts, logs, scaling
 from cloudml.providers.aws.images import check_instance_type, tensorflow_image
 from cloudml.providers.aws.options import AwsOptions
 from cloudml.providers.aws.session import AwsSession, aws_errors, error_code, error_message, is_not_found, tag_list, tags_dict
-from cloudml.providers.cloud import Action, CloudDeployer, CloudPlan, Rollout
+from cloudml.providers.cloud import Action, CloudDeployer, CloudPlan, RegistryTarget, Rollout
 from cloudml.providers.common import container_error, short_hash, wait_while_busy
 from cloudml.results import Deployment, DeploymentStatus, Prediction, utcnow
 from cloudml.spec import DeploymentSpec
@@ -149,6 +149,11 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
     # --- deploy: doing --------------------------------------------------------------------
     def default_image(self, plan: Plan, tensorflow_version: str) -> str:
         return tensorflow_image(region=self.aws.region, tensorflow_version=tensorflow_version, instance_type=plan.instance_type)
+
+    def registry_target(self) -> RegistryTarget:
+        from cloudml.providers.aws import registry
+
+        return registry.target(self.aws)
 
     def stage_artifact(self, rollout: Rollout[Plan, Endpoint]) -> str:
         plan = rollout.plan

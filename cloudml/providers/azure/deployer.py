@@ -40,7 +40,7 @@ from cloudml.providers.azure.plan import (
     traffic_steps,
 )
 from cloudml.providers.azure.session import azure_errors, error_message, ml_client
-from cloudml.providers.cloud import Action, CloudDeployer, Rollout, UndoJournal
+from cloudml.providers.cloud import Action, CloudDeployer, RegistryTarget, Rollout, UndoJournal
 from cloudml.providers.common import WaitTimedOut, wait_while_busy
 from cloudml.results import Deployment, DeploymentStatus, DeployResult, Prediction, utcnow
 from cloudml.spec import DeploymentSpec
@@ -144,12 +144,13 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
 
     def check_request(self, spec: DeploymentSpec) -> None:
         check_endpoint_name(spec.name)
-        if not self.options.image_uri and not self.options.environment:
+        if not (self.options.image_uri or self.options.build_image or self.options.environment):
             # The same refusal, and exit code, as a cloud whose prebuilt images are all too old for the model.
             raise ModelError(
                 "no Azure ML prebuilt image can serve this model: Azure ML has no TensorFlow inference image or curated environment",
                 hint="build and push the cloudml runtime (`cloudml package MODEL --container`, then `az acr build`) and pass "
-                     "-o image_uri=<registry>.azurecr.io/cloudml-serving:<tag>, or pass -o environment=azureml:<name>:<version>",
+                     "-o image_uri=<registry>.azurecr.io/cloudml-serving:<tag>, or pass -o environment=azureml:<name>:<version>; "
+                     "-o build_image=true builds and pushes the cloudml serving image to the workspace's registry",
             )
 
     def plan(self, spec: DeploymentSpec, model_hash: str) -> AzurePlan:
@@ -204,6 +205,11 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
         """Azure ML has no default image: without image_uri the configured environment serves
         (check_request refused a deploy with neither)."""
         return self.options.environment or ""
+
+    def registry_target(self) -> RegistryTarget:
+        from cloudml.providers.azure import registry
+
+        return registry.target(self.ml, self.options.workspace or "", resource_manager_url=self.options.resource_manager_url)
 
     def stage_artifact(self, rollout: Rollout[AzurePlan, AzureEndpoint]) -> str:
         plan = rollout.plan

@@ -22,7 +22,7 @@ from functools import cached_property
 from typing import Any
 
 from cloudml.errors import ConfigError, DeployFailed, DeploymentNotFound, EndpointUnavailable, PredictionRejected
-from cloudml.providers.cloud import Action, CloudDeployer, Rollout, UndoJournal
+from cloudml.providers.cloud import Action, CloudDeployer, RegistryTarget, Rollout, UndoJournal
 from cloudml.providers.common import container_error
 from cloudml.providers.gcp import artifacts, logs
 from cloudml.providers.gcp.images import is_prebuilt, tensorflow_image
@@ -143,6 +143,11 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
     # --- hooks: doing -----------------------------------------------------------------------
     def default_image(self, plan: VertexPlan, tensorflow_version: str) -> str:
         return tensorflow_image(location=self.options.location, tensorflow_version=tensorflow_version)
+
+    def registry_target(self) -> RegistryTarget:
+        from cloudml.providers.gcp import registry
+
+        return registry.target(self.gcp)
 
     def stage_artifact(self, rollout: Rollout[VertexPlan, VertexEndpoint]) -> str:
         bucket = self.options.staging_bucket or artifacts.default_bucket(self.gcp)
