@@ -1,0 +1,108 @@
+"""`-o build_image=true`: the deploy builds the cloudml runtime image without Docker, pushes it into
+the cloud's registry (the emulator's is a real CNCF registry behind ECR's auth), and the SageMaker
+Model serves with it, pinned by digest; a second model finds the image and pushes nothing.
+
+The emulator's hosting runs the serving entrypoint in a host process, not the image: what this
+shows is the build, the push and the image the cloud is told to run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import boto3
+import pytest
+from conftest import REPO, rows_close, run_cli
+
+from cloudml.images import debian, runtime
+
+WHEELHOUSE = REPO / "build" / "wheelhouse"
+DEBS = REPO / "build" / "debs"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (shutil.which("docker-registry") and shutil.which("skopeo")),
+                       reason="needs docker-registry and skopeo (Debian packages)"),
+]
+
+
+def _assets() -> None:
+    if not any(DEBS.glob("*.deb")):
+        pytest.skip(f"no Debian .debs in {DEBS} for the offline python:3.11-slim stand-in (run `make test-assets` on Debian)")
+    wanted = "\n".join(runtime.requirements("onnx", runtime.default_version("onnx"))) + "\n"
+    stamp = WHEELHOUSE / ".requirements"
+    if not stamp.is_file() or stamp.read_text() != wanted:
+        pytest.skip(f"the wheelhouse {WHEELHOUSE} is missing or stale (run `make test-assets`)")
+
+
+@pytest.fixture
+def ecr_base(aws_emulator, tmp_path):
+    """The offline python:3.11-slim stand-in, pushed into the emulated ECR as library/python."""
+    _assets()
+    if aws_emulator.registry_host is None:
+        pytest.skip("the AWS emulator has no registry (docker-registry did not start)")
+    from cloudml.providers.aws.options import AwsOptions
+    from cloudml.providers.aws.registry import ensure_repository, registry_credentials
+    from cloudml.providers.aws.session import AwsSession
+
+    session = AwsSession(AwsOptions())
+    ensure_repository(session, "library/python")
+    host, credentials = registry_credentials(session)
+    base = f"{host}/library/python:3.11-slim"
+    debian.python_base_image(base, cache=DEBS, credentials=credentials, plain_http=True, work_dir=tmp_path)
+    return host, base, credentials
+
+
+def _deploy(model, name, base, home):
+    result = run_cli("deploy", model, "--name", name, "--provider", "aws", "-o", "build_image=true", "-o", f"base_image={base}",
+                     "-o", f"wheelhouse={WHEELHOUSE}", "--output", "json", home=home, timeout=900)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return json.loads(result.stdout), result.stderr
+
+
+def _served_image(deployment: dict) -> str:
+    sm = boto3.client("sagemaker")
+    config = sm.describe_endpoint_config(EndpointConfigName=deployment["details"]["endpoint_config"])
+    model = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
+    return model["PrimaryContainer"]["Image"]
+
+
+def test_build_image_pushes_the_runtime_image_to_ecr_once_and_serves_with_it(aws_emulator, ecr_base, seed_models, other_cnn, home):
+    import cloudml
+
+    host, base, credentials = ecr_base
+    cnn = seed_models["cnn"]
+    first, log = _deploy(cnn.path, "cnn-built", base, home)
+    assert first["action"] == "created", first
+    image = _served_image(first["deployment"])
+    assert image.startswith(f"{host}/cloudml/runtime@sha256:"), image
+    assert "built and pushed" in log, log
+
+    inspected = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--creds", f"{credentials.username}:{credentials.password}",
+                                f"docker://{image}"], capture_output=True, text=True, timeout=60)
+    assert inspected.returncode == 0, inspected.stderr
+    info = json.loads(inspected.stdout)
+    assert info["Digest"] == image.split("@")[1]
+    assert info["Labels"]["io.cloudml.backend"] == "onnx" and info["Architecture"] == "amd64"
+
+    deployer = cloudml.get_deployer("aws", poll_interval=0.5)
+    assert rows_close(deployer.predict("cnn-built", instances=cnn.instances).predictions, cnn.reference())
+
+    # Another model: the same runtime image, found by its tag, nothing built or pushed.
+    second, log = _deploy(other_cnn[0], "cnn-built-2", base, home)
+    assert second["action"] == "created", second
+    assert _served_image(second["deployment"]) == image
+    assert "found, nothing pushed" in log and "built and pushed" not in log, log
+    assert rows_close(deployer.predict("cnn-built-2", instances=cnn.instances).predictions, other_cnn[1])
+    for name in ("cnn-built", "cnn-built-2"):
+        assert deployer.delete(name, purge=True) is True
+
+
+def test_image_uri_and_build_image_together_are_refused(aws_emulator, seed_models, home):
+    result = run_cli("deploy", seed_models["cnn"].path, "--name", "cnn-both", "--provider", "aws", "-o", "build_image=true",
+                     "-o", "image_uri=123.dkr.ecr.us-east-1.amazonaws.com/x:1", "--output", "json", home=home)
+    assert result.returncode == 2, result.stdout + result.stderr
+    error = json.loads(result.stdout)
+    assert "image_uri and build_image" in error["message"] and "build_image" in error["hint"]
+    assert not (home / "aws-packages").exists()
