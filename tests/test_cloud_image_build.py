@@ -106,3 +106,36 @@ def test_image_uri_and_build_image_together_are_refused(aws_emulator, seed_model
     error = json.loads(result.stdout)
     assert "image_uri and build_image" in error["message"] and "build_image" in error["hint"]
     assert not (home / "aws-packages").exists()
+
+
+def test_build_image_on_vertex_pushes_to_artifact_registry_and_the_model_runs_it(gcp_emulator, vertex, seed_models, home, tmp_path):
+    import os
+
+    from cloudml.providers.gcp.options import GcpOptions
+    from cloudml.providers.gcp.registry import target
+    from cloudml.providers.gcp.session import GcpSession
+    from cloudml.providers.options import environment_layer, resolve_options
+
+    _assets()
+    if gcp_emulator.registry_host is None:
+        pytest.skip("the GCP emulator has no registry (docker-registry did not start)")
+    # The base next to the runtime images, in the repository cloudml makes (the emulator's anonymous credentials, as the CLI gets them).
+    pushed = target(GcpSession(resolve_options(GcpOptions, "gcp", [environment_layer("gcp", os.environ)])))
+    base = f"{pushed.host}/{pushed.repository.rsplit('/', 1)[0]}/python:3.11-slim"
+    debian.python_base_image(base, cache=DEBS, credentials=pushed.credentials, plain_http=True, work_dir=tmp_path)
+
+    cnn = seed_models["cnn"]
+    result = run_cli("deploy", cnn.path, "--name", "cnn-vbuilt", "--provider", "gcp", "-o", "build_image=true", "-o", f"base_image={base}",
+                     "-o", f"wheelhouse={WHEELHOUSE}", "--output", "json", home=home, timeout=900)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert json.loads(result.stdout)["action"] == "created"
+    [model] = vertex.Model.list(filter='labels.cloudml-deployment="cnn-vbuilt"')
+    image = model.gca_resource.container_spec.image_uri
+    assert image.startswith(f"{pushed.host}/{pushed.repository}@sha256:"), image
+    inspected = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{image}"], capture_output=True, text=True, timeout=60)
+    assert inspected.returncode == 0, inspected.stderr
+    assert json.loads(inspected.stdout)["Digest"] == image.split("@")[1]
+    predicted = run_cli("predict", "cnn-vbuilt", json.dumps(cnn.instances), "--provider", "gcp", "--output", "json", home=home)
+    assert predicted.returncode == 0, predicted.stdout + predicted.stderr
+    assert rows_close(json.loads(predicted.stdout)["predictions"], cnn.reference())
+    assert run_cli("delete", "cnn-vbuilt", "--provider", "gcp", "--purge", home=home).returncode == 0
