@@ -139,3 +139,29 @@ def test_build_image_on_vertex_pushes_to_artifact_registry_and_the_model_runs_it
     assert predicted.returncode == 0, predicted.stdout + predicted.stderr
     assert rows_close(json.loads(predicted.stdout)["predictions"], cnn.reference())
     assert run_cli("delete", "cnn-vbuilt", "--provider", "gcp", "--purge", home=home).returncode == 0
+
+
+def test_build_image_on_azure_ml_pushes_to_the_workspace_registry_and_the_environment_names_it(azure_emulator, ml, seed_models, home, tmp_path):
+    from cloudml.providers.azure.registry import registry_credentials
+
+    _assets()
+    host, credentials = registry_credentials(ml, azure_emulator.workspace, resource_manager_url=azure_emulator.url)
+    base = f"{host}/library/python:3.11-slim"  # ACR makes a repository at its first push
+    debian.python_base_image(base, cache=DEBS, credentials=credentials, plain_http=True, work_dir=tmp_path)
+
+    cnn = seed_models["cnn"]
+    result = run_cli("deploy", cnn.path, "--name", "cnn-abuilt", "--provider", "azure", "-o", "build_image=true", "-o", f"base_image={base}",
+                     "-o", f"wheelhouse={WHEELHOUSE}", "--output", "json", home=home, timeout=900)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert json.loads(result.stdout)["action"] == "created"
+    [deployment] = ml.online_deployments.list("cnn-abuilt")
+    environment = ml.environments.get(*deployment.environment.split("/environments/")[1].split("/versions/"))
+    assert environment.image.startswith(f"{host}/cloudml/runtime@sha256:"), environment.image
+    inspected = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--creds", f"{credentials.username}:{credentials.password}",
+                                f"docker://{environment.image}"], capture_output=True, text=True, timeout=60)
+    assert inspected.returncode == 0, inspected.stderr
+    assert json.loads(inspected.stdout)["Digest"] == environment.image.split("@")[1]
+    predicted = run_cli("predict", "cnn-abuilt", json.dumps(cnn.instances), "--provider", "azure", "--output", "json", home=home)
+    assert predicted.returncode == 0, predicted.stdout + predicted.stderr
+    assert rows_close(json.loads(predicted.stdout)["predictions"], cnn.reference())
+    assert run_cli("delete", "cnn-abuilt", "--provider", "azure", "--purge", home=home).returncode == 0
