@@ -36,8 +36,8 @@ from cloudml.results import Deployment, DeployResult
 from cloudml.spec import DeploymentSpec
 
 if TYPE_CHECKING:
-    from cloudml.packaging import PackagedModel
     from cloudml.images.registry import Credentials
+    from cloudml.packaging import PackagedModel
     from cloudml.packaging.source import ModelSource
 
 Action = Literal["created", "updated"]
@@ -65,10 +65,14 @@ class CloudOptions(ProviderOptions):
 class RegistryTarget(Protocol):
     """What each cloud's registry.target() gives: images go to `f"{host}/{repository}:{tag}"`."""
 
-    host: str
-    repository: str
-    credentials: Credentials
-    plain_http: bool
+    @property
+    def host(self) -> str: ...
+    @property
+    def repository(self) -> str: ...
+    @property
+    def credentials(self) -> Credentials: ...
+    @property
+    def plain_http(self) -> bool: ...
 
 
 class UndoJournal:
