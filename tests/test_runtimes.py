@@ -152,15 +152,17 @@ def test_bad_pytorch_and_onnx_inputs_are_refused_with_nothing_deployed(torch_mod
         assert run_cli("status", name, home=home).returncode == 4, name
 
 
-def test_an_onnx_model_deploys_on_the_aws_emulator_with_the_cloudml_image(aws_emulator, torch_models, home):
+@pytest.mark.parametrize("kind", ["pt2", "onnx"])
+def test_pytorch_and_onnx_models_deploy_on_the_aws_emulator_with_the_cloudml_image(kind, aws_emulator, torch_models, home):
     from contract.targets import AWS_IMAGE
 
-    path, x, expected = torch_models["onnx"]
-    out = cli_json("deploy", path, "--name", "onnx-aws", "--provider", "aws", "-o", f"image_uri={AWS_IMAGE}", home=home)
+    path, x, expected = torch_models[kind]
+    name = f"{kind}-aws"
+    out = cli_json("deploy", path, "--name", name, "--provider", "aws", "-o", f"image_uri={AWS_IMAGE}", home=home)
     assert out["action"] == "created"
-    predicted = cli_json("predict", "onnx-aws", "--provider", "aws", json.dumps({"instances": x.tolist()}), home=home)
+    predicted = cli_json("predict", name, "--provider", "aws", json.dumps({"instances": x.tolist()}), home=home)
     assert np.allclose(np.asarray(predicted["predictions"]), expected, atol=1e-4, rtol=1e-3)
-    assert run_cli("delete", "onnx-aws", "--provider", "aws", home=home).returncode == 0
+    assert run_cli("delete", name, "--provider", "aws", home=home).returncode == 0
 
 
 def test_without_a_cloudml_image_an_onnx_model_is_refused_before_anything_is_made(aws_emulator, torch_models, home):
