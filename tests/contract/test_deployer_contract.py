@@ -99,6 +99,12 @@ def test_status_shows_how_the_model_is_served(target, seed_models, lgamma_model)
     details = target.json("status", name)["details"]
     assert (details["runtime"], served_by(target, name)) == (serving, serving)
     assert details["framework"].startswith("tensorflow ") and "not_onnx_because" not in details
+
+    # Deleted (the stored artifacts stay) and deployed again with --runtime tensorflow: TensorFlow serves.
+    assert target.cli("delete", name).returncode == 0
+    switched = target.deploy(cnn.path, name, "--runtime", "tensorflow")
+    details = target.json("status", name)["details"]
+    assert (switched["action"], details["runtime"], served_by(target, name)) == ("created", "tensorflow", "tensorflow")
     assert target.cli("delete", name, "--purge").returncode == 0
 
 
