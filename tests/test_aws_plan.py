@@ -91,3 +91,13 @@ def test_an_endpoint_busy_with_another_change_is_refused():
         d.settle(busy, plan)
     with pytest.raises(DeployFailed, match="Deleting"):
         d.settle(endpoint(plan, status="Deleting"), plan)
+
+
+def test_a_reason_becomes_a_tag_value_sagemaker_accepts():
+    import re
+
+    from cloudml.providers.aws.deployer import tag_value
+
+    value = tag_value("tf2onnx has no ONNX mapping for op 'Lgamma' (opset 17);\n" + "then more " * 40)
+    assert re.fullmatch(r"[\w\s.:/=+\-@]*", value) and len(value) <= 256 and value.endswith("...")
+    assert value.startswith("tf2onnx has no ONNX mapping for op Lgamma opset 17 then more")

@@ -85,3 +85,19 @@ def test_scaled_split_adds_up_to_the_total_with_the_remainder_on_the_largest():
     assert sum(scaled({"a": 70, "b": 20, "c": 10}, 75).values()) == 75
     assert scaled({"a": 99, "b": 1}, 50) == {"a": 50}  # a share rounded to 0 is dropped
     assert scaled({}, 100) == {}
+
+
+def test_how_a_package_is_served_fits_in_labels_and_reads_back():
+    from cloudml.contract import Manifest, Runtime, Signature
+    from cloudml.emulators.gcp.vertex import LABEL_VALUE  # what Vertex accepts, as the emulator checks it
+    from cloudml.providers.gcp.plan import served_labels, served_shown
+
+    reason = "tf2onnx has no ONNX mapping for op Lgamma (opset 17); " + "and more detail " * 10
+    runtime = Runtime(backend="tensorflow", framework="tensorflow", framework_version="2.21.0", fallback_reason=reason)
+    manifest = Manifest(model_name="m", model_version=3, source_format="keras", source_name="m.keras", content_hash=HASH,
+                        signature=Signature(inputs={}, outputs={}), runtime=runtime)
+    labels = served_labels(manifest)
+    assert all(LABEL_VALUE.match(v) for v in labels.values()), labels
+    shown = served_shown(labels)
+    assert shown["runtime"] == "tensorflow" and shown["framework"] == "tensorflow 2.21.0"
+    assert shown["not_onnx_because"].startswith("tf2onnx has no onnx mapping for op lgamma opset 17") and shown["not_onnx_because"].endswith("...")

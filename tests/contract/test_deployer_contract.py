@@ -6,6 +6,7 @@ tested in tests/test_<provider>_provider.py."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from conftest import rows_close
@@ -65,6 +66,46 @@ def test_deploy_predict_redeploy_update_and_delete(target, seed_models, other_cn
     assert not any(target.resources(name).values())
     nothing = target.cli("delete", name)
     assert nothing.returncode == 0 and "nothing to delete" in nothing.stdout
+
+
+def served_by(target, name) -> str:
+    """The backend the serving process says it loaded the model with, from the deployment's log."""
+    logs = target.cli("logs", name, "--tail", "500")
+    assert logs.returncode == 0, logs.stderr
+    loaded = re.findall(r"loaded by (\w+) ", logs.stdout)
+    assert loaded, logs.stdout
+    return loaded[-1]
+
+
+def test_status_shows_how_the_model_is_served(target, seed_models, lgamma_model):
+    name = "contract-runtime"
+    # A model with an op ONNX has no mapping for: served by TensorFlow, and status says why.
+    target.deploy(lgamma_model.parent, name)
+    details = target.json("status", name)["details"]
+    assert (details["runtime"], served_by(target, name)) == ("tensorflow", "tensorflow")
+    assert details["framework"].startswith("tensorflow ") and "mapping for op lgamma" in details["not_onnx_because"].lower()
+
+    # A seed model that converts: served by ONNX Runtime (the targets give the cloudml runtime image), no reason left.
+    cnn = seed_models["cnn"]
+    assert target.deploy(cnn.path, name)["action"] == "updated"
+    details = target.json("status", name)["details"]
+    assert (details["runtime"], served_by(target, name)) == ("onnx", "onnx")
+    assert details["framework"].startswith("tensorflow ") and "not_onnx_because" not in details
+
+    # The same model asked to run on TensorFlow: status keeps saying what serves.
+    again = target.deploy(cnn.path, name, "--runtime", "tensorflow")
+    serving = "tensorflow" if target.runtime_change_updates else "onnx"
+    assert again["action"] == ("updated" if target.runtime_change_updates else "unchanged")
+    details = target.json("status", name)["details"]
+    assert (details["runtime"], served_by(target, name)) == (serving, serving)
+    assert details["framework"].startswith("tensorflow ") and "not_onnx_because" not in details
+
+    # Deleted (the stored artifacts stay) and deployed again with --runtime tensorflow: TensorFlow serves.
+    assert target.cli("delete", name).returncode == 0
+    switched = target.deploy(cnn.path, name, "--runtime", "tensorflow")
+    details = target.json("status", name)["details"]
+    assert (switched["action"], details["runtime"], served_by(target, name)) == ("created", "tensorflow", "tensorflow")
+    assert target.cli("delete", name, "--purge").returncode == 0
 
 
 def test_a_new_model_that_cannot_serve_leaves_the_old_one_serving_and_nothing_behind(target, seed_models, unservable_model):

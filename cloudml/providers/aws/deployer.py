@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import builtins
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+from cloudml.contract import Manifest
 from cloudml.errors import ConfigError, DeployFailed, DeploymentNotFound, EndpointUnavailable, PredictionRejected
 from cloudml.providers.aws import artifacts, logs, scaling
 from cloudml.providers.aws.images import check_instance_type, tensorflow_image
@@ -22,6 +24,7 @@ from cloudml.providers.aws.options import AwsOptions
 from cloudml.providers.aws.session import AwsSession, aws_errors, error_code, error_message, is_not_found, tag_list, tags_dict
 from cloudml.providers.cloud import Action, CloudDeployer, CloudPlan, RegistryTarget, Rollout
 from cloudml.providers.common import container_error, short_hash, wait_while_busy
+from cloudml.providers.served import FRAMEWORK, NOT_ONNX, RUNTIME, one_line, served_details
 from cloudml.results import Deployment, DeploymentStatus, Prediction, utcnow
 from cloudml.spec import DeploymentSpec
 
@@ -29,6 +32,11 @@ VARIANT = "primary"
 TAG_DEPLOYMENT = "cloudml:deployment"
 TAG_HASH = "cloudml:model-hash"
 TAG_VERSION = "cloudml:model-version"
+# How the package is served (backend, framework, why not ONNX Runtime): tagged with the version.
+TAG_RUNTIME = "cloudml:runtime"
+TAG_FRAMEWORK = "cloudml:framework"
+TAG_NOT_ONNX = "cloudml:not-onnx-because"
+TAG_VALUE_LIMIT = 256
 BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
 STATUS = {
     "InService": DeploymentStatus.HEALTHY,
@@ -142,7 +150,7 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
         return (target["MinCapacity"], target["MaxCapacity"]) == (plan.min_replicas, plan.max_replicas)
 
     def refresh_tags(self, endpoint: Endpoint, spec: DeploymentSpec, plan: Plan) -> None:
-        self._retag(endpoint, spec, plan, version=None)
+        self._retag(endpoint, spec, plan, served=None)
         # What an earlier, interrupted run of this plan may have left (its predecessor's model and config).
         self._remove_owned(plan.name, keep=frozenset({plan.model_name, plan.config_name}))
 
@@ -170,8 +178,8 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
 
     def roll_out(self, rollout: Rollout[Plan, Endpoint]) -> Action:
         spec, plan, current, journal = rollout.spec, rollout.plan, rollout.current, rollout.journal
-        version = rollout.packaged.manifest.model_version
-        tags = {**spec.tags, TAG_DEPLOYMENT: spec.name, TAG_HASH: plan.model_hash, TAG_VERSION: str(version)}
+        served = served_tags(rollout.packaged.manifest)
+        tags = {**spec.tags, TAG_DEPLOYMENT: spec.name, TAG_HASH: plan.model_hash, **served}
         # The autoscaling registration before this run (a replaced Failed endpoint may have left one).
         target = current.target if current is not None else scaling.current_target(self.aws, plan.name, VARIANT)
         if self._create_model(plan, image=rollout.image, model_data=rollout.artifact, env=spec.env, tags=tags):
@@ -189,7 +197,7 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
             if current.config_name != plan.config_name:
                 self._update(current, plan, target)
             # else: an earlier run's create or update of this very config finished; what it owed follows.
-            self._retag(current, spec, plan, version=version)
+            self._retag(current, spec, plan, served=served)
             action = current.resumed or "updated"
         self._apply_scaling(plan, target)
         return action
@@ -347,14 +355,19 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
             hint=f"SageMaker keeps working on it: run the same deploy again to resume waiting, or watch `cloudml status {name} --provider aws`",
         )
 
-    def _retag(self, current: Endpoint, spec: DeploymentSpec, plan: Plan, *, version: int | None) -> None:
-        wanted = {**spec.tags, TAG_DEPLOYMENT: spec.name, TAG_HASH: plan.model_hash}
-        if version is not None:
-            wanted[TAG_VERSION] = str(version)
+    def _retag(self, current: Endpoint, spec: DeploymentSpec, plan: Plan, *, served: dict[str, str] | None) -> None:
+        """`served`: the version and runtime tags of the package this run rolled out (None: keep
+        the endpoint's, nothing new serves)."""
+        wanted = {**spec.tags, TAG_DEPLOYMENT: spec.name, TAG_HASH: plan.model_hash, **(served or {})}
         changed = {k: v for k, v in wanted.items() if current.tags.get(k) != v}
+        arn = current.description["EndpointArn"]
         if changed:
             with aws_errors(f"tagging endpoint {spec.name}"):
-                self.aws.sagemaker.add_tags(ResourceArn=current.description["EndpointArn"], Tags=tag_list(changed))
+                self.aws.sagemaker.add_tags(ResourceArn=arn, Tags=tag_list(changed))
+        # The previous package's reason for not being ONNX would otherwise outlive it.
+        if served is not None and TAG_NOT_ONNX in current.tags and TAG_NOT_ONNX not in served:
+            with aws_errors(f"tagging endpoint {spec.name}"):
+                self.aws.sagemaker.delete_tags(ResourceArn=arn, TagKeys=[TAG_NOT_ONNX])
 
     def _apply_scaling(self, plan: Plan, target: dict | None) -> None:
         """`target`: the registration before this run; an update that lifted it put it back as it was."""
@@ -432,6 +445,7 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
         target = scaling.current_target(self.aws, name, VARIANT)
         if target:
             details["autoscaling"] = f"{target['MinCapacity']}-{target['MaxCapacity']} instances"
+        details.update({key: tags[tag] for key, tag in ((RUNTIME, TAG_RUNTIME), (FRAMEWORK, TAG_FRAMEWORK), (NOT_ONNX, TAG_NOT_ONNX)) if tags.get(tag)})
         version = tags.get(TAG_VERSION)
         return Deployment(
             name=name, provider=self.provider, status=STATUS.get(described["EndpointStatus"], DeploymentStatus.UNHEALTHY),
@@ -520,3 +534,18 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
         while self._endpoint(name) is not None and time.monotonic() < deadline:
             time.sleep(min(self.options.poll_interval, 5))
 
+
+
+def served_tags(manifest: Manifest) -> dict[str, str]:
+    """The model version and how its package is served, as the tags that move together when a
+    run completes."""
+    shown = served_details(manifest.runtime)
+    tags = {TAG_VERSION: str(manifest.model_version), TAG_RUNTIME: shown[RUNTIME], TAG_FRAMEWORK: tag_value(shown[FRAMEWORK])}
+    if NOT_ONNX in shown:
+        tags[TAG_NOT_ONNX] = tag_value(shown[NOT_ONNX])
+    return tags
+
+
+def tag_value(text: str) -> str:
+    """`text` as a SageMaker tag value: letters, digits, spaces and _.:/=+-@ only, at most 256 characters."""
+    return one_line(re.sub(r"[^\w\s.:/=+\-@]", " ", text), TAG_VALUE_LIMIT)

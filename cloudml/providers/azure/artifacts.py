@@ -33,13 +33,16 @@ def container_client(ml, storage_url: str | None):
 
 
 def upload_folder(container, folder: Path, prefix: str, *, metadata: dict[str, str]) -> bool:
-    """Upload `folder` under `prefix` unless a complete copy is there; True when uploaded."""
+    """Upload `folder` under `prefix` unless a complete copy of it is there; True when uploaded.
+
+    The prefix is the model's hash, but one model packages differently for another runtime: the
+    copy there counts only when its manifest is this package's."""
     from azure.core.exceptions import ResourceNotFoundError
 
     with azure_errors(f"checking {prefix} in the workspace blob store"):
         try:
-            container.get_blob_client(f"{prefix}/{MARKER}").get_blob_properties()
-            return False
+            if container.get_blob_client(f"{prefix}/{MARKER}").download_blob().readall() == (folder / MARKER).read_bytes():
+                return False
         except ResourceNotFoundError:
             pass
     files = sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.name == MARKER)

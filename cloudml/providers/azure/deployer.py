@@ -23,11 +23,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from cloudml.contract import Runtime
 from cloudml.errors import ConfigError, DeployFailed, EndpointUnavailable, ModelError, PredictionRejected
 from cloudml.providers.azure import artifacts, logs, workspace
 from cloudml.providers.azure.environment import check_endpoint_name, serving_environment
 from cloudml.providers.azure.options import AzureOptions
 from cloudml.providers.azure.plan import (
+    SERVED_TAGS,
     TAG_DEPLOYMENT,
     TAG_HASH,
     TAG_VERSION,
@@ -36,6 +38,7 @@ from cloudml.providers.azure.plan import (
     live_deployment,
     make_plan,
     model_name,
+    served_shown,
     state,
     traffic_steps,
 )
@@ -222,11 +225,11 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
 
     def roll_out(self, rollout: Rollout[AzurePlan, AzureEndpoint]) -> Action:
         spec, plan, current, journal = rollout.spec, rollout.plan, rollout.current, rollout.journal
-        version = rollout.packaged.manifest.model_version
+        version, runtime = rollout.packaged.manifest.model_version, rollout.packaged.manifest.runtime
         model = self._register_model(rollout)
         rollout.notes["model_version"] = str(model.version)
         if current is None:
-            self._create_endpoint(spec, plan, version=version)
+            self._create_endpoint(spec, plan, version=version, runtime=runtime)
             self._undoable(journal, f"endpoint {spec.name}", lambda: self._delete_endpoint(spec.name))
         live = current.live if current else None  # None: nothing served yet (or an earlier run timed out)
         existing = current.deployments.get(plan.deployment_name) if current else None
@@ -243,7 +246,7 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
 
             self._undoable(journal, f"deployment {plan.deployment_name}", remove_deployment)
         self._check_provisioned(spec.name, plan, live=live, deployment=self._wait_deployment(spec.name, plan.deployment_name))
-        self._move_traffic(spec, plan, live=live, version=version)
+        self._move_traffic(spec, plan, live=live, version=version, runtime=runtime)
         return "created" if live is None else "updated"
 
     def retire_previous(self, rollout: Rollout[AzurePlan, AzureEndpoint]) -> None:
@@ -280,7 +283,7 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
         model = Model(
             name=plan.model_name, version=str(max(numbers, default=0) + 1), path=rollout.artifact, type="custom_model",
             description=f"cloudml model for deployment {spec.name}",
-            tags=cloudml_tags(spec, plan, version=rollout.packaged.manifest.model_version),
+            tags=cloudml_tags(spec, plan, version=rollout.packaged.manifest.model_version, runtime=rollout.packaged.manifest.runtime),
         )
         with self.progress.step(f"registering model {plan.model_name} version {model.version}"), azure_errors(f"registering model {plan.model_name}"):
             registered = self.ml.models.create_or_update(model)
@@ -288,11 +291,11 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
                        lambda: self._delete_model_version(plan.model_name, str(registered.version)))
         return registered
 
-    def _create_endpoint(self, spec: DeploymentSpec, plan: AzurePlan, *, version: int) -> Any:
+    def _create_endpoint(self, spec: DeploymentSpec, plan: AzurePlan, *, version: int, runtime: Runtime) -> Any:
         from azure.ai.ml.entities import ManagedOnlineEndpoint
 
         endpoint = ManagedOnlineEndpoint(name=spec.name, auth_mode=self.options.auth_mode, description=f"cloudml deployment {spec.name}",
-                                         tags=cloudml_tags(spec, plan, version=version))
+                                         tags=cloudml_tags(spec, plan, version=version, runtime=runtime))
         with self.progress.step(f"creating online endpoint {spec.name}"), azure_errors(f"creating online endpoint {spec.name}"):
             return self._finish(self.ml.online_endpoints.begin_create_or_update(endpoint), f"endpoint {spec.name} to be created")
 
@@ -353,7 +356,7 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
             return error_message(exc)
         return "provisioning failed"
 
-    def _move_traffic(self, spec: DeploymentSpec, plan: AzurePlan, *, live: str | None, version: int) -> None:
+    def _move_traffic(self, spec: DeploymentSpec, plan: AzurePlan, *, live: str | None, version: int, runtime: Runtime) -> None:
         for index, traffic in enumerate(traffic_steps(plan.deployment_name, live, self.options.canary_percent)):
             if index:
                 self._canary_wait(spec.name, plan.deployment_name)
@@ -361,7 +364,9 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
             if endpoint is None:
                 raise DeployFailed(f"endpoint {spec.name} disappeared while its traffic was moving")
             endpoint.traffic = traffic
-            endpoint.tags = {**(endpoint.tags or {}), **cloudml_tags(spec, plan, version=version)}
+            # The previous package's runtime tags go (a reason for not being ONNX would outlive it).
+            kept = {k: v for k, v in (endpoint.tags or {}).items() if k not in SERVED_TAGS}
+            endpoint.tags = {**kept, **cloudml_tags(spec, plan, version=version, runtime=runtime)}
             shares = ", ".join(f"{d} {p}%" for d, p in traffic.items())
             with self.progress.step(f"moving traffic of {spec.name}: {shares}"), azure_errors(f"moving the traffic of {spec.name}"):
                 self._finish(self.ml.online_endpoints.begin_create_or_update(endpoint), f"the traffic of {spec.name} to move")
@@ -412,6 +417,7 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
             details["instance_type"] = current.instance_type
             details["instance_count"] = current.instance_count
             details["model"] = current.model if isinstance(current.model, str) else getattr(current.model, "id", None)
+        details.update(served_shown(tags))
         version = tags.get(TAG_VERSION)
         created = getattr(resource, "creation_context", None)
         return Deployment(

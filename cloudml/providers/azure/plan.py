@@ -7,16 +7,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cloudml.contract import Runtime
 from cloudml.errors import ConfigError
 from cloudml.providers.azure.environment import check_instance_type
 from cloudml.providers.azure.options import AzureOptions
 from cloudml.providers.cloud import CloudPlan
 from cloudml.providers.common import short_hash
+from cloudml.providers.served import FRAMEWORK, NOT_ONNX, RUNTIME, one_line, served_details
 from cloudml.spec import DeploymentSpec
 
 TAG_DEPLOYMENT = "cloudml-deployment"
 TAG_HASH = "cloudml-model-hash"
 TAG_VERSION = "cloudml-model-version"
+# How the package is served: tagged where the version is, and moving with it.
+SERVED_TAGS = {"cloudml-runtime": RUNTIME, "cloudml-framework": FRAMEWORK, "cloudml-not-onnx-because": NOT_ONNX}  # -> the details key
+TAG_VALUE_LIMIT = 256
 
 
 @dataclass(frozen=True)
@@ -72,12 +77,21 @@ def traffic_steps(new: str, live: str | None, canary_percent: int | None) -> lis
     return steps
 
 
-def cloudml_tags(spec: DeploymentSpec, plan: AzurePlan, *, version: int | None = None) -> dict[str, str]:
-    """The user's tags with cloudml's, which win."""
+def cloudml_tags(spec: DeploymentSpec, plan: AzurePlan, *, version: int | None = None, runtime: Runtime | None = None) -> dict[str, str]:
+    """The user's tags with cloudml's, which win; `version` and `runtime` are those of the package
+    a run rolls out (given only where the version is tagged)."""
     tags = {**spec.tags, TAG_DEPLOYMENT: spec.name, TAG_HASH: plan.model_hash}
     if version is not None:
         tags[TAG_VERSION] = str(version)
+    if runtime is not None:
+        shown = served_details(runtime)
+        tags.update({tag: one_line(shown[key], TAG_VALUE_LIMIT) for tag, key in SERVED_TAGS.items() if key in shown})
     return tags
+
+
+def served_shown(tags: dict[str, str]) -> dict[str, str]:
+    """The `details` entries the served tags hold."""
+    return {key: tags[tag] for tag, key in SERVED_TAGS.items() if tags.get(tag)}
 
 
 def state(resource: Any) -> str:

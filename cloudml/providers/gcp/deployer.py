@@ -33,10 +33,13 @@ from cloudml.providers.gcp.plan import (
     LABEL_PENDING_MODEL,
     LABEL_VERSION,
     OWN_LABELS,
+    SERVED_LABELS,
     VertexPlan,
     canary_split,
     check_spec,
     plan_deployment,
+    served_labels,
+    served_shown,
 )
 from cloudml.providers.gcp.resources import VertexResources, short
 from cloudml.providers.gcp.session import GcpSession, error_message, error_status, gcp_errors
@@ -127,8 +130,9 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
 
     def refresh_tags(self, endpoint: VertexEndpoint, spec: DeploymentSpec, plan: VertexPlan) -> None:
         labels = endpoint.proto.labels
-        version = {LABEL_VERSION: labels[LABEL_VERSION]} if LABEL_VERSION in labels else {}
-        self._relabel(endpoint.proto, {**plan.labels, **version})
+        # Nothing new serves: the version and runtime labels stay those of the run that completed.
+        served = {k: labels[k] for k in SERVED_LABELS if k in labels}
+        self._relabel(endpoint.proto, {**plan.labels, **served})
         # What an earlier run of this plan, stopped before its clean-up ended, still owes: the old Models.
         keep = self.vertex.model_name(plan.model_id)
         for model in self._owned_models(plan.name):
@@ -201,7 +205,7 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
             self.vertex.delete_model(model_name)
 
     def _labels(self, rollout: Rollout[VertexPlan, VertexEndpoint]) -> dict[str, str]:
-        return {**rollout.plan.labels, LABEL_VERSION: str(rollout.packaged.manifest.model_version)}
+        return {**rollout.plan.labels, **served_labels(rollout.packaged.manifest)}
 
     def _previous(self, rollout: Rollout[VertexPlan, VertexEndpoint]) -> builtins.list[Any]:
         """The deployed models that served before this run: all but one of this plan."""
@@ -363,6 +367,7 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
                            replicas=f"{resources.min_replica_count}-{resources.max_replica_count}")
         if LABEL_OPERATION in labels:
             details["operation"] = f"{proto.name}/operations/{labels[LABEL_OPERATION]}"
+        details.update(served_shown(labels))
         version = labels.get(LABEL_VERSION)
         created = proto.create_time or utcnow()
         return Deployment(

@@ -6,10 +6,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from cloudml.contract import Manifest
 from cloudml.errors import ConfigError
 from cloudml.providers.cloud import CloudPlan
 from cloudml.providers.common import short_hash
 from cloudml.providers.gcp.options import check_machine_type
+from cloudml.providers.served import FRAMEWORK, NOT_ONNX, RUNTIME, one_line, served_details
 from cloudml.spec import DeploymentSpec
 
 LABEL_DEPLOYMENT = "cloudml-deployment"
@@ -17,7 +19,12 @@ LABEL_HASH = "cloudml-model-hash"
 LABEL_VERSION = "cloudml-model-version"
 LABEL_OPERATION = "cloudml-operation"  # id of the deployModel operation in flight
 LABEL_PENDING_MODEL = "cloudml-pending-model"  # the Model that operation deploys
-OWN_LABELS = (LABEL_DEPLOYMENT, LABEL_HASH, LABEL_VERSION, LABEL_OPERATION, LABEL_PENDING_MODEL)
+# How the package is served, as `label_text` encodes it; these move with the version label.
+LABEL_RUNTIME = "cloudml-runtime"
+LABEL_FRAMEWORK = "cloudml-framework"
+LABEL_NOT_ONNX = "cloudml-not-onnx-because"
+SERVED_LABELS = {LABEL_VERSION: None, LABEL_RUNTIME: RUNTIME, LABEL_FRAMEWORK: FRAMEWORK, LABEL_NOT_ONNX: NOT_ONNX}  # -> the details key
+OWN_LABELS = (LABEL_DEPLOYMENT, LABEL_HASH, LABEL_OPERATION, LABEL_PENDING_MODEL, *SERVED_LABELS)
 LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 
@@ -50,6 +57,34 @@ def check_spec(spec: DeploymentSpec, *, default_machine_type: str) -> None:
 def hash_label(model_hash: str) -> str:
     """GCP label values hold at most 63 characters: the first 63 of the sha256 hex."""
     return model_hash.split(":")[-1][:63]
+
+
+def served_labels(manifest: Manifest) -> dict[str, str]:
+    """The model version and how its package is served, as the labels that move together when a
+    run completes."""
+    labels = {LABEL_VERSION: str(manifest.model_version)}
+    shown = served_details(manifest.runtime)
+    for label, key in SERVED_LABELS.items():
+        if key is not None and key in shown:
+            labels[label] = text_label(shown[key])
+    return labels
+
+
+def served_shown(labels: dict[str, str]) -> dict[str, str]:
+    """The `details` entries the served labels hold, read back."""
+    return {key: label_text(labels[label]) for label, key in SERVED_LABELS.items() if key is not None and labels.get(label)}
+
+
+def text_label(text: str) -> str:
+    """Free text as a label value (at most 63 lowercase letters, digits, '_' and '-'): lowercased,
+    a space becomes '-' and a dot '_', what else no label holds is dropped, and a longer text is
+    cut at a word. `label_text` reads "tensorflow-2_21_0" back as "tensorflow 2.21.0"."""
+    kept = re.sub(r"[^a-z0-9 .]", "", re.sub(r"[-_\s]+", " ", text.lower()))
+    return one_line(kept, 63).replace(" ", "-").replace(".", "_")
+
+
+def label_text(value: str) -> str:
+    return value.replace("-", " ").replace("_", ".")
 
 
 def plan_deployment(spec: DeploymentSpec, model_hash: str, *, default_machine_type: str, image_uri: str | None,

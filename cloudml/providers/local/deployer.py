@@ -36,6 +36,7 @@ from cloudml.packaging import inspect_source, source_hash
 from cloudml.providers.base import Deployer, ProviderOptions
 from cloudml.providers.local import process
 from cloudml.providers.local.state import LocalRecord, Server, StateError, StateStore
+from cloudml.providers.served import served_details
 from cloudml.results import Deployment, DeploymentStatus, DeployResult, Prediction, utcnow
 from cloudml.spec import DeploymentSpec
 
@@ -417,11 +418,8 @@ def _served_runtime(package: Path) -> dict[str, Any]:
         manifest = Manifest.read(package)
     except ModelError:
         return {}
-    runtime = manifest.runtime
-    shown: dict[str, Any] = {"runtime": runtime.backend, "framework": f"{runtime.framework} {runtime.framework_version or ''}".strip(),
-                             "inputs": {name: spec.describe() for name, spec in manifest.signature.inputs.items()}}
-    if runtime.fallback_reason:
-        shown["not_onnx_because"] = runtime.fallback_reason
+    shown: dict[str, Any] = served_details(manifest.runtime)
+    shown["inputs"] = {name: spec.describe() for name, spec in manifest.signature.inputs.items()}
     return shown
 
 
