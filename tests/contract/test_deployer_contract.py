@@ -72,7 +72,7 @@ def served_by(target, name) -> str:
     """The backend the serving process says it loaded the model with, from the deployment's log."""
     logs = target.cli("logs", name, "--tail", "500")
     assert logs.returncode == 0, logs.stderr
-    loaded = re.findall(r"loaded by (\w+) ", logs.stdout)
+    loaded = re.findall(r"loaded and warmed up \(served by (\w+) ", logs.stdout)
     assert loaded, logs.stdout
     return loaded[-1]
 
