@@ -17,7 +17,10 @@ IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/cloudml-serving:0.1.0"
 
 
 def deploy(model, name, *args, home):
-    return run_cli("deploy", model, "--name", name, "--provider", "aws", "-o", f"image_uri={IMAGE}", *args, "--output", "json", home=home)
+    # TensorFlow-served: its server takes seconds to start, so a change outlasts wait_timeout=1 and
+    # the test sees it under way (an ONNX-served one can be done before the next command runs).
+    return run_cli("deploy", model, "--name", name, "--provider", "aws", "-o", f"image_uri={IMAGE}", "--runtime", "tensorflow", *args,
+                   "--output", "json", home=home)
 
 
 def owned(name: str) -> tuple[list[str], list[str]]:

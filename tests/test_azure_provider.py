@@ -185,7 +185,7 @@ def test_a_timed_out_wait_keeps_what_it_made_and_the_next_run_resumes(azure_emul
 
     monkeypatch.setenv("CLOUDML_HOME", str(home))
     cnn = seed_models["cnn"]
-    spec = DeploymentSpec(name="cnn-wait", model=cnn.path)
+    spec = DeploymentSpec(name="cnn-wait", model=cnn.path, runtime="tensorflow")  # seconds to start: the wait times out
     impatient = cloudml.get_deployer("azure", image_uri=IMAGE, wait_timeout=2.5, poll_interval=0.2, preflight=False)
     with pytest.raises(WaitTimedOut, match="run the same deploy again"):
         impatient.deploy(spec)

@@ -10,9 +10,16 @@ import time
 
 import pytest
 from conftest import rows_close, run_cli
-from test_azure_provider import NOTHING, deploy, tagged
+from test_azure_provider import NOTHING, tagged
+from test_azure_provider import deploy as provider_deploy
 
 pytestmark = pytest.mark.slow
+
+
+def deploy(model, name, *args, **kwargs):
+    # TensorFlow-served: its server takes seconds to start, so a change outlasts wait_timeout=1 and
+    # the test sees it under way (an ONNX-served one can be done before the next command runs).
+    return provider_deploy(model, name, "--runtime", "tensorflow", *args, **kwargs)
 
 
 def status(name: str, home) -> dict:
@@ -101,7 +108,7 @@ def test_a_run_interrupted_after_moving_traffic_is_cleaned_up_by_the_next(azure_
 
     monkeypatch.setenv("CLOUDML_HOME", str(home))
     first = deploy(seed_models["cnn"].path, "cnn-cut", home=home)["deployment"]
-    spec = DeploymentSpec(name="cnn-cut", model=other_cnn[0], model_version=2)
+    spec = DeploymentSpec(name="cnn-cut", model=other_cnn[0], model_version=2, runtime="tensorflow")  # as deploy() packages it
 
     def interrupted(self, rollout):
         raise KeyboardInterrupt  # Ctrl-C (or a kill) once the traffic moved, before the clean-up

@@ -10,13 +10,20 @@ import time
 
 import pytest
 from conftest import rows_close, run_cli
-from test_gcp_provider import IMAGE, NOTHING, deploy, labelled
+from test_gcp_provider import IMAGE, NOTHING, labelled
+from test_gcp_provider import deploy as provider_deploy
 
 pytestmark = pytest.mark.slow
 
 
 def status(name: str, home) -> dict:
     return json.loads(run_cli("status", name, "--provider", "gcp", "--output", "json", home=home).stdout)
+
+
+def deploy(model, name, *args, **kwargs):
+    # TensorFlow-served: its server takes seconds to start, so a change outlasts wait_timeout=1 and
+    # the test sees it under way (an ONNX-served one can be done before the next command runs).
+    return provider_deploy(model, name, "--runtime", "tensorflow", *args, **kwargs)
 
 
 def deploy_calls(gcp_emulator) -> int:
@@ -140,7 +147,7 @@ def test_a_deploy_killed_right_after_the_deploy_call_is_waited_for_not_repeated(
     with monkeypatch.context() as patch:
         patch.setattr(VertexDeployer, "_mark_pending", killed)
         with pytest.raises(KeyboardInterrupt):
-            cloudml.get_deployer("gcp", image_uri=IMAGE, poll_interval=0.3).deploy(DeploymentSpec(name="cnn-kill", model=cnn.path))
+            cloudml.get_deployer("gcp", image_uri=IMAGE, poll_interval=0.3).deploy(DeploymentSpec(name="cnn-kill", model=cnn.path, runtime="tensorflow"))
     assert "cloudml-operation" not in vertex.Endpoint("cnn-kill").labels
 
     resumed = deploy(cnn.path, "cnn-kill", home=home)

@@ -26,6 +26,10 @@ def describe_error(exc: BaseException) -> str:
     ("indices[0,1] = 20000 is not in [0, 10000)") is the last one before the node line.
     """
     text = (getattr(exc, "message", None) or str(exc)).strip()
+    # ONNX Runtime: "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Non-zero status code returned while
+    # running Gather node. Name:'...' Status Message: <what was wrong>".
+    if "Status Message:" in text:
+        return text.rsplit("Status Message:", 1)[1].strip().splitlines()[0] or type(exc).__name__
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("[[")]
     line = lines[-1] if lines else type(exc).__name__
     line = _FUNCTION_PREFIX.sub("", _OP_SUFFIX.sub("", line))
