@@ -99,6 +99,16 @@ class Credentials:
         return "Basic " + base64.b64encode(f"{self.username}:{self.password or ''}".encode()).decode()
 
 
+@dataclass(frozen=True)
+class RegistryTarget:
+    """Where a cloud's images go: `f"{host}/{repository}:{tag}"`, pushed with `credentials`."""
+
+    host: str
+    repository: str
+    credentials: Credentials
+    plain_http: bool
+
+
 @dataclass
 class Response:
     status: int

@@ -23,12 +23,13 @@ from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import Field
 
 from cloudml.contract import RuntimeChoice
 from cloudml.errors import ConfigError, DeploymentNotFound, ModelError
+from cloudml.images.registry import RegistryTarget
 from cloudml.progress import Progress
 from cloudml.providers.base import Deployer, ProviderOptions
 from cloudml.providers.common import WaitTimedOut
@@ -36,7 +37,6 @@ from cloudml.results import Deployment, DeployResult
 from cloudml.spec import DeploymentSpec
 
 if TYPE_CHECKING:
-    from cloudml.images.registry import Credentials
     from cloudml.packaging import PackagedModel
     from cloudml.packaging.source import ModelSource
 
@@ -60,19 +60,6 @@ class CloudOptions(ProviderOptions):
     base_image: str = Field(default="python:3.11-slim", description="Base of the built serving image (a mirror or a company base); with build_image.")
     wheelhouse: Path | None = Field(default=None,
         description="A folder of linux/amd64 wheels the built image installs from, offline (no package index); with build_image.")
-
-
-class RegistryTarget(Protocol):
-    """What each cloud's registry.target() gives: images go to `f"{host}/{repository}:{tag}"`."""
-
-    @property
-    def host(self) -> str: ...
-    @property
-    def repository(self) -> str: ...
-    @property
-    def credentials(self) -> Credentials: ...
-    @property
-    def plain_http(self) -> bool: ...
 
 
 class UndoJournal:

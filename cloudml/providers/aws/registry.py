@@ -10,25 +10,14 @@ cloudml.images' registry client sends; the registry's host comes from the token'
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from cloudml.errors import DeployFailed
-from cloudml.images.registry import Credentials
+from cloudml.images.registry import Credentials, RegistryTarget
 from cloudml.providers.aws.session import AwsSession, aws_errors, error_code, tag_list
 
 REPOSITORY = "cloudml/runtime"
 OWNER_TAG = {"cloudml:owned": "true"}
-
-
-@dataclass(frozen=True)
-class RegistryTarget:
-    """Where an image goes: `f"{host}/{repository}:{tag}"`, pushed with `credentials`."""
-
-    host: str
-    repository: str
-    credentials: Credentials
-    plain_http: bool
 
 
 def ensure_repository(session: AwsSession, name: str = REPOSITORY) -> bool:

@@ -13,12 +13,11 @@ creating: ACR makes one at the first push.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from cloudml import __version__
 from cloudml.errors import ConfigError, DeployFailed, ProviderUnavailable
-from cloudml.images.registry import Credentials
+from cloudml.images.registry import Credentials, RegistryTarget
 from cloudml.providers.azure.session import ROLE_HINT, azure_errors
 
 REPOSITORY = "cloudml/runtime"
@@ -28,16 +27,6 @@ API_VERSION = "2023-07-01"
 USER_AGENT = f"cloudml/{__version__}"
 PUSH_HINT = ("the caller needs the AcrPush role on the workspace's container registry "
              "(Microsoft.ContainerRegistry/registries/push/write, pull/read; see deploy_templates/azure-custom-role.json)")
-
-
-@dataclass(frozen=True)
-class RegistryTarget:
-    """Where an image goes: `f"{host}/{repository}:{tag}"`, pushed with `credentials`."""
-
-    host: str
-    repository: str
-    credentials: Credentials
-    plain_http: bool
 
 
 def _credential(credential: Any) -> Any:

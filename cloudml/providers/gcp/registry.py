@@ -10,10 +10,8 @@ Images are `<location>-docker.pkg.dev/PROJECT/REPOSITORY/IMAGE`; the registry ta
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from cloudml.errors import ConfigError
-from cloudml.images.registry import Credentials
+from cloudml.images.registry import Credentials, RegistryTarget
 from cloudml.providers.gcp.session import LOGIN_HINT, GcpSession, gcp_errors
 
 REPOSITORY = "cloudml"
@@ -21,16 +19,6 @@ IMAGE = "runtime"
 API = "https://artifactregistry.googleapis.com"
 TOKEN_USER = "oauth2accesstoken"
 OWNER_LABELS = {"cloudml-owned": "true"}
-
-
-@dataclass(frozen=True)
-class RegistryTarget:
-    """Where an image goes: `f"{host}/{repository}:{tag}"`, pushed with `credentials`."""
-
-    host: str
-    repository: str
-    credentials: Credentials
-    plain_http: bool
 
 
 def registry_host(session: GcpSession) -> str:
