@@ -153,14 +153,16 @@ def test_lifecycle_through_the_python_api_with_a_canary(gcp_emulator, vertex, se
 def test_a_client_side_timeout_is_resumed_on_the_same_operation(gcp_emulator, vertex, seed_models, home):
     cnn = seed_models["cnn"]
     gcp_emulator.calls(clear=True)
-    timed_out = deploy(cnn.path, "cnn-slow", "-o", "wait_timeout=1", home=home, expect=5)
+    # TensorFlow-served: its server takes seconds to start, so the deploy outlasts wait_timeout=1
+    # (an ONNX-served one can be done before the next command runs).
+    timed_out = deploy(cnn.path, "cnn-slow", "--runtime", "tensorflow", "-o", "wait_timeout=1", home=home, expect=5)
     assert "still waiting" in timed_out.stderr and "run the same deploy again to resume" in timed_out.stderr
     # Vertex keeps working: the endpoint carries the operation, the Model stays.
     labels = vertex.Endpoint("cnn-slow").labels
     assert labels["cloudml-operation"].isdigit() and labels["cloudml-pending-model"].startswith("cnn-slow-")
     status = json.loads(run_cli("status", "cnn-slow", "--provider", "gcp", "--output", "json", home=home).stdout)
     assert status["status"] in ("creating", "healthy") or status["details"].get("operation")
-    resumed = deploy(cnn.path, "cnn-slow", home=home)
+    resumed = deploy(cnn.path, "cnn-slow", "--runtime", "tensorflow", home=home)
     assert resumed["action"] == "created" and resumed["deployment"]["status"] == "healthy"
     assert [c["action"] for c in gcp_emulator.calls()].count("DeployModel") == 1  # waited for, not started again
     assert "cloudml-operation" not in vertex.Endpoint("cnn-slow").labels
