@@ -196,7 +196,7 @@ def test_default_image_is_the_tensorflow_serving_image_for_the_models_version(aw
 
 
 def test_model_saved_by_a_newer_tensorflow_than_any_image_is_refused_before_upload(aws_emulator, seed_models, home):
-    result = run_cli("deploy", seed_models["cnn"].path, "--name", "cnn-tf", "--provider", "aws", home=home)
+    result = run_cli("deploy", seed_models["cnn"].path, "--name", "cnn-tf", "--provider", "aws", "-o", "build_image=false", home=home)
     assert result.returncode == 3
     assert "no SageMaker TensorFlow Serving image can load this model" in result.stderr
     assert "newest image is tensorflow-inference:2.20" in result.stderr and "image_uri" in result.stderr

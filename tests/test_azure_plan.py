@@ -88,7 +88,7 @@ def test_a_deploy_without_an_image_or_a_bad_name_is_refused_before_the_model_is_
 
     missing = tmp_path / "not-there.keras"  # never opened: the refusals come first
     with pytest.raises(ModelError, match="no Azure ML prebuilt image can serve this model") as no_image:
-        cloudml.get_deployer("azure").deploy(DeploymentSpec(name="fraud-model", model=str(missing)))
+        cloudml.get_deployer("azure", build_image=False).deploy(DeploymentSpec(name="fraud-model", model=str(missing)))
     assert "image_uri" in no_image.value.hint and "environment" in no_image.value.hint
     # A name every cloud accepts but Azure ML does not (it is part of the scoring host name).
     with pytest.raises(ConfigError, match="cannot name an Azure ML online endpoint"):

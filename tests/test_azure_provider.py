@@ -224,7 +224,7 @@ def test_bad_options_are_refused_before_anything_is_made(azure_emulator, ml, blo
     assert "Standard_DS3_v2" in typo.stderr  # the suggestion
     bad_sub = deploy(model, "cnn-opts", "-o", "subscription_id=my-subscription", home=home, expect=2)
     assert "is not an Azure subscription id" in bad_sub.stderr
-    no_image = run_cli("deploy", model, "--name", "cnn-opts", "--provider", "azure", home=home)
+    no_image = run_cli("deploy", model, "--name", "cnn-opts", "--provider", "azure", "-o", "build_image=false", home=home)
     assert no_image.returncode == 3 and "image_uri" in no_image.stderr  # no prebuilt image serves it: as on aws and gcp
     wrong_ws = deploy(model, "cnn-opts", "-o", "workspace=other-ws", "--skip-preflight", home=home, expect=2)
     assert "could not find the workspace" in wrong_ws.stderr and "workspace" in wrong_ws.stderr

@@ -12,7 +12,8 @@ from conftest import run_cli
 @pytest.mark.slow
 def test_a_model_no_prebuilt_image_serves_is_refused_before_packaging(aws_emulator, seed_models, home):
     # The seed models are saved by today's TensorFlow, newer than any SageMaker TF Serving image.
-    result = run_cli("deploy", seed_models["cnn"].path, "--name", "cnn-noimage", "--provider", "aws", "--output", "json", home=home)
+    result = run_cli("deploy", seed_models["cnn"].path, "--name", "cnn-noimage", "--provider", "aws", "-o", "build_image=false",
+                     "--output", "json", home=home)
     assert result.returncode == 3, result.stdout + result.stderr
     error = json.loads(result.stdout)
     assert "no SageMaker TensorFlow Serving image can load this model" in error["message"]
@@ -26,7 +27,8 @@ def test_a_model_no_prebuilt_image_serves_is_refused_before_packaging(aws_emulat
 @pytest.mark.parametrize("provider", ["azure"])
 def test_no_prebuilt_image_is_the_same_refusal_on_every_cloud(provider, tmp_path):
     # Azure ML has no TensorFlow image at all: refused at once, with the exit code aws and gcp give.
-    result = run_cli("deploy", tmp_path / "model.keras", "--name", "fraud-model", "--provider", provider, "--output", "json", home=tmp_path)
+    result = run_cli("deploy", tmp_path / "model.keras", "--name", "fraud-model", "--provider", provider, "-o", "build_image=false",
+                     "--output", "json", home=tmp_path)
     assert result.returncode == 3, result.stdout + result.stderr
     error = json.loads(result.stdout)
     assert error["exit_code"] == 3 and "prebuilt image can serve this model" in error["message"]

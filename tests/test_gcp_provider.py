@@ -196,7 +196,7 @@ def test_default_image_is_the_prebuilt_tensorflow_image_for_the_models_version(g
 
 def test_model_saved_by_a_newer_tensorflow_than_any_prebuilt_image_is_refused_before_upload(gcp_emulator, vertex, seed_models, home):
     gcp_emulator.calls(clear=True)
-    result = deploy(seed_models["cnn"].path, "cnn-tf", home=home, image=None, expect=3)
+    result = deploy(seed_models["cnn"].path, "cnn-tf", "-o", "build_image=false", home=home, image=None, expect=3)
     assert "no Vertex AI prebuilt TensorFlow image can load this model" in result.stderr
     assert "tf2-cpu.2-15" in result.stderr and "image_uri" in result.stderr
     assert labelled(vertex, "cnn-tf") == NOTHING

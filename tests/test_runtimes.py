@@ -168,7 +168,8 @@ def test_pytorch_and_onnx_models_deploy_on_the_aws_emulator_with_the_cloudml_ima
 def test_without_a_cloudml_image_an_onnx_model_is_refused_before_anything_is_made(aws_emulator, torch_models, home):
     import boto3
 
-    result = run_cli("deploy", torch_models["onnx"][0], "--name", "onnx-noimage", "--provider", "aws", "--output", "json", home=home)
+    result = run_cli("deploy", torch_models["onnx"][0], "--name", "onnx-noimage", "--provider", "aws", "-o", "build_image=false",
+                     "--output", "json", home=home)
     assert result.returncode == 3, result.stdout + result.stderr
     error = json.loads(result.stdout)
     assert "no prebuilt image with ONNX Runtime" in error["message"] and "image_uri" in error["hint"]

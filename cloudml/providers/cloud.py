@@ -55,11 +55,12 @@ class CloudOptions(ProviderOptions):
     preflight: bool = Field(default=True,
         description="Load the packaged model locally and answer a probe request before uploading anything (--skip-preflight turns it off).")
     work_dir: str | None = Field(default=None, description="Where packages are built; default $CLOUDML_HOME/<provider>-packages.")
-    build_image: bool = Field(default=False,
-        description="Build and push the cloudml serving image for the model's runtime to this cloud's registry, without Docker, and serve with it.")
-    base_image: str = Field(default="python:3.11-slim", description="Base of the built serving image (a mirror or a company base); with build_image.")
+    build_image: bool | None = Field(default=None,
+        description="Build and push the cloudml serving image for the model's runtime to this cloud's registry, without Docker, and serve with it: "
+                    "by default whenever no prebuilt image of the cloud serves the model; true: always; false: never (such a model is refused).")
+    base_image: str = Field(default="python:3.11-slim", description="Base of the built serving image (a mirror or a company base).")
     wheelhouse: Path | None = Field(default=None,
-        description="A folder of linux/amd64 wheels the built image installs from, offline (no package index); with build_image.")
+        description="A folder of linux/amd64 wheels the built image installs from, offline (no package index); default: the package index.")
 
 
 class UndoJournal:
@@ -132,7 +133,6 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
                               hint="drop -o build_image=true to serve with image_uri, or drop image_uri to build the cloudml serving image")
         self.check_request(spec)
         from cloudml.packaging import inspect_source, source_hash
-        from cloudml.packaging.metadata import tensorflow_version
 
         source = inspect_source(spec.model)
         with self.progress.step(f"hashing {source.display_name}"):
@@ -152,18 +152,19 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
 
         # The image is chosen from the model's metadata when it has any, so a model no image can
         # serve is refused at once, before seconds of packaging.
-        runtime = self._runtime(spec, source)
-        saved_by = tensorflow_version(source)
-        building = self.options.build_image
-        image = self.options.image_uri or (self.default_image(plan, saved_by) if saved_by and not building else None)
+        runtime, image, building = self._serving_image(spec, source, plan)
         work = self._work_folder(spec.name, plan)
         packaged = self._package(source, work, spec, plan.model_hash, runtime=runtime)
+        if image is None and not building:  # the model's metadata did not say: the package does
+            try:
+                if packaged.manifest.runtime.backend != "tensorflow":
+                    raise self._no_onnx_image(f"{source.path} was packaged to be served by ONNX Runtime")
+                image = self.prebuilt_image(plan, packaged.manifest.tensorflow_version or "unknown")
+            except ModelError as refusal:
+                building = self._build_instead(refusal)
         if building:
             image = self._built_image(packaged, work)
-        elif image is None:
-            if packaged.manifest.runtime.backend != "tensorflow":
-                raise self._no_onnx_image(f"{source.path} was packaged to be served by ONNX Runtime")
-            image = self.default_image(plan, packaged.manifest.tensorflow_version or "unknown")
+        assert image is not None
         rollout: Rollout[PlanT, EndpointT] = Rollout(spec=spec, plan=plan, current=current, packaged=packaged, image=image,
                                                      journal=UndoJournal(self.progress))
         try:
@@ -184,29 +185,54 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
         root = Path(self.options.work_dir) if self.options.work_dir else home / f"{self.provider}-packages"
         return root / name / plan.hash_hex[:16]
 
-    def _runtime(self, spec: DeploymentSpec, source: ModelSource) -> RuntimeChoice:
-        """What the package is made for. The clouds' prebuilt images run TensorFlow only, so
-        without a cloudml runtime image (image_uri, or build_image) `auto` means TensorFlow, and
-        what only ONNX Runtime can serve is refused before anything is packaged."""
+    def _serving_image(self, spec: DeploymentSpec, source: ModelSource, plan: PlanT) -> tuple[RuntimeChoice, str | None, bool]:
+        """(what to package the model for, the image that serves it, whether to build the cloudml
+        serving image): image_uri wins; else a prebuilt image of the cloud when one serves the
+        model; else the built image, unless build_image is false. The image is None when only the
+        package can tell (a model whose metadata names no TensorFlow version)."""
+        if self.options.image_uri:
+            return spec.runtime, self.options.image_uri, False
+        if self.options.build_image:
+            return spec.runtime, None, True
+        try:
+            runtime, image = self._prebuilt(spec, source, plan)
+        except ModelError as refusal:
+            return spec.runtime, None, self._build_instead(refusal)
+        return runtime, image, False
+
+    def _prebuilt(self, spec: DeploymentSpec, source: ModelSource, plan: PlanT) -> tuple[RuntimeChoice, str | None]:
+        """The cloud's prebuilt images run TensorFlow only: what only ONNX Runtime can serve, or
+        a model newer than every image, is a ModelError."""
+        from cloudml.packaging.metadata import tensorflow_version
         from cloudml.packaging.source import FRAMEWORKS
 
-        if self.options.image_uri or self.options.build_image:
-            return spec.runtime
         framework = FRAMEWORKS.get(source.format)
         if framework not in (None, "tensorflow"):
             raise self._no_onnx_image(f"{source.path} is a {framework} model, which ONNX Runtime serves")
         if spec.runtime == "onnx":
             raise self._no_onnx_image("--runtime onnx was asked for")
-        if spec.runtime == "auto" and framework == "tensorflow":
-            self.progress.note(f"note: served by TensorFlow: {self.provider}'s prebuilt images have no ONNX Runtime "
-                               "(give image_uri for the cloudml runtime image)")
-            return "tensorflow"
-        return spec.runtime
+        saved_by = tensorflow_version(source)
+        image = self.prebuilt_image(plan, saved_by) if saved_by else None
+        if framework != "tensorflow":
+            return spec.runtime, image
+        if spec.runtime == "auto":
+            self.progress.note(f"note: served by TensorFlow with {self.provider}'s prebuilt image {image or ''}".rstrip()
+                               + " (-o build_image=true serves it with the cloudml image, ONNX Runtime when the model converts)")
+        return "tensorflow", image
+
+    def _build_instead(self, refusal: ModelError) -> bool:
+        """True (build the cloudml serving image) where no prebuilt image serves the model, unless
+        building was turned off, in which case the refusal stands."""
+        if self.options.build_image is False:
+            raise refusal
+        self.progress.note(f"no prebuilt {self.provider} image serves this model ({refusal.message}): "
+                           "building the cloudml serving image (-o image_uri=IMAGE serves with your own)")
+        return True
 
     def _no_onnx_image(self, why: str) -> ModelError:
         return ModelError(f"{why}, and {self.provider} has no prebuilt image with ONNX Runtime",
-                          hint="-o build_image=true builds the cloudml serving image and pushes it to this cloud's registry (no Docker needed), "
-                               "or pass -o image_uri=IMAGE; for a Keras/TensorFlow model, --runtime tensorflow serves it with the prebuilt TensorFlow image")
+                          hint="leave build_image unset (or true) to build the cloudml serving image and push it to this cloud's registry "
+                               "(no Docker needed), or pass -o image_uri=IMAGE")
 
     def _built_image(self, packaged: PackagedModel, work: Path) -> str:
         """The cloudml serving image for the package's backend in this cloud's registry, built and
@@ -272,7 +298,7 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
 
     # --- hooks: doing -----------------------------------------------------------------------
     @abstractmethod
-    def default_image(self, plan: PlanT, tensorflow_version: str) -> str:
+    def prebuilt_image(self, plan: PlanT, tensorflow_version: str) -> str:
         """The serving image when none is configured, for a SavedModel written by that TensorFlow;
         a ModelError when no image can serve it."""
 

@@ -155,7 +155,7 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
         self._remove_owned(plan.name, keep=frozenset({plan.model_name, plan.config_name}))
 
     # --- deploy: doing --------------------------------------------------------------------
-    def default_image(self, plan: Plan, tensorflow_version: str) -> str:
+    def prebuilt_image(self, plan: Plan, tensorflow_version: str) -> str:
         return tensorflow_image(region=self.aws.region, tensorflow_version=tensorflow_version, instance_type=plan.instance_type)
 
     def registry_target(self) -> RegistryTarget:

@@ -147,14 +147,8 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
 
     def check_request(self, spec: DeploymentSpec) -> None:
         check_endpoint_name(spec.name)
-        if not (self.options.image_uri or self.options.build_image or self.options.environment):
-            # The same refusal, and exit code, as a cloud whose prebuilt images are all too old for the model.
-            raise ModelError(
-                "no Azure ML prebuilt image can serve this model: Azure ML has no TensorFlow inference image or curated environment",
-                hint="build and push the cloudml runtime (`cloudml package MODEL --container`, then `az acr build`) and pass "
-                     "-o image_uri=<registry>.azurecr.io/cloudml-serving:<tag>, or pass -o environment=azureml:<name>:<version>; "
-                     "-o build_image=true builds and pushes the cloudml serving image to the workspace's registry",
-            )
+        if self.options.build_image is False and not (self.options.image_uri or self.options.environment):
+            raise _no_prebuilt_image()  # Azure ML never has one: no need to read the model first
 
     def plan(self, spec: DeploymentSpec, model_hash: str) -> AzurePlan:
         return make_plan(spec, model_hash, self.options)
@@ -204,10 +198,12 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
         kept = next((v for v in workspace.model_versions(self.ml, plan.model_name) if (v.tags or {}).get(TAG_HASH) == plan.model_hash), None)
         self._retire(spec.name, plan, keep_model=str(kept.version) if kept is not None else None, deployments=endpoint.deployments.values())
 
-    def default_image(self, plan: AzurePlan, tensorflow_version: str) -> str:
-        """Azure ML has no default image: without image_uri the configured environment serves
-        (check_request refused a deploy with neither)."""
-        return self.options.environment or ""
+    def prebuilt_image(self, plan: AzurePlan, tensorflow_version: str) -> str:
+        """Azure ML has no TensorFlow inference image: only a configured environment serves
+        without the cloudml serving image."""
+        if self.options.environment:
+            return self.options.environment
+        raise _no_prebuilt_image()
 
     def registry_target(self) -> RegistryTarget:
         from cloudml.providers.azure import registry
@@ -536,3 +532,9 @@ def _response_message(response: Any) -> str:
             return str(error.get("message") or error)
         return str(error or payload.get("message") or payload)
     return str(payload)[:500]
+
+
+def _no_prebuilt_image() -> ModelError:
+    return ModelError("no Azure ML prebuilt image can serve this model: Azure ML has no TensorFlow inference image or curated environment",
+                      hint="leave build_image unset (or true) to build the cloudml serving image into the workspace's registry, "
+                           "or pass -o image_uri=IMAGE or -o environment=azureml:<name>:<version>")

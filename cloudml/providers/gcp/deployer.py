@@ -145,7 +145,7 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
                 and resources.min_replica_count == plan.min_replicas and resources.max_replica_count == plan.max_replicas)
 
     # --- hooks: doing -----------------------------------------------------------------------
-    def default_image(self, plan: VertexPlan, tensorflow_version: str) -> str:
+    def prebuilt_image(self, plan: VertexPlan, tensorflow_version: str) -> str:
         return tensorflow_image(location=self.options.location, tensorflow_version=tensorflow_version)
 
     def registry_target(self) -> RegistryTarget:

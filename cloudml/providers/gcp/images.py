@@ -47,8 +47,8 @@ def tensorflow_image(*, location: str, tensorflow_version: str) -> str:
         raise ModelError(
             f"no Vertex AI prebuilt TensorFlow image can load this model: it was saved by TensorFlow "
             f"{tensorflow_version} and the newest prebuilt image is tf2-cpu.{newest.replace('.', '-')}",
-            hint=f"save the model with TensorFlow {newest} or older, or serve it with the cloudml runtime image "
-                 "(`cloudml package MODEL --container`, push it to Artifact Registry, then -o image_uri=REGION-docker.pkg.dev/PROJECT/REPO/IMAGE:TAG)",
+            hint=f"save the model with TensorFlow {newest} or older, or serve it with the cloudml serving image: leave build_image unset "
+                 "(cloudml builds it and pushes it to Artifact Registry) or pass -o image_uri=REGION-docker.pkg.dev/PROJECT/REPO/IMAGE:TAG",
         )
     major, minor = usable[0]
     return f"{registry_region(location)}-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.{major}-{minor}:latest"
