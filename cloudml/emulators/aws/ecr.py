@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from cloudml.emulators.faults import Faults
 from cloudml.emulators.registry import LocalRegistry
 
 TOKEN_SECONDS = 12 * 3600
@@ -27,9 +28,10 @@ PUSH_ACTIONS = ("BatchCheckLayerAvailability", "InitiateLayerUpload", "UploadLay
 
 
 class EcrRegistry:
-    def __init__(self, state_dir: Path, *, account: str, record: Callable[[str, str], None]):
+    def __init__(self, state_dir: Path, *, account: str, record: Callable[[str, str], None], faults: Faults | None = None):
         self.account = account
         self.record = record  # (IAM action, user agent)
+        self.faults = faults or Faults()
         self._passwords: dict[str, float] = {}  # password -> expiry
         self._lock = threading.Lock()
         self.registry = LocalRegistry(state_dir, service="ecr.amazonaws.com", check=self._check, may_push=self._repository_exists,
@@ -68,8 +70,12 @@ class EcrRegistry:
             return username == USERNAME and self._passwords.get(password or "", 0) > time.time()
 
     def _repository_exists(self, name: str) -> bool:
+        """Whether a push there is allowed: the repository exists and no `InitiateLayerUpload`
+        fault is scheduled (a test's stand-in for a repository policy that denies the push)."""
         from moto.ecr.models import ecr_backends
 
+        if self.faults.take("InitiateLayerUpload"):
+            return False
         return any(name in backend.repositories for backend in ecr_backends[self.account].values())
 
     def _record_grant(self, access: list[dict], user_agent: str) -> None:

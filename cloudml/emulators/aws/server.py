@@ -194,7 +194,7 @@ class EmulatorServer:
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="cloudml-aws-emulator-"))
         self.hosting = SageMakerHosting(self.state_dir / "instances", account=ACCOUNT, provisioning_delay=provisioning_delay, health_timeout=health_timeout)
         self.faults = Faults()
-        self.ecr = EcrRegistry(self.state_dir / "registry", account=ACCOUNT, record=self._record)
+        self.ecr = EcrRegistry(self.state_dir / "registry", account=ACCOUNT, record=self._record, faults=self.faults)
         self._app: EmulatorApp | None = None
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
