@@ -12,8 +12,9 @@ sample="${3:-build/models/cnn.sample.json}"
 scratch="$(mktemp -d)"
 
 # The seed models are saved by TensorFlow 2.21, newer than the clouds' prebuilt TensorFlow images:
-# they are served by the cloudml runtime image (in the cloud: `cloudml package --container`, pushed
-# to the cloud's registry). The emulators run that runtime whatever the image name.
+# in the cloud the deploy builds the cloudml serving image and pushes it to the cloud's registry.
+# Offline there is no python:3.11-slim to build on, so the demo names an image; one that is not in
+# the emulator's registry is served by the host's cloudml runtime (the emulator's log says so).
 case "$provider" in
   aws)   image="123456789012.dkr.ecr.us-east-1.amazonaws.com/cloudml-serving:latest"; extra=(--max-replicas 2) ;;
   gcp)   image="us-docker.pkg.dev/cloudml-emulator/serving/cloudml-serving:latest"; extra=(--max-replicas 2) ;;
