@@ -37,7 +37,8 @@ demo-gcp demo-azure: demo-%: $(STAMP)
 demo-clean: $(STAMP)
 	$(BIN)/cloudml delete $(DEMO_NAME)
 
-## What the runtime-image tests build from (linux/amd64 wheels in build/wheelhouse, Debian .debs
+## What the runtime-image tests build from (linux/amd64 wheels in build/wheelhouse and, for the
+## TensorFlow image, build/wheelhouse-tf; Debian .debs
 ## in build/debs), fetched here so the tests run offline; a no-op once fetched.
 test-assets: $(STAMP)
 	$(BIN)/python tools/runtime_assets.py

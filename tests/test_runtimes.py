@@ -174,3 +174,19 @@ def test_without_a_cloudml_image_an_onnx_model_is_refused_before_anything_is_mad
     error = json.loads(result.stdout)
     assert "no prebuilt image with ONNX Runtime" in error["message"] and "image_uri" in error["hint"]
     assert not [e for e in boto3.client("sagemaker").list_endpoints()["Endpoints"] if e["EndpointName"] == "onnx-noimage"]
+
+
+def test_on_a_cloud_another_runtime_for_the_same_model_is_an_update(aws_emulator, seed_models, home):
+    from contract.targets import AWS_IMAGE
+
+    cnn = seed_models["cnn"]
+    image = ("-o", f"image_uri={AWS_IMAGE}")
+    first = cli_json("deploy", cnn.path, "--name", "cnn-switch", "--provider", "aws", *image, home=home)
+    assert first["action"] == "created" and first["deployment"]["details"]["runtime"] == "onnx"
+    switched = cli_json("deploy", cnn.path, "--name", "cnn-switch", "--provider", "aws", *image, "--runtime", "tensorflow", home=home)
+    assert switched["action"] == "updated" and switched["deployment"]["details"]["runtime"] == "tensorflow"
+    again = cli_json("deploy", cnn.path, "--name", "cnn-switch", "--provider", "aws", *image, "--runtime", "tensorflow", home=home)
+    assert again["action"] == "unchanged" and again["deployment"]["details"]["runtime"] == "tensorflow"
+    predicted = cli_json("predict", "cnn-switch", "--provider", "aws", json.dumps({"instances": cnn.instances}), home=home)
+    assert rows_close(predicted["predictions"], cnn.reference())
+    assert run_cli("delete", "cnn-switch", "--provider", "aws", "--purge", home=home).returncode == 0

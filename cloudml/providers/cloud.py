@@ -63,6 +63,21 @@ class CloudOptions(ProviderOptions):
         description="A folder of linux/amd64 wheels the built image installs from, offline (no package index); default: the package index.")
 
 
+def serving_choice(spec: DeploymentSpec, options: CloudOptions) -> Any:
+    """What decides the serving image and how the model is packaged, beside the model itself: part
+    of a plan's identity, so another --runtime or image option is an update, not "unchanged".
+    With everything but image_uri at its default it is image_uri alone, the identity deployments
+    made before these options had (so upgrading cloudml moves nothing)."""
+    fields = CloudOptions.model_fields
+    extra = {
+        "runtime": spec.runtime if spec.runtime != "auto" else None,
+        "build_image": options.build_image,
+        "base_image": options.base_image if options.base_image != fields["base_image"].default else None,
+    }
+    extra = {key: value for key, value in extra.items() if value is not None}
+    return [options.image_uri, extra] if extra else options.image_uri
+
+
 class UndoJournal:
     """What a deploy created, each with the call that removes it, undone newest first on failure.
 

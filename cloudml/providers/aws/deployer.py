@@ -22,7 +22,7 @@ from cloudml.providers.aws import artifacts, logs, scaling
 from cloudml.providers.aws.images import check_instance_type, tensorflow_image
 from cloudml.providers.aws.options import AwsOptions
 from cloudml.providers.aws.session import AwsSession, aws_errors, error_code, error_message, is_not_found, tag_list, tags_dict
-from cloudml.providers.cloud import Action, CloudDeployer, CloudPlan, RegistryTarget, Rollout
+from cloudml.providers.cloud import Action, CloudDeployer, CloudPlan, RegistryTarget, Rollout, serving_choice
 from cloudml.providers.common import container_error, short_hash, wait_while_busy
 from cloudml.providers.served import FRAMEWORK, NOT_ONNX, RUNTIME, one_line, served_details
 from cloudml.results import Deployment, DeploymentStatus, Prediction, utcnow
@@ -230,7 +230,7 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
         hex_ = model_hash.split(":")[-1]
         # The default image differs between CPU and GPU instances, so the family is part of the model.
         gpu = instance_type.split(".")[1][:1] in ("g", "p")
-        model_key = short_hash(model_hash, role, self.options.image_uri, gpu, spec.env, self.options.kms_key_id)
+        model_key = short_hash(model_hash, role, serving_choice(spec, self.options), gpu, spec.env, self.options.kms_key_id)
         model_name = f"{spec.name}-{hex_[:8]}-{model_key[:6]}"
         config_key = short_hash(model_name, instance_type, count, self.options.kms_key_id)
         return Plan(

@@ -11,7 +11,7 @@ from cloudml.contract import Runtime
 from cloudml.errors import ConfigError
 from cloudml.providers.azure.environment import check_instance_type
 from cloudml.providers.azure.options import AzureOptions
-from cloudml.providers.cloud import CloudPlan
+from cloudml.providers.cloud import CloudPlan, serving_choice
 from cloudml.providers.common import short_hash
 from cloudml.providers.served import FRAMEWORK, NOT_ONNX, RUNTIME, one_line, served_details
 from cloudml.spec import DeploymentSpec
@@ -47,7 +47,7 @@ def make_plan(spec: DeploymentSpec, model_hash: str, options: AzureOptions) -> A
                  "(autoscale rules for online endpoints live in Azure Monitor)",
         )
     count = max(options.instance_count, resources.min_replicas, 1)
-    serving = options.environment or options.image_uri
+    serving = options.environment or serving_choice(spec, options)
     # A deployment's settings are part of its identity: another instance type or image is a
     # new deployment (blue/green), the same ones are "unchanged".
     key = short_hash(instance_type, count, serving, sorted(spec.env.items()))

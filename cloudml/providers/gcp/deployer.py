@@ -22,7 +22,7 @@ from functools import cached_property
 from typing import Any
 
 from cloudml.errors import ConfigError, DeployFailed, DeploymentNotFound, EndpointUnavailable, PredictionRejected
-from cloudml.providers.cloud import Action, CloudDeployer, RegistryTarget, Rollout, UndoJournal
+from cloudml.providers.cloud import Action, CloudDeployer, RegistryTarget, Rollout, UndoJournal, serving_choice
 from cloudml.providers.common import container_error
 from cloudml.providers.gcp import artifacts, logs
 from cloudml.providers.gcp.images import is_prebuilt, tensorflow_image
@@ -86,7 +86,7 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
 
     def plan(self, spec: DeploymentSpec, model_hash: str) -> VertexPlan:
         return plan_deployment(spec, model_hash, default_machine_type=self.options.machine_type,
-                               image_uri=self.options.image_uri, location=self.options.location)
+                               image_uri=self.options.image_uri, location=self.options.location, serving=serving_choice(spec, self.options))
 
     def read_endpoint(self, name: str) -> VertexEndpoint | None:
         proto = self.vertex.get_endpoint(self.vertex.endpoint_name(name), missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from cloudml.contract import Manifest
 from cloudml.errors import ConfigError
@@ -88,10 +89,11 @@ def label_text(value: str) -> str:
 
 
 def plan_deployment(spec: DeploymentSpec, model_hash: str, *, default_machine_type: str, image_uri: str | None,
-                    location: str) -> VertexPlan:
+                    location: str, serving: Any = None) -> VertexPlan:
+    """`serving`: cloud.serving_choice (default: image_uri alone)."""
     resources = spec.resources
     # Everything the Model resource holds (image, env) is part of its id.
-    key = short_hash(model_hash, image_uri, spec.env, location)
+    key = short_hash(model_hash, image_uri if serving is None else serving, spec.env, location)
     return VertexPlan(
         name=spec.name, model_hash=model_hash, model_id=f"{spec.name}-{model_hash.split(':')[-1][:8]}-{key[:6]}",
         machine_type=resources.instance_type or default_machine_type,
