@@ -79,6 +79,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--skip-containers", action="store_true", help="no podman runs (no cold start figures)")
     parser.add_argument("--runs", type=int, default=3, help="cold starts of each kind (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument("--print", type=Path, metavar="JSON", help="only print the report of an earlier run's --json file")
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -112,8 +113,8 @@ class Timed(Progress):
 class Registry:
     """docker-registry on a free loopback port, storing under `root`."""
 
-    def __init__(self, root: Path):
-        self.port = free_port()
+    def __init__(self, root: Path, port: int | None = None):
+        self.port = port or free_port()
         root.mkdir(parents=True, exist_ok=True)
         (root / "config.yml").write_text(
             f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
@@ -228,6 +229,11 @@ class Run:
             self.report["cold_start"] = {"skipped": "--skip-containers"}
         else:
             self.phase_cold_start(model, first)
+        self.rebuild("elsewhere", "another port: the base's name differs")
+        port = self.registry.port
+        self.registry.group.stop()
+        self.registries.remove(self.registry)
+        self.rebuild("rebuilt", f"the first one's port {port}, its storage gone", port)
         self.report["load_average_at_end"] = os.getloadavg()
 
     def seed_model(self) -> Path:
@@ -239,8 +245,8 @@ class Run:
                            capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
         return model
 
-    def start_registry(self, name: str) -> Registry:
-        registry = Registry(self.workdir / name)
+    def start_registry(self, name: str, port: int | None = None) -> Registry:
+        registry = Registry(self.workdir / name, port)
         self.registries.append(registry)
         return registry
 
@@ -268,13 +274,19 @@ class Run:
         print("the same call again (a re-deploy) ...", flush=True)
         again, figures = self.onnx_image(self.registry, self.base, "onnx, again")
         self.report["onnx_image"]["again"] = figures | {"digest": again.digest}
-        print("registry 2 (empty): the offline base and the ONNX runtime image from scratch ...", flush=True)
-        second = self.start_registry("registry-2")
-        base2, base_s, _ = self.push_base(second)
-        rebuilt, figures = self.onnx_image(second, base2, "onnx, rebuilt")
-        self.report["onnx_image"]["rebuilt"] = figures | {"digest": rebuilt.digest, "base_push_s": base_s}
-        second.group.stop()
-        self.registries.remove(second)
+
+    def rebuild(self, key: str, what: str, port: int | None = None) -> None:
+        """The base and the ONNX image from scratch into an empty registry (`port`: the first
+        registry's, once it is stopped, so the base has the same name)."""
+        print(f"an empty registry ({what}): the offline base and the ONNX runtime image from scratch ...", flush=True)
+        registry = self.start_registry(f"registry-{key}", port)
+        base, base_s, _ = self.push_base(registry)
+        image, figures = self.onnx_image(registry, base, f"onnx, {key}")
+        layers = [b["digest"] for b in figures["blobs"] if b["what"].startswith("layer")]
+        self.report["onnx_image"][key] = figures | {"digest": image.digest, "tag": image.tag, "base": base, "base_push_s": base_s,
+                                                     "layer_digests": layers}
+        registry.group.stop()
+        self.registries.remove(registry)
 
     def tensorflow_wheels(self, pins: list[str]) -> None:
         """TensorFlow's wheels for linux/amd64 in --wheel-cache: offline when they are all there, else from PyPI."""
@@ -355,7 +367,7 @@ class Run:
         self.report["onnx_image"]["podman_size"] = inspect["Size"]
         podman("rmi", "--force", image.pinned, timeout=120)
         self.report["cold_start"] = {"runs": runs, "podman_pull_s": pulls,
-                                     "median": {k: statistics.median(v) for k, v in runs | {"podman_pull": pulls}.items()}}
+                                     "median": {k: statistics.median(v) for k, v in (runs | {"podman_pull": pulls}).items()}}
 
     def container_start(self, reference: str, folder: Path, what: str) -> float:
         port, name = free_port(), f"cloudml-imagebench-{os.getpid()}-{len(self.containers)}"
@@ -414,7 +426,7 @@ def describe(image: runtime.RuntimeImage, took: float, progress: Timed) -> dict:
     return {"s": took, "steps_s": progress.steps, "built": image.built, "bytes_pushed": image.bytes_uploaded,
             "bytes_mounted": sum(b.size for b in blobs if b.action == "mounted"),
             "bytes_skipped": sum(b.size for b in blobs if b.action == "skipped"),
-            "blobs": [{"what": b.what[:60], "size": b.size, "action": b.action} for b in blobs]}
+            "blobs": [{"what": b.what[:60], "size": b.size, "action": b.action, "digest": b.digest} for b in blobs]}
 
 
 def machine_info() -> dict:
@@ -443,13 +455,21 @@ def print_report(r: dict) -> None:
     rows = [("offline base (python:3.11-slim stand-in), registry 1", {"s": base["push_s"], "built": True, "bytes_pushed": base["bytes_pushed"]}),
             ("ONNX runtime image, first build and push", onnx["first"]),
             ("the same call again (re-deploy)", onnx["again"]),
-            ("from scratch into an empty registry 2 (base pushed first)", onnx["rebuilt"])]
+            ("from scratch, empty registry at the same address (*)", onnx["rebuilt"]),
+            ("from scratch, empty registry at another address (*)", onnx["elsewhere"])]
     if "s" in r.get("tensorflow_image", {}):
         rows.append((f"TensorFlow runtime image (tensorflow-cpu {TF_VERSION}), first", r["tensorflow_image"]))
     for label, row in rows:
         other = row.get("bytes_mounted", 0) + row.get("bytes_skipped", 0)
         print(f"{label:<62} | {row['s']:7.1f} | {'yes' if row['built'] else 'no':>5} | {mib(row['bytes_pushed']):>10} | {mib(other):>19}")
-    print(f"  (the base push in registry 2 took {onnx['rebuilt']['base_push_s']:.1f} s more)")
+    print(f"  (*) after pushing the base there: {onnx['rebuilt']['base_push_s']:.1f} s and {onnx['elsewhere']['base_push_s']:.1f} s more; "
+          "the base layer is then mounted, not sent")
+    first_layers = [b["digest"] for b in onnx["first"]["blobs"] if b["what"].startswith("layer")]
+    for key, label in (("rebuilt", "same address"), ("elsewhere", "another address")):
+        other = onnx[key]
+        print(f"  image digest, {label}: {other['digest'][:19]} ({'the same' if other['digest'] == onnx['digest'] else 'different'}); "
+              f"tag {'the same' if other['tag'] == onnx['tag'] else other['tag']}; "
+              f"layer digests {'the same' if other['layer_digests'] == first_layers else 'different'}")
     if "wheels" in r:
         print(f"  TensorFlow wheels: {r['wheels']['how']} in {r['wheels']['s']:.1f} s; "
               f"the Dockerfile's layers took {r['dockerfile']['layers_s']:.1f} s to build")
@@ -501,6 +521,9 @@ def print_report(r: dict) -> None:
     print(f"  re-deploy pushes 0 bytes                         {again['bytes_pushed']:,} bytes, built: {again['built']}  {'PASS' if ok else 'MISS'}")
     same = rebuilt["digest"] == onnx["digest"] and again["digest"] == onnx["digest"]
     print(f"  rebuild from scratch gives the same digest       {onnx['digest'][:19]} vs {rebuilt['digest'][:19]}  {'PASS' if same else 'MISS'}")
+    if onnx["elsewhere"]["digest"] != onnx["digest"]:
+        print("  (at another address the image differs by design: the base's name, registry address included, is in its")
+        print("  org.opencontainers.image.base.name label and in its tag's key)")
 
 
 def _interrupt(signum, frame):
@@ -509,6 +532,9 @@ def _interrupt(signum, frame):
 
 def main() -> int:
     args = parse_args()
+    if args.print:
+        print_report(json.loads(args.print.read_text()))
+        return 0
     signal.signal(signal.SIGTERM, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="cloudml-imagebench-"))
     bench = Run(args, workdir)
@@ -525,11 +551,12 @@ def main() -> int:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     report = bench.report
     report["total_s"] = time.perf_counter() - started
+    if args.json:  # first, so a figure survives a bug in the printing
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print_report(report)
     print(f"\n(the whole run took {report['total_s']:.0f} s)")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
         print(f"wrote {args.json}")
     return 0
 
