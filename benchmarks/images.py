@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/images.py [--skip-dockerfile] [--skip-containers] [--runs 3]
                                           [--model cnn.h5] [--wheel-cache build/bench-wheels] [--json out.json]
+    .venv/bin/python benchmarks/images.py --print out.json     # the report of an earlier run again
 
 In one run, offline except for one download of the TensorFlow wheels (cached in --wheel-cache):
 
@@ -9,8 +10,10 @@ In one run, offline except for one download of the TensorFlow wheels (cached in 
    (cloudml.images.debian: Debian bookworm's python3.11, the stand-in for python:3.11-slim, from
    build/debs), then the ONNX runtime image (cloudml.images.runtime.runtime_image, wheels from
    build/wheelhouse, no index): first build and push, wall time and bytes pushed.
-2. The re-deploy: the same call again (bytes pushed, time), and a from-scratch rebuild into a
-   second, empty registry: whether the digest is the same.
+2. The re-deploy: the same call again (bytes pushed, time), and from-scratch rebuilds (base and
+   image) into an empty registry on another port and, once the first registry is stopped, into
+   an empty one on its port: whether the digest is the same (at another address it differs by
+   design: the base's name, registry address included, is in the image's labels and tag key).
 3. Sizes, compressed (the layers' blob sizes in the manifest) and uncompressed (the layers
    decompressed; and `podman image inspect` Size after a pull): the ONNX runtime image, the
    TensorFlow runtime image, and the image `cloudml package --container`'s Dockerfile builds for
@@ -461,7 +464,7 @@ def print_report(r: dict) -> None:
         rows.append((f"TensorFlow runtime image (tensorflow-cpu {TF_VERSION}), first", r["tensorflow_image"]))
     for label, row in rows:
         other = row.get("bytes_mounted", 0) + row.get("bytes_skipped", 0)
-        print(f"{label:<62} | {row['s']:7.1f} | {'yes' if row['built'] else 'no':>5} | {mib(row['bytes_pushed']):>10} | {mib(other):>19}")
+        print(f"{label:<62} | {row['s']:7.2f} | {'yes' if row['built'] else 'no':>5} | {mib(row['bytes_pushed']):>10} | {mib(other):>19}")
     print(f"  (*) after pushing the base there: {onnx['rebuilt']['base_push_s']:.1f} s and {onnx['elsewhere']['base_push_s']:.1f} s more; "
           "the base layer is then mounted, not sent")
     first_layers = [b["digest"] for b in onnx["first"]["blobs"] if b["what"].startswith("layer")]
