@@ -64,7 +64,7 @@ def registry_credentials(host: str, *, environ: Mapping[str, str] = os.environ, 
     """The login for registry `host` (host[:port]), None when there is none (an anonymous push).
     `variables`: whether CLOUDML_REGISTRY_USERNAME/PASSWORD apply (they name the pushed-to registry's)."""
     if variables and (environ.get(USERNAME_VAR) or environ.get(PASSWORD_VAR)):
-        if not environ.get(USERNAME_VAR) or PASSWORD_VAR not in environ:
+        if not (environ.get(USERNAME_VAR) and environ.get(PASSWORD_VAR)):
             raise ConfigError(f"{USERNAME_VAR} and {PASSWORD_VAR} go together: only one is set",
                               hint="set both (the password may be a token), or neither to use the auth files of podman/docker login")
         return Credentials(environ[USERNAME_VAR], environ[PASSWORD_VAR])

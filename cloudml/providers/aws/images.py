@@ -36,8 +36,8 @@ def tensorflow_image(*, region: str, tensorflow_version: str, instance_type: str
         raise ModelError(
             f"no SageMaker TensorFlow Serving image can load this model: it was saved by TensorFlow "
             f"{tensorflow_version} and the newest image is tensorflow-inference:{newest}",
-            hint=f"save the model with TensorFlow {newest} or older, or serve it with your own image "
-                 "(`cloudml package MODEL --container`, push it to ECR, then -o image_uri=...)",
+            hint=f"save the model with TensorFlow {newest} or older, or serve it with the cloudml runtime image "
+                 "(-o build_image=true builds and pushes it, no Docker needed), or your own with -o image_uri=IMAGE",
         )
     try:
         return image_uris.retrieve("tensorflow", region=region, version=usable[0], image_scope="inference", instance_type=instance_type)

@@ -151,9 +151,8 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
             # The same refusal, and exit code, as a cloud whose prebuilt images are all too old for the model.
             raise ModelError(
                 "no Azure ML prebuilt image can serve this model: Azure ML has no TensorFlow inference image or curated environment",
-                hint="build and push the cloudml runtime (`cloudml package MODEL --container`, then `az acr build`) and pass "
-                     "-o image_uri=<registry>.azurecr.io/cloudml-serving:<tag>, or pass -o environment=azureml:<name>:<version>; "
-                     "-o build_image=true builds and pushes the cloudml serving image to the workspace's registry",
+                hint="-o build_image=true builds the cloudml serving image and pushes it to the workspace's registry (no Docker needed); "
+                     "or pass -o image_uri=IMAGE (`cloudml image build MODEL --push HOST/REPO` builds one), or -o environment=azureml:<name>:<version>",
             )
 
     def plan(self, spec: DeploymentSpec, model_hash: str) -> AzurePlan:

@@ -48,7 +48,7 @@ def tensorflow_image(*, location: str, tensorflow_version: str) -> str:
             f"no Vertex AI prebuilt TensorFlow image can load this model: it was saved by TensorFlow "
             f"{tensorflow_version} and the newest prebuilt image is tf2-cpu.{newest.replace('.', '-')}",
             hint=f"save the model with TensorFlow {newest} or older, or serve it with the cloudml runtime image "
-                 "(`cloudml package MODEL --container`, push it to Artifact Registry, then -o image_uri=REGION-docker.pkg.dev/PROJECT/REPO/IMAGE:TAG)",
+                 "(-o build_image=true builds and pushes it, no Docker needed), or your own with -o image_uri=IMAGE",
         )
     major, minor = usable[0]
     return f"{registry_region(location)}-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.{major}-{minor}:latest"
