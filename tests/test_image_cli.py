@@ -156,8 +156,8 @@ def registry(tmp_path_factory):
     proc.wait(10)
 
 
-def _skopeo_inspect(reference: str, *creds: str) -> dict:
-    inspected = subprocess.run(["skopeo", "inspect", "--tls-verify=false", *creds, f"docker://{reference}"], capture_output=True, text=True, timeout=60)
+def _skopeo_inspect(reference: str, *flags: str) -> dict:
+    inspected = subprocess.run(["skopeo", "inspect", "--tls-verify=false", *flags, f"docker://{reference}"], capture_output=True, text=True, timeout=60)
     assert inspected.returncode == 0, inspected.stderr
     return json.loads(inspected.stdout)
 
@@ -202,7 +202,8 @@ def test_image_build_pushes_the_models_runtime_image_once_and_image_list_shows_i
     [row] = listed["images"]
     assert (row["tag"], row["digest"], row["backend"], row["backend_version"], row["cloudml_version"]) == (
         image["tag"], image["digest"], "onnx", onnxruntime.__version__, runtime.__version__), row
-    assert row["size"] == sum(layer["size"] for layer in info["LayersData"]) and row["labels"]["io.cloudml.runtime"] == "onnxruntime"
+    manifest = _skopeo_inspect(image["reference"], "--raw")
+    assert row["size"] == sum(layer["size"] for layer in manifest["layers"]) and row["labels"]["io.cloudml.runtime"] == "onnxruntime"
     assert listed["other_tags"] == ["not-cloudml"] and listed["repository"] == repo
     table = run_cli("image", "list", repo, home=tmp_path)
     assert table.returncode == 0 and image["tag"] in table.stdout and "onnx" in table.stdout and "not-cloudml" in table.stdout, table.stdout

@@ -701,8 +701,8 @@ def _image_deployer(provider: str | None, config: Path | None, option: list[str]
 
 @image_app.command("build")
 def image_build(
-    model: Path | None = typer.Argument(None, metavar="[MODEL]", help="The model whose runtime image to build (packaged as deploy would, in a temporary folder).",
-                                        show_default=False),
+    model: Path | None = typer.Argument(None, metavar="[MODEL]", show_default=False,
+                                        help="The model whose runtime image to build (packaged as deploy would, in a temporary folder)."),
     backend: str | None = typer.Option(None, "--backend", help="onnx or tensorflow: build that runtime's image, without a model (CI pre-builds).",
                                        show_default=False),
     backend_version: str | None = typer.Option(None, "--backend-version",

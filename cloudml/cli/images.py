@@ -36,8 +36,9 @@ def check_target(push: str | None, provider: str | None, *, plain_http: bool | N
         return None
     repo = Reference.parse(push)
     if repo.tag or repo.digest:
+        bare = f"{repo.registry}/{repo.repository}"
         raise ConfigError(f"{flag} {push!r} names a {'digest' if repo.digest else 'tag'}: give the repository only",
-                          hint=f"{flag.replace('REPO', '').strip()} {repo.registry}/{repo.repository} (the tag names the image's contents and is derived)".strip())
+                          hint=f"{'--push ' if flag == '--push' else ''}{bare} (the tag names the image's contents and is derived)")
     return repo
 
 

@@ -75,7 +75,8 @@ def registry_credentials(host: str, *, environ: Mapping[str, str] = os.environ, 
         except FileNotFoundError:
             continue
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read the registry auth file {path}: {exc}", hint="fix or remove it, or log in again (podman login / docker login)") from None
+            raise ConfigError(f"cannot read the registry auth file {path}: {exc}",
+                              hint="fix or remove it, or log in again (podman login / docker login)") from None
         auths = doc.get("auths") if isinstance(doc, dict) else None
         for key, entry in (auths or {}).items() if isinstance(auths, dict) else ():
             if _host(key) == wanted:

@@ -413,7 +413,8 @@ class RegistryClient:
             try:
                 tags += [str(t) for t in json.loads(resp.body).get("tags") or []]
             except (ValueError, AttributeError):
-                raise RegistryError(f"{self.registry}/{repository}: the tag list is not JSON", hint="the registry does not follow the distribution API") from None
+                raise RegistryError(f"{self.registry}/{repository}: the tag list is not JSON",
+                                    hint="the registry does not follow the distribution API") from None
             found = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', resp.headers.get("link", ""))
             url = urljoin(self.base_url + "/", found.group(1)) if found else None
         return tags

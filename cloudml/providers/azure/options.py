@@ -27,7 +27,7 @@ class AzureOptions(CloudOptions):
     auth_mode: Literal["key", "aml_token"] = Field(default="key",
                                                    description="How callers authenticate at the scoring URI: endpoint key, or an Azure ML token.")
     image_uri: str | None = Field(default=None,
-                                  description="The cloudml serving image (`cloudml image build MODEL --push <registry>.azurecr.io/REPO` pushes one), run as a custom container "
+                                  description="The serving image (`cloudml image build MODEL --push ACR/REPO` pushes cloudml's), run as a custom container "
                                               "with liveness GET /, readiness GET /ready and scoring POST /score on port 8080.")
     environment: str | None = Field(default=None,
                                     description="An existing Azure ML environment to serve with instead of image_uri (azureml:<name>:<version> or "
