@@ -742,7 +742,7 @@ def image_build(
         data, text = images.build(model=model, backend=backend, backend_version=backend_version, runtime=choice, sample=sample, repo=repo,
                                   deployer=deployer, base_image=base_image or DEFAULT_BASE, wheelhouse=wheelhouse, plain_http=plain_http,
                                   progress=progress)
-        return Result({**data, "provider": provider}, escape(text))
+        return Result({**data, "provider": deployer.provider if deployer else None}, escape(text))
 
     _run(output, body)
 
@@ -763,8 +763,9 @@ def image_list(
         from cloudml.cli import images
 
         repo = images.check_target(repository, provider, plain_http=None, flag="REPO", command="list")
-        data, text = images.listing(repo=repo, deployer=_image_deployer(provider, config, option, []))
-        return Result({**data, "provider": provider}, escape(text))
+        deployer = _image_deployer(provider, config, option, [])
+        data, text = images.listing(repo=repo, deployer=deployer)
+        return Result({**data, "provider": deployer.provider if deployer else None}, escape(text))
 
     _run(output, body)
 
