@@ -205,6 +205,10 @@ def test_image_build_pushes_the_models_runtime_image_once_and_image_list_shows_i
     manifest = _skopeo_inspect(image["reference"], "--raw")
     assert row["size"] == sum(layer["size"] for layer in manifest["layers"]) and row["labels"]["io.cloudml.runtime"] == "onnxruntime"
     assert listed["other_tags"] == ["not-cloudml"] and listed["repository"] == repo
+    # The registry's tag list, one tag a page: the Link header's next pages are followed.
+    from cloudml.images.registry import RegistryClient
+
+    assert sorted(RegistryClient(host).list_tags("cloudml/runtime", page_size=1)) == sorted([image["tag"], "not-cloudml"])
     table = run_cli("image", "list", repo, home=tmp_path)
     assert table.returncode == 0 and image["tag"] in table.stdout and "onnx" in table.stdout and "not-cloudml" in table.stdout, table.stdout
 
