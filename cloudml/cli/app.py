@@ -350,16 +350,24 @@ def package(
     sample: Path | None = typer.Option(None, "--sample", help=SAMPLE_HELP, show_default=False),
     name: str | None = typer.Option(None, "--name", "-n", help="Model name (default: from the file name).", show_default=False),
     model_version: int | None = typer.Option(None, "--model-version", show_default=False),
-    container: bool = typer.Option(False, "--container", help="Also write a Docker build context to OUT/container."),
+    container: bool = typer.Option(False, "--container", hidden=True),
     output: str = OutputOpt,
 ) -> None:
-    """Package MODEL: versioned model (ONNX when it verifies) + manifest, model.tar.gz, optional Docker context."""
+    """Package MODEL: versioned model (ONNX when it verifies) + manifest, and model.tar.gz.
+
+    The serving image is not per model: `cloudml image build MODEL --push HOST/REPO` builds and
+    pushes the runtime image MODEL is served with."""
 
     def body() -> Result:
         from cloudml.cli.output import SpinnerProgress
+        from cloudml.errors import UsageError
         from cloudml.packaging import inspect_source
         from cloudml.preflight.prepare import prepare_model
 
+        if container:
+            raise UsageError("--container is gone: cloudml no longer writes a Dockerfile, it builds the serving image itself (no Docker needed)",
+                             hint=f"`cloudml image build {model} --push HOST/REPO` builds and pushes the runtime image this model is served with "
+                                  "(or --provider aws|gcp|azure for the repository that cloud's deploys use)")
         choice = _runtime_choice(runtime)
         # In a child process, as a deploy does: TensorFlow's and the converters' native log lines
         # are shown only when packaging fails.
@@ -370,12 +378,7 @@ def package(
             "archive": str(packaged.archive),
             "manifest": packaged.manifest.model_dump(mode="json"),
         }
-        if container:
-            from cloudml.packaging.container import render_build_context
-
-            result["container"] = str(render_build_context(packaged, out / "container"))
-        context = [f"docker context: {result['container']}  (docker build --platform linux/amd64 {result['container']})"] if container else []
-        text = "\n".join([f"model folder: {result['folder']}", f"model.tar.gz: {result['archive']}", *context,
+        text = "\n".join([f"model folder: {result['folder']}", f"model.tar.gz: {result['archive']}",
                           f"hash: {packaged.manifest.content_hash}", *describe_manifest(packaged.manifest)])
         return Result(result, text)
 
@@ -673,6 +676,98 @@ def _relay_ready(ready: Path, stopped, out) -> None:
         out.write(json.dumps(info) + "\n")
         out.flush()
         return
+
+
+image_app = typer.Typer(
+    cls=CloudMLGroup,
+    help="The serving runtime images (one per backend and version, not per model): build and push them without Docker, list them.",
+    no_args_is_help=True,
+)
+app.add_typer(image_app, name="image")
+PushOpt = typer.Option(None, "--push", metavar="HOST/REPO", help="The repository to push to (no tag: the tag names the contents).", show_default=False)
+ImageProviderOpt = typer.Option(None, "--provider", "-p", show_default=False,
+    help="aws, gcp or azure: the repository that provider's deploys (-o build_image=true) use, with its login; instead of --push.")
+
+
+def _image_deployer(provider: str | None, config: Path | None, option: list[str] | None, extra: list[str], progress: Any = None) -> Any:
+    """The cloud deployer whose registry --provider names, its options from the usual layers (plus `extra` -o flags)."""
+    from cloudml.cli.images import cloud_deployer
+
+    if provider is None:
+        return None
+    resolved = _resolve(provider, config, [*(option or []), *extra])
+    return cloud_deployer(resolved.deployer(progress=progress), resolved.provider)
+
+
+@image_app.command("build")
+def image_build(
+    model: Path | None = typer.Argument(None, metavar="[MODEL]", show_default=False,
+                                        help="The model whose runtime image to build (packaged as deploy would, in a temporary folder)."),
+    backend: str | None = typer.Option(None, "--backend", help="onnx or tensorflow: build that runtime's image, without a model (CI pre-builds).",
+                                       show_default=False),
+    backend_version: str | None = typer.Option(None, "--backend-version",
+        help="With --backend: the ONNX Runtime or TensorFlow version (default: the one installed here).", show_default=False),
+    runtime: str | None = typer.Option(None, "--runtime", help=RUNTIME_HELP, show_default=False),
+    sample: Path | None = typer.Option(None, "--sample", help=SAMPLE_HELP, show_default=False),
+    push: str | None = PushOpt,
+    provider: str | None = ImageProviderOpt,
+    config: Path | None = ConfigOpt,
+    option: list[str] | None = OptionOpt,
+    base_image: str | None = typer.Option(None, "--base-image", help="The base image (default python:3.11-slim; with --provider: the option base_image).",
+                                          show_default=False),
+    wheelhouse: Path | None = typer.Option(None, "--wheelhouse",
+        help="A folder of linux/amd64 wheels to install from, offline (with --provider: the option wheelhouse).", show_default=False),
+    plain_http: bool | None = typer.Option(None, "--plain-http/--no-plain-http",
+        help="With --push: HTTP instead of HTTPS, for the base's registry too (default: plain HTTP for loopback addresses only).", show_default=False),
+    output: str = OutputOpt,
+) -> None:
+    """Build the runtime image MODEL is served with and push it (nothing is built when the registry has it).
+
+    Logins for --push: CLOUDML_REGISTRY_USERNAME/CLOUDML_REGISTRY_PASSWORD, else the auth files of
+    podman/docker login ($REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json)."""
+
+    def body() -> Result:
+        from rich.markup import escape
+
+        from cloudml.cli import images
+        from cloudml.cli.output import SpinnerProgress
+        from cloudml.images.runtime import DEFAULT_BASE
+
+        repo = images.check_target(push, provider, plain_http=plain_http, flag="--push", command="build")
+        images.check_source(model, backend, backend_version, runtime, sample)
+        choice = _runtime_choice(runtime)
+        extra = [f"base_image={base_image}"] * (base_image is not None) + [f"wheelhouse={wheelhouse}"] * (wheelhouse is not None)
+        progress = SpinnerProgress()
+        deployer = _image_deployer(provider, config, option, extra, progress)
+        data, text = images.build(model=model, backend=backend, backend_version=backend_version, runtime=choice, sample=sample, repo=repo,
+                                  deployer=deployer, base_image=base_image or DEFAULT_BASE, wheelhouse=wheelhouse, plain_http=plain_http,
+                                  progress=progress)
+        return Result({**data, "provider": deployer.provider if deployer else None}, escape(text))
+
+    _run(output, body)
+
+
+@image_app.command("list")
+def image_list(
+    repository: str | None = typer.Argument(None, metavar="[HOST/REPO]", help="The repository to list (no tag).", show_default=False),
+    provider: str | None = ImageProviderOpt,
+    config: Path | None = ConfigOpt,
+    option: list[str] | None = OptionOpt,
+    output: str = OutputOpt,
+) -> None:
+    """List the cloudml runtime images in a repository: tag, digest, backend and version, cloudml version, size."""
+
+    def body() -> Result:
+        from rich.markup import escape
+
+        from cloudml.cli import images
+
+        repo = images.check_target(repository, provider, plain_http=None, flag="REPO", command="list")
+        deployer = _image_deployer(provider, config, option, [])
+        data, text = images.listing(repo=repo, deployer=deployer)
+        return Result({**data, "provider": deployer.provider if deployer else None}, escape(text))
+
+    _run(output, body)
 
 
 def main() -> None:

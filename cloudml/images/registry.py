@@ -401,6 +401,24 @@ class RegistryClient:
             return None
         return resp.headers.get("docker-content-digest") or self.get_manifest(repository, reference)[2]
 
+    def list_tags(self, repository: str, *, page_size: int = 1000) -> list[str]:
+        """Every tag of `repository` (GET /v2/<name>/tags/list, following the Link header's next
+        pages); empty when the registry has no such repository."""
+        tags: list[str] = []
+        url: str | None = f"/v2/{repository}/tags/list?{urlencode({'n': page_size})}"
+        while url:
+            resp = self.request("GET", url, repository=repository, headers={"Accept": "application/json"}, expect=(200, 404))
+            if resp.status == 404:
+                return tags
+            try:
+                tags += [str(t) for t in json.loads(resp.body).get("tags") or []]
+            except (ValueError, AttributeError):
+                raise RegistryError(f"{self.registry}/{repository}: the tag list is not JSON",
+                                    hint="the registry does not follow the distribution API") from None
+            found = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', resp.headers.get("link", ""))
+            url = urljoin(self.base_url + "/", found.group(1)) if found else None
+        return tags
+
     def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> str:
         resp = self.request(
             "PUT",

@@ -37,10 +37,20 @@ from cloudml.results import Deployment, DeployResult
 from cloudml.spec import DeploymentSpec
 
 if TYPE_CHECKING:
+    from cloudml.contract import Manifest
+    from cloudml.images.runtime import RuntimeImage
     from cloudml.packaging import PackagedModel
     from cloudml.packaging.source import ModelSource
 
 Action = Literal["created", "updated"]
+
+
+def runtime_of(manifest: Manifest) -> tuple[str, str | None]:
+    """The runtime image a package is served with: (backend, version); the version is None for
+    ONNX Runtime (the one installed, which packaging verified the model with) and the TensorFlow
+    that saved the model for TensorFlow."""
+    backend = manifest.runtime.backend
+    return backend, manifest.tensorflow_version if backend == "tensorflow" else None
 
 
 class CloudOptions(ProviderOptions):
@@ -252,11 +262,19 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
     def _built_image(self, packaged: PackagedModel, work: Path) -> str:
         """The cloudml serving image for the package's backend in this cloud's registry, built and
         pushed unless the registry has it (one image per runtime, not per model); pinned by digest."""
+        backend, version = runtime_of(packaged.manifest)
+        image = self.ensure_runtime_image(backend, version, work)
+        pushed = f"built and pushed {image.bytes_uploaded / 1e6:.1f} MB" if image.built else "found, nothing pushed"
+        self.progress.note(f"image {image.repository}:{image.tag}: {pushed}")
+        return image.pinned
+
+    def ensure_runtime_image(self, backend: str, version: str | None, work: Path) -> RuntimeImage:
+        """The cloudml runtime image of `backend` at `version` (None: the default) in the repository
+        this cloud's deploys use, with the options base_image and wheelhouse: found by its tag, or
+        built and pushed (`cloudml image build --provider` pre-pushes what a deploy finds)."""
         from cloudml.images.registry import Reference
         from cloudml.images.runtime import runtime_image
 
-        runtime = packaged.manifest.runtime
-        version = packaged.manifest.tensorflow_version if runtime.backend == "tensorflow" else None
         target = self.registry_target()
         base = self.options.base_image
         # A base kept in the same registry (a company base next to the runtime images) is pulled with the same login.
@@ -265,14 +283,11 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
         if wheelhouse is not None and not Path(wheelhouse).is_dir():
             raise ConfigError(f"wheelhouse {wheelhouse} is not a folder", hint="give a folder of linux/amd64 wheels (pip download --platform ...)")
         work.mkdir(parents=True, exist_ok=True)
-        with self.progress.step(f"image for {runtime.backend} in {target.host}/{target.repository}"):
-            image = runtime_image(runtime.backend, target_repository=f"{target.host}/{target.repository}", backend_version=version, base=base,
-                                  base_credentials=base_credentials, target_credentials=target.credentials, plain_http=target.plain_http,
-                                  find_links=[Path(wheelhouse)] if wheelhouse else (), no_index=wheelhouse is not None, work_dir=work,
-                                  progress=self.progress)
-        pushed = f"built and pushed {image.bytes_uploaded / 1e6:.1f} MB" if image.built else "found, nothing pushed"
-        self.progress.note(f"image {image.repository}:{image.tag}: {pushed}")
-        return image.pinned
+        with self.progress.step(f"image for {backend} in {target.host}/{target.repository}"):
+            return runtime_image(backend, target_repository=f"{target.host}/{target.repository}", backend_version=version, base=base,
+                                 base_credentials=base_credentials, target_credentials=target.credentials, plain_http=target.plain_http,
+                                 find_links=[Path(wheelhouse)] if wheelhouse else (), no_index=wheelhouse is not None, work_dir=work,
+                                 progress=self.progress)
 
     def _package(self, source: ModelSource, work: Path, spec: DeploymentSpec, digest: str, *, runtime: RuntimeChoice) -> PackagedModel:
         """Package (and probe) the very bytes that were hashed: a model changed since is refused."""

@@ -27,8 +27,8 @@ class AzureOptions(CloudOptions):
     auth_mode: Literal["key", "aml_token"] = Field(default="key",
                                                    description="How callers authenticate at the scoring URI: endpoint key, or an Azure ML token.")
     image_uri: str | None = Field(default=None,
-                                  description="A cloudml serving image (`cloudml image build`, or built by the deploy when unset), run as a custom container "
-                                              "with liveness GET /, readiness GET /ready and scoring POST /score on port 8080.")
+                                  description="A cloudml serving image (`cloudml image build MODEL --push ACR/REPO`; built by the deploy when unset), "
+                                              "run as a custom container with liveness GET /, readiness GET /ready and scoring POST /score on port 8080.")
     environment: str | None = Field(default=None,
                                     description="An existing Azure ML environment to serve with instead of image_uri (azureml:<name>:<version> or "
                                                 "<name>@latest); it must declare the same inference routes.")
