@@ -3,7 +3,8 @@
 One deployment is one SageMaker endpoint of the same name with one production variant. Model and
 EndpointConfig names carry the model's content hash, so a re-run finds what an earlier run made
 and the same model twice changes nothing. Every resource cloudml makes is tagged
-`cloudml:deployment` / `cloudml:model-hash`; `list` and `delete` go by those tags.
+`cloudml:deployment` / `cloudml:model-hash` (the endpoint its hash only once a run completes:
+that is what `unchanged` reads); `list` and `delete` go by the deployment tag.
 """
 
 from __future__ import annotations
