@@ -216,13 +216,14 @@ ROWS = 5
 
 def _table_onnx(path: Path, index: str) -> Path:
     """y[batch, seq, 2] = table[index(tokens)] for tokens int64[batch, seq], table[5, 2] = row numbers;
-    `index`: "cast" (the id as int32), "wrapped" (a negative id + 5, as Keras's Embedding does) or "shifted" (id + 1)."""
+    `index`: "direct" (the id itself), "cast" (the id as int32), "wrapped" (a negative id + 5, as Keras's Embedding does) or "shifted" (id + 1)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     table = numpy_helper.from_array(np.repeat(np.arange(ROWS, dtype=np.float32)[:, None], 2, axis=1), "table")
     consts = [numpy_helper.from_array(np.array(v, dtype=np.int64), n) for n, v in (("zero", 0), ("rows", ROWS), ("one", 1))]
     nodes = {
+        "direct": [helper.make_node("Identity", ["tokens"], ["index"])],
         "cast": [helper.make_node("Cast", ["tokens"], ["index"], to=TensorProto.INT32)],
         "wrapped": [helper.make_node("Less", ["tokens", "zero"], ["negative"]), helper.make_node("Add", ["tokens", "rows"], ["wrapped"]),
                     helper.make_node("Where", ["negative", "wrapped", "tokens"], ["index"])],
@@ -238,7 +239,8 @@ def _table_onnx(path: Path, index: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("index", "ranges"), [("cast", {"tokens": (0, ROWS)}), ("wrapped", {"tokens": (-ROWS, ROWS)}), ("shifted", {})])
+@pytest.mark.parametrize(("index", "ranges"), [("direct", {"tokens": (0, ROWS)}), ("cast", {"tokens": (0, ROWS)}),
+                                                ("wrapped", {"tokens": (-ROWS, ROWS)}), ("shifted", {})])
 def test_the_ids_an_input_indexing_a_table_may_hold_are_found(tmp_path, index, ranges):
     import onnx
 
