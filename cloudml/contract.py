@@ -77,6 +77,10 @@ class OnnxGraph(BaseModel):
     producer: str  # e.g. "tf2onnx 1.17.0", "pytorch 2.13.0"
     inputs: dict[str, str]  # signature input name -> ONNX graph input name
     outputs: dict[str, str]  # signature output name -> ONNX graph output name
+    # Signature input name -> [low, high): the values an integer input indexing a table may hold,
+    # as the original framework takes them (ONNX's Gather would also take what it refuses).
+    # Packages written before it have none.
+    index_ranges: dict[str, tuple[int, int]] = Field(default_factory=dict)
 
 
 class Runtime(BaseModel):

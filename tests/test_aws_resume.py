@@ -16,10 +16,11 @@ pytestmark = pytest.mark.slow
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/cloudml-serving:0.1.0"
 
 
-def deploy(model, name, *args, home):
-    # TensorFlow-served: its server takes seconds to start, so a change outlasts wait_timeout=1 and
-    # the test sees it under way (an ONNX-served one can be done before the next command runs).
-    return run_cli("deploy", model, "--name", name, "--provider", "aws", "-o", f"image_uri={IMAGE}", "--runtime", "tensorflow", *args,
+def deploy(model, name, *args, home, runtime="tensorflow"):
+    # TensorFlow-served by default: its server takes seconds to start, so a change outlasts
+    # wait_timeout=1 and the test sees it under way (an ONNX-served one can be done before the
+    # next command runs).
+    return run_cli("deploy", model, "--name", name, "--provider", "aws", "-o", f"image_uri={IMAGE}", "--runtime", runtime, *args,
                    "--output", "json", home=home)
 
 
@@ -93,3 +94,36 @@ def test_a_timed_out_create_resumes_as_created(aws_emulator, seed_models, home):
     assert json.loads(resumed.stdout)["deployment"]["status"] == "healthy"
     assert json.loads(deploy(seed_models["cnn"].path, "cnn-first", home=home).stdout)["action"] == "unchanged"
     assert run_cli("delete", "cnn-first", "--provider", "aws", home=home).returncode == 0
+
+
+def test_a_first_deploy_stopped_after_its_create_call_is_finished_and_reported_created(aws_emulator, seed_models, home, monkeypatch):
+    """ONNX-served (the default runtime): the endpoint is InService before the next run starts,
+    and that run still finishes the create (its tags) and says `created`, not `unchanged`."""
+    import cloudml
+    from cloudml import DeploymentSpec
+    from cloudml.providers.aws.deployer import SageMakerDeployer
+
+    monkeypatch.setenv("CLOUDML_HOME", str(home))
+
+    def stopped(self, name, goal):
+        raise KeyboardInterrupt  # Ctrl-C (or a kill) right after CreateEndpoint was sent
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SageMakerDeployer, "_wait", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            cloudml.get_deployer("aws", image_uri=IMAGE).deploy(DeploymentSpec(name="cnn-done", model=seed_models["cnn"].path, model_version=3))
+    assert wait_in_service("cnn-done")["EndpointStatus"] == "InService"  # SageMaker finished it on its own
+
+    later = deploy(seed_models["cnn"].path, "cnn-done", "--model-version", "3", home=home, runtime="auto")
+    assert later.returncode == 0, later.stdout + later.stderr
+    out = json.loads(later.stdout)
+    assert out["action"] == "created"
+    dep = out["deployment"]
+    assert dep["status"] == "healthy" and dep["model_version"] == 3 and dep["details"]["runtime"] == "onnx"
+    assert dep["model_hash"] and dep["model_hash"].startswith("sha256:")
+    models, configs = owned("cnn-done")
+    assert len(models) == 1 and configs == [dep["details"]["endpoint_config"]]
+
+    again = deploy(seed_models["cnn"].path, "cnn-done", "--model-version", "3", home=home, runtime="auto")
+    assert json.loads(again.stdout)["action"] == "unchanged"
+    assert run_cli("delete", "cnn-done", "--provider", "aws", home=home).returncode == 0

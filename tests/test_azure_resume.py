@@ -125,3 +125,39 @@ def test_a_run_interrupted_after_moving_traffic_is_cleaned_up_by_the_next(azure_
     assert left["deployments"] == [again["deployment"]["details"]["live_deployment"]] != [first["details"]["live_deployment"]]
     assert left["models"] == ["cloudml-cnn-cut:2"]
     assert run_cli("delete", "cnn-cut", "--provider", "azure", "--purge", home=home).returncode == 0
+
+
+def test_a_first_deploy_that_provisioned_after_its_run_was_killed_is_finished_and_reported_created(azure_emulator, ml, blobs, seed_models, home,
+                                                                                                  monkeypatch):
+    """ONNX-served (the default runtime): the deployment has provisioned before the next run
+    starts, and that run still moves the traffic to it and says `created`, not `unchanged`."""
+    from test_azure_provider import IMAGE
+
+    import cloudml
+    from cloudml import DeploymentSpec
+    from cloudml.providers.azure.deployer import AzureMLDeployer
+
+    monkeypatch.setenv("CLOUDML_HOME", str(home))
+    cnn = seed_models["cnn"]
+
+    def killed(self, endpoint, name):
+        raise KeyboardInterrupt  # Ctrl-C (or a kill) right after the deployment was asked for
+
+    with monkeypatch.context() as patch:
+        patch.setattr(AzureMLDeployer, "_wait_deployment", killed)
+        with pytest.raises(KeyboardInterrupt):
+            cloudml.get_deployer("azure", image_uri=IMAGE, poll_interval=0.3).deploy(DeploymentSpec(name="cnn-done", model=cnn.path, model_version=3))
+    [made] = tagged(ml, blobs, "cnn-done")["deployments"]
+    assert provisioned(ml, "cnn-done", made) == "succeeded"  # Azure ML finished it on its own
+    azure_emulator.calls(clear=True)
+
+    later = provider_deploy(cnn.path, "cnn-done", "--model-version", "3", home=home)
+    assert later["action"] == "created"
+    dep = later["deployment"]
+    assert dep["status"] == "healthy" and dep["model_version"] == 3 and dep["details"]["runtime"] == "onnx"
+    assert dep["details"]["live_deployment"] == made and creates(azure_emulator) == 0  # not created a second time
+    predicted = run_cli("predict", "cnn-done", json.dumps(cnn.instances), "--provider", "azure", "--output", "json", home=home)
+    assert rows_close(json.loads(predicted.stdout)["predictions"], cnn.reference())
+    assert provider_deploy(cnn.path, "cnn-done", "--model-version", "3", home=home)["action"] == "unchanged"
+    assert run_cli("delete", "cnn-done", "--provider", "azure", "--purge", home=home).returncode == 0
+    assert tagged(ml, blobs, "cnn-done") == NOTHING

@@ -209,6 +209,68 @@ def test_an_onnx_file_runs_on_the_sample_when_given(tmp_path):
         inspect_onnx(path, sample=[{"x": [1, 2, 3, 4, 5], "tokens": [0, 5]}])
 
 
+# --- integer inputs that index a table -------------------------------------------------------
+
+ROWS = 5
+
+
+def _table_onnx(path: Path, index: str) -> Path:
+    """y[batch, seq, 2] = table[index(tokens)] for tokens int64[batch, seq], table[5, 2] = row numbers;
+    `index`: "direct" (the id itself), "cast" (the id as int32), "wrapped" (a negative id + 5, as Keras's Embedding does) or "shifted" (id + 1)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.repeat(np.arange(ROWS, dtype=np.float32)[:, None], 2, axis=1), "table")
+    consts = [numpy_helper.from_array(np.array(v, dtype=np.int64), n) for n, v in (("zero", 0), ("rows", ROWS), ("one", 1))]
+    nodes = {
+        "direct": [helper.make_node("Identity", ["tokens"], ["index"])],
+        "cast": [helper.make_node("Cast", ["tokens"], ["index"], to=TensorProto.INT32)],
+        "wrapped": [helper.make_node("Less", ["tokens", "zero"], ["negative"]), helper.make_node("Add", ["tokens", "rows"], ["wrapped"]),
+                    helper.make_node("Where", ["negative", "wrapped", "tokens"], ["index"])],
+        "shifted": [helper.make_node("Add", ["tokens", "one"], ["index"])],
+    }[index]
+    graph = helper.make_graph(
+        [*nodes, helper.make_node("Gather", ["table", "index"], ["y"], axis=0)], "table",
+        [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 2])], initializer=[table, *consts])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(("index", "ranges"), [("direct", {"tokens": (0, ROWS)}), ("cast", {"tokens": (0, ROWS)}),
+                                                ("wrapped", {"tokens": (-ROWS, ROWS)}), ("shifted", {})])
+def test_the_ids_an_input_indexing_a_table_may_hold_are_found(tmp_path, index, ranges):
+    import onnx
+
+    from cloudml.packaging.conversion.ranges import index_ranges
+
+    assert index_ranges(onnx.load(str(_table_onnx(tmp_path / "t.onnx", index)))) == ranges
+
+
+def test_an_id_outside_the_range_is_refused_by_the_onnx_backend_and_others_answered(tmp_path):
+    from cloudml.backends.onnx import OnnxBackend
+
+    path = _table_onnx(tmp_path / "t.onnx", "cast")
+    backend = OnnxBackend(path, index_ranges={"tokens": (0, ROWS)})
+    assert backend.run({"tokens": np.array([[0, 4, 2]])})["y"][0, :, 0].tolist() == [0, 4, 2]
+    for bad in (-1, ROWS):
+        with pytest.raises(backend.rejects, match=rf"input 'tokens' holds {bad} at \[0, 1\], outside \[0, {ROWS}\)"):
+            backend.run({"tokens": np.array([[1, bad]])})
+    # A package written before the ranges were recorded: ONNX Runtime's own bounds (-1 is the last row).
+    assert OnnxBackend(path).run({"tokens": np.array([[-1]])})["y"][0, 0, 0] == ROWS - 1
+
+
+def test_a_manifest_graph_without_ranges_still_loads_and_ranges_survive_json():
+    from cloudml.contract import OnnxGraph
+
+    old = OnnxGraph.model_validate({"file": "model.onnx", "opset": 17, "producer": "tf2onnx 1.17.0", "inputs": {"tokens": "tokens"}, "outputs": {"y": "y"}})
+    assert old.index_ranges == {}
+    new = old.model_copy(update={"index_ranges": {"tokens": (-ROWS, ROWS)}})
+    assert OnnxGraph.model_validate_json(new.model_dump_json()).index_ranges == {"tokens": (-ROWS, ROWS)}
+
+
 # --- SavedModels: the seed models and ones that do not convert ------------------------------
 
 @pytest.fixture(scope="module")

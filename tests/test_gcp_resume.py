@@ -173,3 +173,34 @@ def test_a_refused_call_names_what_was_done_and_the_servers_text():
     with pytest.raises(cloudml.DeployFailed) as failed, gcp_errors("deploying model m to endpoint cnn"):
         raise refused
     assert failed.value.message == 'Google Cloud refused deploying model m to endpoint cnn: INVALID_ARGUMENT: Machine type "n9-huge" is not supported.'
+
+
+def test_a_first_deploy_that_finished_after_its_run_was_killed_is_finished_and_reported_created(gcp_emulator, vertex, seed_models, home, monkeypatch):
+    """ONNX-served (the default runtime): Vertex has deployed the model before the next run starts,
+    and that run still finishes the create (its labels) and says `created`, not `unchanged`."""
+    import cloudml
+    from cloudml import DeploymentSpec
+    from cloudml.providers.gcp.deployer import VertexDeployer
+
+    monkeypatch.setenv("CLOUDML_HOME", str(home))
+    cnn = seed_models["cnn"]
+
+    def killed(self, endpoint_name, op_id, model_id):
+        raise KeyboardInterrupt  # after deployModel was sent, before the endpoint was labelled with it
+
+    gcp_emulator.calls(clear=True)
+    with monkeypatch.context() as patch:
+        patch.setattr(VertexDeployer, "_mark_pending", killed)
+        with pytest.raises(KeyboardInterrupt):
+            cloudml.get_deployer("gcp", image_uri=IMAGE, poll_interval=0.3).deploy(DeploymentSpec(name="cnn-done", model=cnn.path, model_version=3))
+    wait_deployed(vertex, "cnn-done", 1)  # Vertex finished the deployModel on its own
+
+    later = provider_deploy(cnn.path, "cnn-done", "--model-version", "3", home=home)
+    assert later["action"] == "created"
+    dep = later["deployment"]
+    assert dep["status"] == "healthy" and dep["model_version"] == 3 and dep["details"]["runtime"] == "onnx"
+    assert deploy_calls(gcp_emulator) == 1  # not deployed a second time
+    assert vertex.Endpoint("cnn-done").labels["cloudml-model-hash"] == dep["model_hash"].split(":")[1][:63]
+    assert provider_deploy(cnn.path, "cnn-done", "--model-version", "3", home=home)["action"] == "unchanged"
+    assert run_cli("delete", "cnn-done", "--provider", "gcp", "--purge", home=home).returncode == 0
+    assert labelled(vertex, "cnn-done") == NOTHING

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
-from conftest import endpoint
+from conftest import endpoint, rows_close
 
 from cloudml.errors import ExitCode
 
@@ -171,11 +171,17 @@ def _lstm_cases():
         ("fractional-tokens", "/invocations", {"instances": [[12, 3.5, 7]]}, ["expected integers", "int64", "non-integer"]),
         ("fractional-tokens-mixed-lengths", "/invocations", {"instances": [[12, 3], [4.25]]}, ["instance 1", "expected integers"]),
         ("string-tokens", "/invocations", {"instances": [["goal", "match"]]}, ["expected numbers", "got strings"]),
-        # The seed LSTM is served by ONNX Runtime (its conversion verified): its words, without its boilerplate.
+        # The seed LSTM is served by ONNX Runtime (its conversion verified), which refuses the ids
+        # TensorFlow refuses: Keras's Embedding takes [-10000, 10000) (it wraps a negative id once),
+        # where ONNX's Gather alone would also take [-20000, -10000).
         ("out-of-vocabulary", "/invocations", {"instances": [[12, 10000]]},
-         ["the model rejected the input: indices element out of data bounds, idx=10000 must be within the inclusive range [-10000,9999]"]),
+         ["the model rejected the input: input 'tokens' holds 10000 at [0, 1], outside [-10000, 10000)"]),
         ("out-of-vocabulary-tfs", "/v1/models/seed-lstm:predict", {"instances": [[5], [12, 3, 123456]]},
-         ["model rejected the input", "idx=123456 must be within the inclusive range [-10000,9999]"]),
+         ["model rejected the input", "input 'tokens' holds 123456", "outside [-10000, 10000)"]),
+        ("negative-beyond-the-table", "/invocations", {"instances": [[12, -10001]]},
+         ["the model rejected the input: input 'tokens' holds -10001 at [0, 1], outside [-10000, 10000)"]),
+        ("negative-beyond-the-table-tfs", "/v1/models/seed-lstm:predict", {"instances": [[5], [-20000, 3]]},
+         ["model rejected the input", "input 'tokens' holds -20000", "outside [-10000, 10000)"]),
         ("beyond-int64", "/invocations", {"instances": [[12, 2**63]]}, ["do not fit in int64"]),
         ("ragged-nesting", "/invocations", {"instances": [[12, 3], [4, [5]]]}, ["instance 1", "ragged"]),
         ("ragged-columns", "/v1/models/seed-lstm:predict", {"inputs": [[12, 3], [4]]}, ["ragged", "'tokens'"]),
@@ -192,6 +198,15 @@ def test_lstm_client_mistakes(deployed, seed_models, references, client, path, p
     # The model's own complaint comes without TensorFlow's boilerplate and node names.
     assert "Graph execution error" not in body["error"] and "[[" not in body["error"]
     assert_still_serves(client, url, seed_models["lstm"], references["lstm"])
+
+
+def test_lstm_answers_the_ids_keras_takes_as_keras_does(deployed, seed_models, client):
+    """At the table's edges, negative ids included (Keras counts -1 as the last row), the
+    ONNX-served LSTM answers what the Keras model answers in-process."""
+    edges = [[12, 0], [12, 9999], [12, -1], [12, -10000]]
+    response = client.post(endpoint(deployed, "lstm") + "/invocations", json={"instances": edges})
+    assert response.status_code == 200, response.text
+    assert rows_close(response.json()["predictions"], seed_models["lstm"].reference(edges))
 
 
 def test_lstm_csv_with_fractional_token(deployed, seed_models, references, client):

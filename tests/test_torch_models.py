@@ -171,6 +171,14 @@ def test_torchscript_with_two_inputs_takes_a_sample_of_dicts(tmp_path, capfd):
     got = backend.run({"ids": ids, "scale": scale})
     np.testing.assert_allclose(got["output_0"], want[0].numpy(), atol=ATOL, rtol=RTOL)
     np.testing.assert_array_equal(got["output_1"], want[1].numpy())
+    # torch refuses an id outside its table, negative ones too; so does the served ONNX graph.
+    assert result.onnx.index_ranges == {"ids": (0, 20)}
+    served = OnnxBackend(tmp_path / "1" / ONNX_FILE, inputs=result.onnx.inputs, outputs=result.onnx.outputs, index_ranges=result.onnx.index_ranges)
+    for bad in (-1, 20):
+        with pytest.raises(IndexError):
+            model(torch.tensor([[1, bad, 2]]), torch.ones(1, 1))
+        with pytest.raises(served.rejects, match=rf"input 'ids' holds {bad} at \[0, 1\], outside \[0, 20\)"):
+            served.run({"ids": np.array([[1, bad, 2]]), "scale": np.ones((1, 1), np.float32)})
     assert capfd.readouterr().out == ""  # stdout may carry the CLI's --json output
 
 

@@ -40,7 +40,7 @@ def load_backend(version_dir: Path, manifest: Manifest, *, threads: int | None =
             from cloudml.errors import ModelError
 
             raise ModelError(f"the manifest in {version_dir.parent} names the onnx backend but no ONNX graph", hint="package the model again")
-        return OnnxBackend(version_dir / graph.file, inputs=graph.inputs, outputs=graph.outputs, threads=threads)
+        return OnnxBackend(version_dir / graph.file, inputs=graph.inputs, outputs=graph.outputs, threads=threads, index_ranges=graph.index_ranges)
     from cloudml.backends.tensorflow import TensorFlowBackend
 
     return TensorFlowBackend(version_dir, manifest.signature)

@@ -25,10 +25,15 @@ def _session_options(threads: int | None):
     return options
 
 
+class OutOfRange(ValueError):
+    """An integer input holds a value outside the table it indexes (the manifest's index_ranges)."""
+
+
 class OnnxBackend:
     name = "onnx"
 
-    def __init__(self, path: Path, *, inputs: dict[str, str] | None = None, outputs: dict[str, str] | None = None, threads: int | None = None):
+    def __init__(self, path: Path, *, inputs: dict[str, str] | None = None, outputs: dict[str, str] | None = None, threads: int | None = None,
+                 index_ranges: dict[str, tuple[int, int]] | None = None):
         import onnxruntime as ort
 
         self.version = ort.__version__
@@ -42,9 +47,23 @@ class OnnxBackend:
         self.outputs = outputs or {name: name for name in graph_outputs}
         self._output_names = list(self.outputs.values())
         self._signature_names = list(self.outputs)
-        self.rejects: tuple[type[BaseException], ...] = (ort.capi.onnxruntime_pybind11_state.InvalidArgument, ort.capi.onnxruntime_pybind11_state.Fail)
+        # ONNX's Gather also takes ids the original framework refuses (a negative one counts from
+        # the end): those are refused here, with one min/max per input that has a range.
+        self._ranges = [(name, int(low), int(high)) for name, (low, high) in (index_ranges or {}).items()]
+        self.rejects: tuple[type[BaseException], ...] = (ort.capi.onnxruntime_pybind11_state.InvalidArgument, ort.capi.onnxruntime_pybind11_state.Fail,
+                                                         OutOfRange)
 
     def run(self, inputs: Arrays) -> Arrays:
+        for name, low, high in self._ranges:
+            value = inputs.get(name)
+            if value is not None and value.size and (value.min() < low or value.max() >= high):
+                raise OutOfRange(_out_of_range(name, np.asarray(value), low, high))
         feeds = {self.inputs[name]: np.ascontiguousarray(value) for name, value in inputs.items()}
         results = self.session.run(self._output_names, feeds)
         return dict(zip(self._signature_names, results))
+
+
+def _out_of_range(name: str, value: np.ndarray, low: int, high: int) -> str:
+    at = tuple(int(i) for i in np.argwhere((value < low) | (value >= high))[0])
+    return (f"input {name!r} holds {value[at]} at {list(at)}, outside [{low}, {high}): "
+            f"the values the model's table of {high} rows takes")

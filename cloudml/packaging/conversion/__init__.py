@@ -73,7 +73,7 @@ def _convert_and_verify(version_dir: Path, signature: Signature, out: Path, *, s
     batches = probe_batches(signature, sample=sample)  # a bad sample fails here, before any conversion
     graph = convert_saved_model(version_dir, signature, out)
     try:
-        candidate = OnnxBackend(out, inputs=graph.inputs, outputs=graph.outputs)
+        candidate = OnnxBackend(out, inputs=graph.inputs, outputs=graph.outputs, index_ranges=graph.index_ranges)
     except ModelError as exc:
         raise NotConvertible(f"ONNX Runtime cannot load the converted model: {exc.message.splitlines()[0][:300]}") from None
     try:

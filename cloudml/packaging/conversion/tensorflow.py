@@ -20,6 +20,7 @@ from pathlib import Path
 
 from cloudml.contract import SIGNATURE_NAME, OnnxGraph, Signature
 from cloudml.packaging.conversion.errors import NotConvertible, first_line
+from cloudml.packaging.conversion.ranges import index_ranges
 
 _PROTOBUF_LIMIT = 2 << 30  # an ONNX file is one protobuf message, which cannot reach 2 GiB
 
@@ -122,7 +123,8 @@ def _convert(version_dir: Path, signature: Signature, out: Path, *, opset: int) 
     out.write_bytes(proto.SerializeToString())
     default_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
     return OnnxGraph(file=out.name, opset=default_opset, producer=f"tf2onnx {tf2onnx.__version__}",
-                     inputs={name: name for name in signature.inputs}, outputs={name: name for name in signature.outputs})
+                     inputs={name: name for name in signature.inputs}, outputs={name: name for name in signature.outputs},
+                     index_ranges=index_ranges(proto))
 
 
 def _failure(exc: Exception, logs: _Records) -> str:

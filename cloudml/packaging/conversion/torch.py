@@ -22,6 +22,7 @@ import numpy as np
 
 from cloudml.contract import ONNX_FILE, OnnxGraph, Signature, TensorSpec, Tolerance, Verification
 from cloudml.errors import ModelError, ProviderUnavailable
+from cloudml.packaging.conversion.ranges import index_ranges
 
 TORCH_TOLERANCE = Tolerance(atol=1e-4, rtol=1e-3)
 _BATCHES = (1, 4)
@@ -499,7 +500,8 @@ def _onnx_graph(target: Path, inputs: list[str], torch_version: str) -> tuple[On
             shape[0] = None  # the batch
         outputs[value.name] = TensorSpec(dtype=dtype, shape=shape)
     graph = OnnxGraph(file=ONNX_FILE, opset=opset, producer=f"pytorch {torch_version}",
-                      inputs={name: name for name in inputs}, outputs={name: name for name in outputs})
+                      inputs={name: name for name in inputs}, outputs={name: name for name in outputs},
+                      index_ranges={name: bounds for name, bounds in index_ranges(model).items() if name in inputs})
     return graph, outputs
 
 

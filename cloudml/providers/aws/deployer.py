@@ -3,7 +3,8 @@
 One deployment is one SageMaker endpoint of the same name with one production variant. Model and
 EndpointConfig names carry the model's content hash, so a re-run finds what an earlier run made
 and the same model twice changes nothing. Every resource cloudml makes is tagged
-`cloudml:deployment` / `cloudml:model-hash`; `list` and `delete` go by those tags.
+`cloudml:deployment` / `cloudml:model-hash` (the endpoint its hash only once a run completes:
+that is what `unchanged` reads); `list` and `delete` go by the deployment tag.
 """
 
 from __future__ import annotations
@@ -127,6 +128,9 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
             self.progress.note(f"endpoint {plan.name} is already {endpoint.status} with this model; waiting for it")
             resumed: Action = "created" if endpoint.status == "Creating" else "updated"
             endpoint = replace(endpoint, description=self._wait(plan.name, "to finish"), resumed=resumed)
+        if endpoint.resumed is None and endpoint.config_name == plan.config_name and TAG_HASH not in endpoint.tags:
+            # This plan's create, done by itself since an earlier run stopped: never completed, so still a creation.
+            endpoint = replace(endpoint, resumed="created")
         if endpoint.status == "Failed":
             # A failed endpoint serves nothing and SageMaker cannot update it: replace it.
             self.progress.note(f"endpoint {plan.name} is Failed ({endpoint.description.get('FailureReason', 'no reason given')}); recreating it")
@@ -137,7 +141,7 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
     def is_unchanged(self, endpoint: Endpoint, plan: Plan) -> bool:
         """Serving this plan's config, and finished: a change an earlier run started (resumed
         now, or done by itself since) still owes its tags, scaling and clean-up, which the tags
-        show: the hash tag moves only when a run completes."""
+        show: the hash tag is written (on a create too) only when a run completes."""
         if endpoint.status != "InService" or endpoint.config_name != plan.config_name:
             return False
         if endpoint.resumed or endpoint.tags.get(TAG_HASH) != plan.model_hash:
@@ -180,6 +184,10 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
         spec, plan, current, journal = rollout.spec, rollout.plan, rollout.current, rollout.journal
         served = served_tags(rollout.packaged.manifest)
         tags = {**spec.tags, TAG_DEPLOYMENT: spec.name, TAG_HASH: plan.model_hash, **served}
+        # The endpoint is made without the hash tag, the mark of a completed run that the
+        # unchanged check reads: a create that finishes by itself after this run stopped is
+        # still finished (and reported `created`) by the next run.
+        made = {k: v for k, v in tags.items() if k != TAG_HASH}
         # The autoscaling registration before this run (a replaced Failed endpoint may have left one).
         target = current.target if current is not None else scaling.current_target(self.aws, plan.name, VARIANT)
         if self._create_model(plan, image=rollout.image, model_data=rollout.artifact, env=spec.env, tags=tags):
@@ -189,17 +197,18 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
         action: Action
         if current is None:
             with aws_errors(f"creating endpoint {spec.name}"):
-                self.aws.sagemaker.create_endpoint(EndpointName=spec.name, EndpointConfigName=plan.config_name, Tags=tag_list(tags))
+                self.aws.sagemaker.create_endpoint(EndpointName=spec.name, EndpointConfigName=plan.config_name, Tags=tag_list(made))
             journal.record(f"endpoint {spec.name}", lambda: self._delete_endpoint(spec.name))
-            self._check_created(spec.name, self._wait(spec.name, "to become InService"))
-            action = "created"
+            described = self._wait(spec.name, "to become InService")
+            self._check_created(spec.name, described)
+            endpoint, action = Endpoint(described, made), "created"
         else:
             if current.config_name != plan.config_name:
                 self._update(current, plan, target)
             # else: an earlier run's create or update of this very config finished; what it owed follows.
-            self._retag(current, spec, plan, served=served)
-            action = current.resumed or "updated"
+            endpoint, action = current, current.resumed or "updated"
         self._apply_scaling(plan, target)
+        self._retag(endpoint, spec, plan, served=served)  # last: the run is complete
         return action
 
     def retire_previous(self, rollout: Rollout[Plan, Endpoint]) -> None:

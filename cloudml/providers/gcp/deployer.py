@@ -4,7 +4,8 @@ deploy (cloudml.providers.cloud).
 One deployment is one Vertex Endpoint whose id is the deployment name, serving one Model (two
 while an update moves traffic). Model ids carry the model's content hash, so a re-run finds what
 an earlier run uploaded and the same model twice changes nothing. Everything cloudml makes is
-labelled `cloudml-deployment` / `cloudml-model-hash`; `list` and `delete` go by those labels.
+labelled `cloudml-deployment` / `cloudml-model-hash` (the endpoint its hash only once a run
+completes: `unchanged` reads it); `list` and `delete` go by the deployment label.
 
 Deploying a model to an endpoint is a long-running operation (10-30 minutes on Vertex). Its id is
 kept in the endpoint's `cloudml-operation` label while it runs, so a run that stops waiting (the
@@ -29,6 +30,7 @@ from cloudml.providers.gcp.images import is_prebuilt, tensorflow_image
 from cloudml.providers.gcp.options import GcpOptions
 from cloudml.providers.gcp.plan import (
     LABEL_DEPLOYMENT,
+    LABEL_HASH,
     LABEL_OPERATION,
     LABEL_PENDING_MODEL,
     LABEL_VERSION,
@@ -123,8 +125,10 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
         return VertexEndpoint(self.vertex.get_endpoint(endpoint.name), resumed=pending_model == plan.model_id)
 
     def is_unchanged(self, endpoint: VertexEndpoint, plan: VertexPlan) -> bool:
-        deployed = endpoint.proto.deployed_models
-        if endpoint.resumed or len(deployed) != 1 or LABEL_OPERATION in endpoint.proto.labels:
+        """Serving only this plan's model, with all the traffic, and a run completed it: the hash
+        label is written only then (a deploy that finished by itself still owes its clean-up)."""
+        deployed, labels = endpoint.proto.deployed_models, endpoint.proto.labels
+        if endpoint.resumed or len(deployed) != 1 or LABEL_OPERATION in labels or labels.get(LABEL_HASH) != plan.labels[LABEL_HASH]:
             return False
         return self._same_deployment(deployed[0], plan) and dict(endpoint.proto.traffic_split) == {deployed[0].id: 100}
 
@@ -175,7 +179,10 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
             model = self.vertex.model_name(plan.model_id)
             journal.record(f"model {plan.model_id}", lambda: self.vertex.delete_model(model))
         if rollout.current is None:
-            endpoint = self._create_endpoint(plan.name, labels)
+            # Without the hash label, the mark of a completed run (retire_previous writes it):
+            # a first deploy that finishes by itself after this run stopped is still finished
+            # (and reported `created`) by the next run.
+            endpoint = self._create_endpoint(plan.name, {k: v for k, v in labels.items() if k != LABEL_HASH})
             journal.record(f"endpoint {plan.name}", lambda: self.vertex.delete_endpoint(endpoint.name))
         else:
             endpoint = rollout.current.proto
@@ -192,8 +199,8 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
         return "updated" if previous else "created"
 
     def retire_previous(self, rollout: Rollout[VertexPlan, VertexEndpoint]) -> None:
-        """The endpoint's labels now name the new model; the old deployed models are undeployed
-        and their Models deleted."""
+        """The endpoint's labels now name the new model (its hash label marks the run complete);
+        the old deployed models are undeployed and their Models deleted."""
         endpoint = self.vertex.get_endpoint(self.vertex.endpoint_name(rollout.plan.name))
         self._relabel(endpoint, self._labels(rollout))
         keep = self.vertex.model_name(rollout.plan.model_id)
