@@ -19,6 +19,7 @@ from typing import Any
 
 from cloudml.emulators.aws.hosting import HostedModel
 from cloudml.emulators.aws.s3policy import as_list
+from cloudml.emulators.container import ContainerHost
 
 HEALTH_CHECK_FAILED = (
     "The primary container for production variant {variant} did not pass the ping health check "
@@ -39,6 +40,7 @@ class SageMakerHosting:
         self.provisioning_delay = provisioning_delay
         self.health_timeout = health_timeout
         self.hosted: dict[tuple[str, str], HostedModel] = {}  # (region, endpoint) -> serving process
+        self.containers: ContainerHost | None = None  # runs the Models' images that are in the emulator's ECR
         self._lock = threading.RLock()
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -225,6 +227,7 @@ class SageMakerHosting:
             hosted = HostedModel(
                 self.root, endpoint=name, config=config_name, variant=variant_name, archive=archive,
                 env=dict(container.get("Environment") or {}), sink=lambda stream, lines: self._ship(region, name, stream, lines),
+                image=container.get("Image") or "", containers=self.containers,
             ).start()
             why = hosted.wait_healthy(self.health_timeout)
             failure = None if why is None else HEALTH_CHECK_FAILED.format(variant=variant_name, why=why)
