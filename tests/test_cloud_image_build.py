@@ -275,3 +275,39 @@ def test_build_image_on_azure_ml_pushes_to_the_workspace_registry_and_the_deploy
         assert run_cli("delete", "cnn-abuilt", "--provider", "azure", "--purge", home=home).returncode == 0
     finally:
         _remove_image(environment.image)
+
+
+def test_a_model_archive_reaching_outside_its_folder_fails_the_endpoint_before_any_container_runs(aws_emulator, tmp_path):
+    """SageMaker unpacks model.tar.gz for the container: a member outside /opt/ml/model is refused."""
+    import io
+    import tarfile
+    import time
+
+    _needs_podman()
+    if aws_emulator.registry_host is None:
+        pytest.skip("the AWS emulator has no registry (docker-registry did not start)")
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        evil = tarfile.TarInfo("../../escaped.txt")
+        evil.size = 3
+        tar.addfile(evil, io.BytesIO(b"bad"))
+    boto3.client("s3").put_object(Bucket=aws_emulator.bucket, Key="evil/model.tar.gz", Body=archive.getvalue())
+    sm = boto3.client("sagemaker")
+    image = f"{aws_emulator.registry_host}/cloudml/runtime@sha256:{'0' * 64}"  # in the emulator's registry: a container would run it
+    sm.create_model(ModelName="evil-model", ExecutionRoleArn=aws_emulator.role_arn,
+                    PrimaryContainer={"Image": image, "ModelDataUrl": f"s3://{aws_emulator.bucket}/evil/model.tar.gz"})
+    sm.create_endpoint_config(EndpointConfigName="evil-config", ProductionVariants=[
+        {"VariantName": "primary", "ModelName": "evil-model", "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}])
+    sm.create_endpoint(EndpointName="evil", EndpointConfigName="evil-config")
+    try:
+        deadline = time.monotonic() + 60
+        while (status := sm.describe_endpoint(EndpointName="evil"))["EndpointStatus"] == "Creating" and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert status["EndpointStatus"] == "Failed", status
+        events = boto3.client("logs").filter_log_events(logGroupName="/aws/sagemaker/Endpoints/evil")["events"]
+        text = "\n".join(e["message"] for e in events)
+        assert "cannot hand the model to the container" in text and "escaped.txt" in text, text
+    finally:
+        sm.delete_endpoint(EndpointName="evil")
+        sm.delete_endpoint_config(EndpointConfigName="evil-config")
+        sm.delete_model(ModelName="evil-model")
