@@ -155,10 +155,10 @@ class ContainerHost:
         """Stop container `name` (its foreground `run` then exits, and `--rm` removes it)."""
         if self.engine is None:
             return
-        _quiet(self.engine.cli("stop", "-t", str(STOP_SECONDS), name), STOP_SECONDS + 30)
-        _quiet(self.engine.cli("rm", "-f", name), 30)
-        with self._lock:
-            self._names.discard(name)
+        stopped = _quiet(self.engine.cli("stop", "-t", str(STOP_SECONDS), name), STOP_SECONDS + 30)
+        if stopped:
+            with self._lock:
+                self._names.discard(name)  # else close() removes it
 
     def close(self) -> None:
         """Remove every container this emulator started and the images it pulled."""
@@ -191,8 +191,10 @@ def _names_network(flags: tuple[str, ...]) -> bool:
     return any(f in ("--network", "--net") or f.startswith(("--network=", "--net=")) for f in flags)
 
 
-def _quiet(command: list[str], timeout: float) -> None:
+def _quiet(command: list[str], timeout: float) -> bool:
+    """Run an engine command whose output nobody reads; True when it succeeded."""
     try:
-        subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout)
+        return subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              timeout=timeout).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
-        pass
+        return False

@@ -3,7 +3,8 @@
 moto keeps Models, EndpointConfigs and Endpoints but accepts duplicate names, makes endpoints
 InService at once, has no UpdateEndpoint and answers invoke_endpoint with canned data. Here:
 names are unique, instance types and roles are checked, an endpoint is Creating until a real
-serving process started from its model.tar.gz answers /ping (Failed otherwise, with the reason
+serving container (hosting.py: the Model's image, or the host's runtime) started from its
+model.tar.gz answers /ping (Failed otherwise, with the reason
 and the container log in CloudWatch), UpdateEndpoint is blue/green with rollback, and
 invoke_endpoint returns the model's real outputs.
 """
