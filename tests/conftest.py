@@ -290,9 +290,12 @@ def blobs(azure_emulator, ml):
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 # How podman runs containers on this machine (../shared/contracts.md §5): runc, not crun, and
-# explicit ulimits. Set both to "" where a normal Podman needs none of it.
-PODMAN_FLAGS = shlex.split(os.environ.get("CLOUDML_PODMAN_FLAGS", "--runtime /usr/sbin/runc"))
-PODMAN_RUN_FLAGS = shlex.split(os.environ.get("CLOUDML_PODMAN_RUN_FLAGS", "--network host --ulimit nofile=1024:4096 --ulimit nproc=1024:4096"))
+# explicit ulimits. Set both to "" where a normal Podman needs none of it. Exported, so the
+# emulators the fixtures start run their containers the same way (cloudml/emulators/container.py).
+os.environ.setdefault("CLOUDML_PODMAN_FLAGS", "--runtime /usr/sbin/runc")
+os.environ.setdefault("CLOUDML_PODMAN_RUN_FLAGS", "--network host --ulimit nofile=1024:4096 --ulimit nproc=1024:4096")
+PODMAN_FLAGS = shlex.split(os.environ["CLOUDML_PODMAN_FLAGS"])
+PODMAN_RUN_FLAGS = shlex.split(os.environ["CLOUDML_PODMAN_RUN_FLAGS"])
 
 
 def free_port() -> int:

@@ -1,8 +1,11 @@
-"""An emulated cloud's "container": one real `cloudml serve` process started from the artifact the
-cloud would hand its container (a model.tar.gz, a SavedModel folder, a packaged model folder).
-Every emulator (aws, gcp, azure) runs its endpoints' replicas with this, so predictions are real
-and a model that cannot load fails the way it would in the cloud: the process exits or never
-gets healthy, and its output is the container log."""
+"""An emulated cloud's "container". When the image the cloud was told to run lives in the
+emulator's own registry and a container engine is present, it is that image, run as a real
+container (emulators/container.py) with the model delivered as the cloud delivers it; otherwise
+one real `cloudml serve` process on the host, started from the artifact the cloud would hand its
+container (a model.tar.gz, a SavedModel folder, a packaged model folder), and the container log
+says so. Every emulator (aws, gcp, azure) runs its endpoints' replicas with this, so predictions
+are real and a model that cannot load fails the way it would in the cloud: the process exits or
+never gets healthy, and its output is the container log."""
 
 from __future__ import annotations
 
@@ -13,12 +16,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from cloudml import httpclient
+from cloudml.emulators.container import ContainerHost, RunSpec
 from cloudml.httpclient import HTTPResult
 
 LogSink = Callable[[str, list[str]], None]  # (stream name, new lines)
@@ -36,13 +41,14 @@ class ServingProcess:
     `source` is what `cloudml serve` loads; when it is None the caller fills `folder` first
     (e.g. writes the downloaded artifact there) and passes the path to `start(source=...)`.
     `env` is the container environment the cloud would set (AIP_*, AZUREML_MODEL_DIR, ...).
-    New output lines go to `sink(stream, lines)` each time `ship_logs` runs.
+    New output lines go to `sink(stream, lines)` each time `ship_logs` runs. `image` is the image
+    the cloud was told to run; `containers` (the emulator's engine) runs it when it can.
     """
 
     health_path = "/ping"
 
     def __init__(self, root: Path, *, name: str, env: dict[str, str] | None = None,
-                 sink: LogSink | None = None, stream: str | None = None):
+                 sink: LogSink | None = None, stream: str | None = None, image: str = "", containers: ContainerHost | None = None):
         self.folder = root / f"{name}-{secrets.token_hex(3)}"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.log_path = self.folder / "container.log"
@@ -53,6 +59,9 @@ class ServingProcess:
         self._shipped = 0
         self._ship_lock = threading.Lock()
         self.proc: subprocess.Popen | None = None
+        self.image = image
+        self.containers = containers
+        self.container: str | None = None  # the engine's name of the running container
 
     @property
     def url(self) -> str:
@@ -65,10 +74,29 @@ class ServingProcess:
             "--host", "127.0.0.1", "--port", str(self.port), "--package-dir", str(self.folder / "package"),
         ]
 
+    def run_spec(self) -> RunSpec:
+        """How the cloud starts its container from the image: arguments, environment, mounts."""
+        return RunSpec(env={k: v for k, v in self.env.items() if v})
+
     def start(self, source: Path | None = None) -> ServingProcess:
-        command = self.command(source)
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        containers = self.containers if self.image else None
+        why_not = containers.why_not(self.image) if containers is not None else None
+        if containers is not None and why_not is None:
+            try:
+                spec = self.run_spec()
+                self.container, command = containers.run_command(self.folder.name, self.image, spec, self.folder)
+            except (OSError, ValueError, tarfile.TarError) as exc:
+                # The cloud fails such a container before it starts; here it "exits" at once.
+                why_not = f"cloudml emulator: cannot hand the model to the container: {exc}"
+                command = [sys.executable, "-c", "raise SystemExit(1)"]
+            env = containers.engine_env(self.folder)
+        else:
+            command = self.command(source)
+            env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("ab") as log:
+            if why_not:
+                log.write(f"{why_not}\n".encode())
+                log.flush()
             self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
         return self
 
@@ -131,6 +159,8 @@ class ServingProcess:
                 self._sink(self.stream, lines)
 
     def stop(self, *, keep_files: bool = False) -> None:
+        if self.container is not None and self.containers is not None:
+            self.containers.stop(self.container)
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -60,6 +60,13 @@ class EcrRegistry:
             "proxyEndpoint": f"http://{self.registry.host}",
         }]}
 
+    def pull_credentials(self) -> tuple[str, str]:
+        """Credentials for the emulator's own pulls (SageMaker pulls with the account's ECR access)."""
+        password = secrets.token_urlsafe(32)
+        with self._lock:
+            self._passwords[password] = time.time() + TOKEN_SECONDS
+        return USERNAME, password
+
     def expire_tokens(self) -> None:
         """Every authorization token issued so far stops working (as they do after 12 hours)."""
         with self._lock:

@@ -3,7 +3,8 @@
 moto keeps Models, EndpointConfigs and Endpoints but accepts duplicate names, makes endpoints
 InService at once, has no UpdateEndpoint and answers invoke_endpoint with canned data. Here:
 names are unique, instance types and roles are checked, an endpoint is Creating until a real
-serving process started from its model.tar.gz answers /ping (Failed otherwise, with the reason
+serving container (hosting.py: the Model's image, or the host's runtime) started from its
+model.tar.gz answers /ping (Failed otherwise, with the reason
 and the container log in CloudWatch), UpdateEndpoint is blue/green with rollback, and
 invoke_endpoint returns the model's real outputs.
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 from cloudml.emulators.aws.hosting import HostedModel
 from cloudml.emulators.aws.s3policy import as_list
+from cloudml.emulators.container import ContainerHost
 
 HEALTH_CHECK_FAILED = (
     "The primary container for production variant {variant} did not pass the ping health check "
@@ -39,6 +41,7 @@ class SageMakerHosting:
         self.provisioning_delay = provisioning_delay
         self.health_timeout = health_timeout
         self.hosted: dict[tuple[str, str], HostedModel] = {}  # (region, endpoint) -> serving process
+        self.containers: ContainerHost | None = None  # runs the Models' images that are in the emulator's ECR
         self._lock = threading.RLock()
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -225,6 +228,7 @@ class SageMakerHosting:
             hosted = HostedModel(
                 self.root, endpoint=name, config=config_name, variant=variant_name, archive=archive,
                 env=dict(container.get("Environment") or {}), sink=lambda stream, lines: self._ship(region, name, stream, lines),
+                image=container.get("Image") or "", containers=self.containers,
             ).start()
             why = hosted.wait_healthy(self.health_timeout)
             failure = None if why is None else HEALTH_CHECK_FAILED.format(variant=variant_name, why=why)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from cloudml.emulators.aws import s3policy
 from cloudml.emulators.aws.ecr import EcrRegistry
 from cloudml.emulators.aws.sagemaker import SageMakerHosting, ServiceError, use_current_instance_types
+from cloudml.emulators.container import ContainerHost
 from cloudml.emulators.faults import Fault, Faults
 
 if TYPE_CHECKING:
@@ -195,6 +196,7 @@ class EmulatorServer:
         self.hosting = SageMakerHosting(self.state_dir / "instances", account=ACCOUNT, provisioning_delay=provisioning_delay, health_timeout=health_timeout)
         self.faults = Faults()
         self.ecr = EcrRegistry(self.state_dir / "registry", account=ACCOUNT, record=self._record, faults=self.faults)
+        self.containers = self.hosting.containers = ContainerHost(self.ecr.registry, credentials=self.ecr.pull_credentials)
         self._app: EmulatorApp | None = None
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -242,6 +244,7 @@ class EmulatorServer:
             self._server.server_close()
             self._server = None
         self.hosting.stop_all()
+        self.containers.close()
         self.ecr.stop()
         if self._own_state:
             shutil.rmtree(self.state_dir, ignore_errors=True)

@@ -60,6 +60,13 @@ class AcrRegistry:
             self._refresh_tokens.add(refresh)
         return 200, {"refresh_token": refresh}
 
+    def pull_credentials(self) -> tuple[str, str]:
+        """Credentials for the emulator's own pulls (the endpoint's identity with AcrPull)."""
+        refresh = secrets.token_urlsafe(32)
+        with self._lock:
+            self._refresh_tokens.add(refresh)
+        return REFRESH_USER, refresh
+
     def _check(self, username: str | None, password: str | None) -> bool:
         with self._lock:
             return username == REFRESH_USER and password in self._refresh_tokens

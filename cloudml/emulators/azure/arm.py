@@ -108,6 +108,7 @@ class ServerParts:
         state: AzureState
         workdir: Path
         acr: Any
+        containers: Any
         container_name: str
         provisioning_delay: float
         health_timeout: float

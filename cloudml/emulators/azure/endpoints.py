@@ -261,6 +261,7 @@ class OnlineEndpoints(ServerParts):
             env=dict(properties.get("environmentVariables") or {}),
             readiness_path=(inference.get("readinessRoute") or {}).get("path") or "/",
             scoring_path=(inference.get("scoringRoute") or {}).get("path") or "/score",
+            image=environment["properties"].get("image") or "", containers=self.containers,
         )
         error = None
         try:

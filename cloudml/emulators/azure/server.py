@@ -45,6 +45,7 @@ from cloudml.emulators.azure.assets import WorkspaceAssets
 from cloudml.emulators.azure.azurite import Azurite
 from cloudml.emulators.azure.endpoints import OnlineEndpoints
 from cloudml.emulators.azure.validation import InvalidBody, check
+from cloudml.emulators.container import ContainerHost
 from cloudml.emulators.faults import Fault, Faults
 
 __all__ = ["AzureEmulatorServer", "CLOUD_NAME"]
@@ -65,6 +66,7 @@ class AzureEmulatorServer(WorkspaceAssets, OnlineEndpoints):
         self.issued_tokens: dict[str, float] = {}  # Azure AD access token -> expiry (ACR's exchange checks them)
         self.acr = AcrRegistry(self.workdir / "registry", aad_token_valid=self._token_valid,
                                record=lambda action, agent: self.calls.append({"action": action, "user_agent": agent}))
+        self.containers = ContainerHost(self.acr.registry, credentials=self.acr.pull_credentials)
         self.azurite = Azurite(self.workdir / "azurite", log_path=self.workdir / "azurite.log")
         self.container_name = f"azureml-blobstore-{uuid.uuid4()}"
         self._httpd: ThreadingHTTPServer | None = None
@@ -103,6 +105,7 @@ class AzureEmulatorServer(WorkspaceAssets, OnlineEndpoints):
             self.state.containers.clear()
         for container in containers:
             container.stop()
+        self.containers.close()
         self.azurite.stop()
         self.acr.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -351,7 +354,8 @@ class _Handler(BaseHTTPRequestHandler):
         if route == "fleet":
             with emulator.state.lock:
                 return Response(200, [{"endpoint": e, "deployment": d, "state": r["properties"]["provisioningState"],
-                                       "pid": _pid(emulator.state.containers.get((e, d)))}
+                                       "pid": _pid(emulator.state.containers.get((e, d))),
+                                       "port": getattr(emulator.state.containers.get((e, d)), "port", None)}
                                       for (e, d), r in emulator.state.deployments.items()])
         return Response(404, {"error": {"code": "NotFound", "message": f"no control route {route}"}})
 

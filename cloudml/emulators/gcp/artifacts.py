@@ -102,6 +102,13 @@ class ArtifactRegistry:
         except (ValueError, KeyError, TypeError, InvalidSignature, AttributeError):
             return False
 
+    def pull_credentials(self) -> tuple[str, str]:
+        """Credentials for the emulator's own pulls (Vertex AI's service agent reads the registry)."""
+        access = "ya29.emulator-" + secrets.token_urlsafe(24)
+        with self.lock:
+            self._access_tokens[access] = time.time() + TOKEN_SECONDS
+        return TOKEN_USER, access
+
     def _check(self, username: str | None, password: str | None) -> bool:
         if username is None:
             return True  # anonymous, like the rest of the emulator

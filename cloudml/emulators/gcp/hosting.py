@@ -1,7 +1,8 @@
-"""The emulator's prediction nodes: one cloudml serving process per deployed model, started the
-way Vertex AI starts a custom container (the container entrypoint with `AIP_*` variables, the
-model fetched from `AIP_STORAGE_URI` in the GCS emulator). Its output becomes Cloud Logging
-entries of the endpoint."""
+"""The emulator's prediction nodes: one serving container per deployed model, started the way
+Vertex AI starts a custom container (the image's entrypoint with `AIP_*` variables; it fetches
+the model from `AIP_STORAGE_URI` in the GCS emulator itself). The Model's image runs as a real
+container when it is in the emulator's Artifact Registry, otherwise the host's cloudml runtime
+does. Its output becomes Cloud Logging entries of the endpoint."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from cloudml.emulators.container import ContainerHost, RunSpec
 from cloudml.emulators.serving_process import ServingProcess
 
 LogSink = Callable[[list[str]], None]
@@ -20,8 +22,9 @@ class PredictionNode(ServingProcess):
     """One serving process for one deployed model."""
 
     def __init__(self, root: Path, *, deployed_model_id: str, artifact_uri: str, container_env: dict[str, str],
-                 predict_route: str, health_route: str, storage_host: str, project: str, sink: LogSink, prebuilt: bool = False):
-        super().__init__(root, name=deployed_model_id, sink=lambda _stream, lines: sink(lines))
+                 predict_route: str, health_route: str, storage_host: str, project: str, sink: LogSink, prebuilt: bool = False,
+                 image: str = "", containers: ContainerHost | None = None):
+        super().__init__(root, name=deployed_model_id, sink=lambda _stream, lines: sink(lines), image=image, containers=containers)
         self.deployed_model_id = deployed_model_id
         self.prebuilt = prebuilt  # a Vertex prebuilt TensorFlow image, which serves a plain SavedModel folder
         self.artifact_uri = artifact_uri
@@ -49,6 +52,11 @@ class PredictionNode(ServingProcess):
         if self.prebuilt:
             return [sys.executable, "-m", "cloudml.emulators.gcp.tfserving"]
         return [sys.executable, "-m", "cloudml.serving.entrypoint"]
+
+    def run_spec(self) -> RunSpec:
+        # The container downloads the model itself, into its own writable /tmp.
+        env = {k: v for k, v in self.env.items() if v and k != "CLOUDML_PACKAGE_DIR"}
+        return RunSpec(env={**env, "CLOUDML_DOWNLOAD_DIR": "/tmp/cloudml-model"})
 
     def start(self, source: Path | None = None) -> PredictionNode:
         # The emulator's own environment must not leak a model location into the container.

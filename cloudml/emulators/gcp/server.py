@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from cloudml.emulators.container import ContainerHost
 from cloudml.emulators.faults import Fault, Faults
 from cloudml.emulators.gcp.artifacts import ArtifactRegistry
 from cloudml.emulators.gcp.vertex import ApiError, VertexService
@@ -272,6 +273,7 @@ class EmulatorServer:
         self.vertex: VertexService | None = None
         self.app: EmulatorApp | None = None
         self.artifacts = ArtifactRegistry(self.state_dir / "artifacts", record=self._record)
+        self.containers = ContainerHost(self.artifacts.registry, credentials=self.artifacts.pull_credentials)
         self.key_file: Path | None = None
         self._server: Any = None  # the WSGI server and the GCS emulator, once started
         self._storage: Any = None
@@ -300,7 +302,8 @@ class EmulatorServer:
         # The emulator's own storage client (artifact checks) goes to the GCS emulator too.
         os.environ["STORAGE_EMULATOR_HOST"] = self.storage_url
         self.vertex = VertexService(self.state_dir / "nodes", storage_host=self.storage_url, provisioning_delay=self.provisioning_delay,
-                                    health_timeout=self.health_timeout, log_sink=self.logs.write)
+                                    health_timeout=self.health_timeout, log_sink=self.logs.write,
+                                    containers=self.containers)
         self.artifacts.start()
         app = self.app = EmulatorApp(self.vertex, self.logs, self.faults, self._blobs, self.artifacts)
         self._server = make_server(self.host, self.port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
@@ -339,6 +342,7 @@ class EmulatorServer:
             self._server = None
         if self.vertex is not None:
             self.vertex.stop_all()
+        self.containers.close()
         if self._storage is not None:
             self._storage.stop()
             self._storage = None

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cloudml.emulators.container import ContainerHost
 from cloudml.emulators.gcp.hosting import PredictionNode
 
 # Canonical codes (google.rpc.Code) and their HTTP statuses.
@@ -132,7 +133,8 @@ class Operation:
 
 
 class VertexService:
-    def __init__(self, root: Path, *, storage_host: str, provisioning_delay: float, health_timeout: float, log_sink):
+    def __init__(self, root: Path, *, storage_host: str, provisioning_delay: float, health_timeout: float, log_sink,
+                 containers: ContainerHost | None = None):
         from google.cloud import aiplatform_v1
 
         self.v1 = aiplatform_v1
@@ -141,6 +143,7 @@ class VertexService:
         self.provisioning_delay = provisioning_delay
         self.health_timeout = health_timeout
         self.log_sink = log_sink  # (endpoint name, deployed model id, lines)
+        self.containers = containers  # runs the Models' images that are in the emulator's Artifact Registry
         self.models: dict[str, Any] = {}
         self.endpoints: dict[str, Any] = {}
         self.operations: dict[str, Operation] = {}
@@ -380,6 +383,7 @@ class VertexService:
             container_env={e.name: e.value for e in spec.env}, predict_route=spec.predict_route, health_route=spec.health_route,
             storage_host=self.storage_host, project=endpoint_name.split("/")[1],
             sink=lambda lines: self.log_sink(endpoint_name, deployed.id, lines), prebuilt=bool(TF_IMAGE.match(spec.image_uri)),
+            image=spec.image_uri, containers=self.containers,
         )
         why = node.start().wait_healthy(self.health_timeout, self.stopping)
         with self.lock:
