@@ -1,6 +1,8 @@
-"""`-o build_image=true`: the deploy builds the cloudml runtime image without Docker, pushes it into
-the cloud's registry (each emulator's is a real CNCF registry behind the cloud's auth), and the
-Model/Deployment names it, pinned by digest; a second model finds the image and pushes nothing.
+"""A cloud deploy with no image option, of a model no prebuilt image serves (the seed CNN, saved by
+TensorFlow 2.21): the deploy builds the cloudml runtime image without Docker, pushes it into the
+cloud's registry (each emulator's is a real CNCF registry behind the cloud's auth), and the
+Model/Deployment names it, pinned by digest; a second model finds the image and pushes nothing,
+and a rebuild from scratch gives the same digest.
 
 The emulated hosting then runs THAT image as a real container (podman here): on SageMaker as
 `<image> serve` with model.tar.gz unpacked at /opt/ml/model, on Vertex AI with the AIP_* variables
@@ -19,6 +21,7 @@ import subprocess
 import boto3
 import pytest
 from conftest import PODMAN_FLAGS, REPO, rows_close, run_cli
+from test_aws_provider import assert_policy_covers
 
 from cloudml.images import debian, runtime
 
@@ -114,7 +117,7 @@ def ecr_base(aws_emulator, tmp_path):
 
 
 def _deploy(model, name, base, home):
-    result = run_cli("deploy", model, "--name", name, "--provider", "aws", "-o", "build_image=true", "-o", f"base_image={base}",
+    result = run_cli("deploy", model, "--name", name, "--provider", "aws", "-o", f"base_image={base}",
                      "-o", f"wheelhouse={WHEELHOUSE}", "--output", "json", home=home, timeout=900)
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     return json.loads(result.stdout), result.stderr
@@ -133,6 +136,7 @@ def test_build_image_pushes_the_runtime_image_to_ecr_once_and_sagemaker_runs_it(
     _needs_podman()
     host, base, credentials = ecr_base
     cnn = seed_models["cnn"]
+    aws_emulator.calls(clear=True)
     first, log = _deploy(cnn.path, "cnn-built", base, home)
     assert first["action"] == "created", first
     image = _served_image(first["deployment"])
@@ -160,6 +164,16 @@ def test_build_image_pushes_the_runtime_image_to_ecr_once_and_sagemaker_runs_it(
         assert _served_image(second["deployment"]) == image
         assert "found, nothing pushed" in log and "built and pushed" not in log, log
         assert rows_close(deployer.predict("cnn-built-2", instances=cnn.instances).predictions, other_cnn[1])
+        assert_policy_covers(aws_emulator.calls())  # the build and push need no permission beyond the policy file
+
+        # From scratch (a repository with nothing in it): every layer built again, the same digest.
+        boto3.client("ecr").create_repository(repositoryName="cloudml/runtime-rebuild")
+        rebuilt = run_cli("image", "build", other_cnn[0], "--push", f"{host}/cloudml/runtime-rebuild", "--base-image", base,
+                          "--wheelhouse", str(WHEELHOUSE), "--output", "json", home=home, timeout=900,
+                          env={"CLOUDML_REGISTRY_USERNAME": credentials.username, "CLOUDML_REGISTRY_PASSWORD": credentials.password})
+        assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+        again = json.loads(rebuilt.stdout)
+        assert again["built"] is True and again["digest"] == image.split("@")[1], again
         for name in ("cnn-built", "cnn-built-2"):
             assert deployer.delete(name, purge=True) is True
         listed = _podman("ps", "--format", "json")
@@ -218,7 +232,7 @@ def test_build_image_on_vertex_pushes_to_artifact_registry_and_the_model_runs_it
     debian.python_base_image(base, cache=DEBS, credentials=pushed.credentials, plain_http=True, work_dir=tmp_path)
 
     cnn = seed_models["cnn"]
-    result = run_cli("deploy", cnn.path, "--name", "cnn-vbuilt", "--provider", "gcp", "-o", "build_image=true", "-o", f"base_image={base}",
+    result = run_cli("deploy", cnn.path, "--name", "cnn-vbuilt", "--provider", "gcp", "-o", f"base_image={base}",
                      "-o", f"wheelhouse={WHEELHOUSE}", "--output", "json", home=home, timeout=900)
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     out = json.loads(result.stdout)
@@ -253,7 +267,7 @@ def test_build_image_on_azure_ml_pushes_to_the_workspace_registry_and_the_deploy
     debian.python_base_image(base, cache=DEBS, credentials=credentials, plain_http=True, work_dir=tmp_path)
 
     cnn = seed_models["cnn"]
-    result = run_cli("deploy", cnn.path, "--name", "cnn-abuilt", "--provider", "azure", "-o", "build_image=true", "-o", f"base_image={base}",
+    result = run_cli("deploy", cnn.path, "--name", "cnn-abuilt", "--provider", "azure", "-o", f"base_image={base}",
                      "-o", f"wheelhouse={WHEELHOUSE}", "--output", "json", home=home, timeout=900)
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     assert json.loads(result.stdout)["action"] == "created"
