@@ -32,10 +32,6 @@ class Target:
     # How each says why a rollout failed (the cause as that platform reports it).
     failed_update_says = ""
     failed_first_deploy_says = ""
-    # Whether `--runtime` alone makes a redeploy an update. The clouds decide "unchanged" from the
-    # model's hash and their settings: the same model with another runtime keeps serving as it was.
-    runtime_change_updates = False
-
     def __init__(self, home: Path, emulator: Any = None):
         self.home = home
         self.emulator = emulator
@@ -85,7 +81,6 @@ class Local(Target):
     rollout_args = ()
     failed_rollout_exit = 3
     failed_update_says = "could not be loaded and warmed up"
-    runtime_change_updates = True
 
     def __init__(self, home: Path, emulator: Any = None):
         super().__init__(home, emulator)

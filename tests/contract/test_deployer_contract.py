@@ -92,12 +92,11 @@ def test_status_shows_how_the_model_is_served(target, seed_models, lgamma_model)
     assert (details["runtime"], served_by(target, name)) == ("onnx", "onnx")
     assert details["framework"].startswith("tensorflow ") and "not_onnx_because" not in details
 
-    # The same model asked to run on TensorFlow: status keeps saying what serves.
+    # The same model asked to run on TensorFlow: an update on every provider, and status says what serves.
     again = target.deploy(cnn.path, name, "--runtime", "tensorflow")
-    serving = "tensorflow" if target.runtime_change_updates else "onnx"
-    assert again["action"] == ("updated" if target.runtime_change_updates else "unchanged")
+    assert again["action"] == "updated"
     details = target.json("status", name)["details"]
-    assert (details["runtime"], served_by(target, name)) == (serving, serving)
+    assert (details["runtime"], served_by(target, name)) == ("tensorflow", "tensorflow")
     assert details["framework"].startswith("tensorflow ") and "not_onnx_because" not in details
 
     # Deleted (the stored artifacts stay) and deployed again with --runtime tensorflow: TensorFlow serves.
