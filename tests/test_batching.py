@@ -58,7 +58,7 @@ def test_a_bad_request_fails_alone_while_its_batch_mates_succeed(seed_models, de
     responses = asyncio.run(_concurrent(url, bodies))
     expected = lstm.reference(lstm.instances * 10)
     statuses = [r.status_code for r in responses]
-    assert statuses[10] == 400 and "idx=1000000 must be within the inclusive range [-10000,9999]" in responses[10].json()["error"]
+    assert statuses[10] == 400 and "holds 1000000 at [0, 2], outside [-10000, 10000)" in responses[10].json()["error"]
     assert statuses[21] == 400 and "integers" in responses[21].json()["error"]
     good_responses = [r for i, r in enumerate(responses) if i not in (10, 21)]
     assert all(r.status_code == 200 for r in good_responses)
