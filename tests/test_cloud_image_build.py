@@ -214,7 +214,7 @@ def test_image_uri_and_build_image_together_are_refused(aws_emulator, seed_model
     assert not (home / "aws-packages").exists()
 
 
-def test_build_image_on_vertex_pushes_to_artifact_registry_and_the_model_runs_it(gcp_emulator, vertex, seed_models, home, tmp_path):
+def test_build_image_on_vertex_pushes_to_artifact_registry_and_the_model_runs_it(gcp_emulator, vertex, seed_models, other_cnn, home, tmp_path):
     import os
 
     _needs_podman()
@@ -252,12 +252,24 @@ def test_build_image_on_vertex_pushes_to_artifact_registry_and_the_model_runs_it
         _assert_runs_in_a_container(image, node["port"])
         served = _served_log("gcp", "cnn-vbuilt", home)
         assert SERVING in served and FALLBACK not in served, served
-        assert run_cli("delete", "cnn-vbuilt", "--provider", "gcp", "--purge", home=home).returncode == 0
+
+        # Another model: the same image, found by its tag, nothing pushed.
+        second = run_cli("deploy", other_cnn[0], "--name", "cnn-vbuilt-2", "--provider", "gcp", "-o", f"base_image={base}",
+                         "-o", f"wheelhouse={WHEELHOUSE}", "--output", "json", home=home, timeout=900)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert "found, nothing pushed" in second.stderr and "built and pushed" not in second.stderr, second.stderr
+        [model_2] = vertex.Model.list(filter='labels.cloudml-deployment="cnn-vbuilt-2"')
+        assert model_2.gca_resource.container_spec.image_uri == image
+        predicted = run_cli("predict", "cnn-vbuilt-2", json.dumps(cnn.instances), "--provider", "gcp", "--output", "json", home=home)
+        assert rows_close(json.loads(predicted.stdout)["predictions"], other_cnn[1])
+        for name in ("cnn-vbuilt", "cnn-vbuilt-2"):
+            assert run_cli("delete", name, "--provider", "gcp", "--purge", home=home).returncode == 0
     finally:
         _remove_image(image)
 
 
-def test_build_image_on_azure_ml_pushes_to_the_workspace_registry_and_the_deployment_runs_it(azure_emulator, ml, seed_models, home, tmp_path):
+def test_build_image_on_azure_ml_pushes_to_the_workspace_registry_and_the_deployment_runs_it(azure_emulator, ml, seed_models, other_cnn, home,
+                                                                                            tmp_path):
     from cloudml.providers.azure.registry import registry_credentials
 
     _needs_podman()
@@ -286,7 +298,19 @@ def test_build_image_on_azure_ml_pushes_to_the_workspace_registry_and_the_deploy
         _assert_runs_in_a_container(environment.image, instance["port"])
         served = _served_log("azure", "cnn-abuilt", home)
         assert SERVING in served and FALLBACK not in served, served
-        assert run_cli("delete", "cnn-abuilt", "--provider", "azure", "--purge", home=home).returncode == 0
+
+        # Another model: the same image, found by its tag, nothing pushed.
+        second = run_cli("deploy", other_cnn[0], "--name", "cnn-abuilt-2", "--provider", "azure", "-o", f"base_image={base}",
+                         "-o", f"wheelhouse={WHEELHOUSE}", "--output", "json", home=home, timeout=900)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert "found, nothing pushed" in second.stderr and "built and pushed" not in second.stderr, second.stderr
+        [deployment_2] = ml.online_deployments.list("cnn-abuilt-2")
+        environment_2 = ml.environments.get(*deployment_2.environment.split("/environments/")[1].split("/versions/"))
+        assert environment_2.image == environment.image
+        predicted = run_cli("predict", "cnn-abuilt-2", json.dumps(cnn.instances), "--provider", "azure", "--output", "json", home=home)
+        assert rows_close(json.loads(predicted.stdout)["predictions"], other_cnn[1])
+        for name in ("cnn-abuilt", "cnn-abuilt-2"):
+            assert run_cli("delete", name, "--provider", "azure", "--purge", home=home).returncode == 0
     finally:
         _remove_image(environment.image)
 
