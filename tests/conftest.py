@@ -294,6 +294,30 @@ REGISTRY_BIN = "/usr/bin/docker-registry"
 # emulators the fixtures start run their containers the same way (cloudml/emulators/container.py).
 os.environ.setdefault("CLOUDML_PODMAN_FLAGS", "--runtime /usr/sbin/runc")
 os.environ.setdefault("CLOUDML_PODMAN_RUN_FLAGS", "--network host --ulimit nofile=1024:4096 --ulimit nproc=1024:4096")
+# What `make test-assets` fetches for the runtime-image tests (tools/runtime_assets.py).
+WHEELHOUSE = REPO / "build" / "wheelhouse"
+TF_WHEELHOUSE = REPO / "build" / "wheelhouse-tf"
+DEBS = REPO / "build" / "debs"
+
+
+def require_wheelhouse(house: Path, backend: str, version: str, what: str = "wheelhouse") -> None:
+    """Skip unless `house` was filled for `backend`'s runtime image at `version` (its stamp)."""
+    from cloudml.images import runtime
+
+    stamp = house / ".requirements"
+    if not stamp.is_file() or stamp.read_text() != "\n".join(runtime.requirements(backend, version)) + "\n":
+        pytest.skip(f"the {what} {house} is missing or stale (run `make test-assets`)")
+
+
+def require_image_assets() -> None:
+    """Skip unless the offline base's .debs and the ONNX image's wheelhouse are there."""
+    from cloudml.images import runtime
+
+    if not any(DEBS.glob("*.deb")):
+        pytest.skip(f"no Debian .debs in {DEBS} for the offline python:3.11-slim stand-in (run `make test-assets` on Debian)")
+    require_wheelhouse(WHEELHOUSE, "onnx", runtime.default_version("onnx"))
+
+
 PODMAN_FLAGS = shlex.split(os.environ["CLOUDML_PODMAN_FLAGS"])
 PODMAN_RUN_FLAGS = shlex.split(os.environ["CLOUDML_PODMAN_RUN_FLAGS"])
 

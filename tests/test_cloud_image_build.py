@@ -20,13 +20,11 @@ import subprocess
 
 import boto3
 import pytest
-from conftest import PODMAN_FLAGS, REPO, rows_close, run_cli
+from conftest import DEBS, PODMAN_FLAGS, WHEELHOUSE, require_image_assets, rows_close, run_cli
 from test_aws_provider import assert_policy_covers
 
-from cloudml.images import debian, runtime
+from cloudml.images import debian
 
-WHEELHOUSE = REPO / "build" / "wheelhouse"
-DEBS = REPO / "build" / "debs"
 FALLBACK = "with the host's cloudml runtime instead"
 SERVING = "loaded and warmed up"  # the runtime's line once the model serves
 
@@ -84,15 +82,6 @@ def _remove_image(image: str) -> None:
         _podman("rmi", image, timeout=120)  # leave the machine's image store as it was
 
 
-def _assets() -> None:
-    if not any(DEBS.glob("*.deb")):
-        pytest.skip(f"no Debian .debs in {DEBS} for the offline python:3.11-slim stand-in (run `make test-assets` on Debian)")
-    wanted = "\n".join(runtime.requirements("onnx", runtime.default_version("onnx"))) + "\n"
-    stamp = WHEELHOUSE / ".requirements"
-    if not stamp.is_file() or stamp.read_text() != wanted:
-        pytest.skip(f"the wheelhouse {WHEELHOUSE} is missing or stale (run `make test-assets`)")
-
-
 def _push_ecr_base(work_dir):
     """The offline python:3.11-slim stand-in, pushed into the emulated ECR (the one the
     environment points at) as library/python."""
@@ -110,10 +99,20 @@ def _push_ecr_base(work_dir):
 
 @pytest.fixture
 def ecr_base(aws_emulator, tmp_path):
-    _assets()
+    require_image_assets()
     if aws_emulator.registry_host is None:
         pytest.skip("the AWS emulator has no registry (docker-registry did not start)")
     return _push_ecr_base(tmp_path)
+
+
+def own_base(ecr_base, tag: str, work_dir) -> str:
+    """The offline base pushed again under a tag of its own: the base's name is part of the runtime
+    image's tag, so a test that must see the image built and pushed does not find one another
+    test left in the session's registry."""
+    host, _, credentials = ecr_base
+    base = f"{host}/library/python:{tag}"
+    debian.python_base_image(base, cache=DEBS, credentials=credentials, plain_http=True, work_dir=work_dir)
+    return base
 
 
 def _deploy(model, name, base, home):
@@ -130,11 +129,12 @@ def _served_image(deployment: dict) -> str:
     return model["PrimaryContainer"]["Image"]
 
 
-def test_build_image_pushes_the_runtime_image_to_ecr_once_and_sagemaker_runs_it(aws_emulator, ecr_base, seed_models, other_cnn, home):
+def test_build_image_pushes_the_runtime_image_to_ecr_once_and_sagemaker_runs_it(aws_emulator, ecr_base, seed_models, other_cnn, home, tmp_path):
     import cloudml
 
     _needs_podman()
-    host, base, credentials = ecr_base
+    host, _, credentials = ecr_base
+    base = own_base(ecr_base, "3.11-slim-ecr-once", tmp_path)
     cnn = seed_models["cnn"]
     aws_emulator.calls(clear=True)
     first, log = _deploy(cnn.path, "cnn-built", base, home)
@@ -186,7 +186,7 @@ def test_without_a_container_engine_the_emulator_serves_the_built_image_with_the
     import cloudml
     from cloudml.emulators.aws import AwsEmulator
 
-    _assets()
+    require_image_assets()
     monkeypatch.setenv("CLOUDML_CONTAINER_ENGINE", "none")
     with AwsEmulator(provisioning_delay=0.2) as emulator:
         for key, value in emulator.env.items():
@@ -223,7 +223,7 @@ def test_build_image_on_vertex_pushes_to_artifact_registry_and_the_model_runs_it
     from cloudml.providers.gcp.session import GcpSession
     from cloudml.providers.options import environment_layer, resolve_options
 
-    _assets()
+    require_image_assets()
     if gcp_emulator.registry_host is None:
         pytest.skip("the GCP emulator has no registry (docker-registry did not start)")
     # The base next to the runtime images, in the repository cloudml makes (the emulator's anonymous credentials, as the CLI gets them).
@@ -273,7 +273,7 @@ def test_build_image_on_azure_ml_pushes_to_the_workspace_registry_and_the_deploy
     from cloudml.providers.azure.registry import registry_credentials
 
     _needs_podman()
-    _assets()
+    require_image_assets()
     host, credentials = registry_credentials(ml, azure_emulator.workspace, resource_manager_url=azure_emulator.url)
     base = f"{host}/library/python:3.11-slim"  # ACR makes a repository at its first push
     debian.python_base_image(base, cache=DEBS, credentials=credentials, plain_http=True, work_dir=tmp_path)

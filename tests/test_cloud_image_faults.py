@@ -8,10 +8,8 @@ import json
 
 import boto3
 import pytest
-from conftest import relabelled_savedmodel, run_cli
-from test_cloud_image_build import DEBS, WHEELHOUSE, ecr_base  # noqa: F401 - the offline base, pushed into the emulated ECR
-
-from cloudml.images import debian
+from conftest import WHEELHOUSE, relabelled_savedmodel, run_cli
+from test_cloud_image_build import ecr_base, own_base  # noqa: F401 - the offline base, pushed into the emulated ECR
 
 pytestmark = pytest.mark.slow
 
@@ -31,11 +29,7 @@ def _nothing_in_the_cloud(name: str) -> None:
 
 
 def test_a_registry_that_refuses_the_push_fails_the_deploy_and_leaves_nothing(aws_emulator, ecr_base, seed_models, home, tmp_path):  # noqa: F811
-    host, _, credentials = ecr_base
-    # A base of its own (the base's name is part of the image's tag), so the runtime image is not
-    # in the registry yet from another test and the deploy has to push.
-    base = f"{host}/library/python:3.11-slim-push-refused"
-    debian.python_base_image(base, cache=DEBS, credentials=credentials, plain_http=True, work_dir=tmp_path)
+    base = own_base(ecr_base, "3.11-slim-push-refused", tmp_path)  # so the deploy has to push
     aws_emulator.refuse_next("InitiateLayerUpload", times=50)  # ECR: no push into the repository
     try:
         refused = _deploy(seed_models["cnn"].path, "cnn-denied", base, home)

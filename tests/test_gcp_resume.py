@@ -132,22 +132,26 @@ def test_a_rejected_request_shows_the_servers_message_not_the_url(gcp_emulator, 
     assert run_cli("delete", "cnn-4xx", "--provider", "gcp", home=home).returncode == 0
 
 
-def test_a_deploy_killed_right_after_the_deploy_call_is_waited_for_not_repeated(gcp_emulator, vertex, seed_models, home, monkeypatch):
+def _deploy_killed_after_the_deploy_call(monkeypatch, home, **spec) -> None:
+    """A deploy of `spec` stopped right after deployModel was sent, before the endpoint was labelled with it."""
     import cloudml
     from cloudml import DeploymentSpec
     from cloudml.providers.gcp.deployer import VertexDeployer
 
-    monkeypatch.setenv("CLOUDML_HOME", str(home))
-    cnn = seed_models["cnn"]
-
     def killed(self, endpoint_name, op_id, model_id):
-        raise KeyboardInterrupt  # after deployModel was sent, before the endpoint was labelled with it
+        raise KeyboardInterrupt
 
-    gcp_emulator.calls(clear=True)
+    monkeypatch.setenv("CLOUDML_HOME", str(home))
     with monkeypatch.context() as patch:
         patch.setattr(VertexDeployer, "_mark_pending", killed)
         with pytest.raises(KeyboardInterrupt):
-            cloudml.get_deployer("gcp", image_uri=IMAGE, poll_interval=0.3).deploy(DeploymentSpec(name="cnn-kill", model=cnn.path, runtime="tensorflow"))
+            cloudml.get_deployer("gcp", image_uri=IMAGE, poll_interval=0.3).deploy(DeploymentSpec(**spec))
+
+
+def test_a_deploy_killed_right_after_the_deploy_call_is_waited_for_not_repeated(gcp_emulator, vertex, seed_models, home, monkeypatch):
+    cnn = seed_models["cnn"]
+    gcp_emulator.calls(clear=True)
+    _deploy_killed_after_the_deploy_call(monkeypatch, home, name="cnn-kill", model=cnn.path, runtime="tensorflow")
     assert "cloudml-operation" not in vertex.Endpoint("cnn-kill").labels
 
     resumed = deploy(cnn.path, "cnn-kill", home=home)
@@ -178,21 +182,9 @@ def test_a_refused_call_names_what_was_done_and_the_servers_text():
 def test_a_first_deploy_that_finished_after_its_run_was_killed_is_finished_and_reported_created(gcp_emulator, vertex, seed_models, home, monkeypatch):
     """ONNX-served (the default runtime): Vertex has deployed the model before the next run starts,
     and that run still finishes the create (its labels) and says `created`, not `unchanged`."""
-    import cloudml
-    from cloudml import DeploymentSpec
-    from cloudml.providers.gcp.deployer import VertexDeployer
-
-    monkeypatch.setenv("CLOUDML_HOME", str(home))
     cnn = seed_models["cnn"]
-
-    def killed(self, endpoint_name, op_id, model_id):
-        raise KeyboardInterrupt  # after deployModel was sent, before the endpoint was labelled with it
-
     gcp_emulator.calls(clear=True)
-    with monkeypatch.context() as patch:
-        patch.setattr(VertexDeployer, "_mark_pending", killed)
-        with pytest.raises(KeyboardInterrupt):
-            cloudml.get_deployer("gcp", image_uri=IMAGE, poll_interval=0.3).deploy(DeploymentSpec(name="cnn-done", model=cnn.path, model_version=3))
+    _deploy_killed_after_the_deploy_call(monkeypatch, home, name="cnn-done", model=cnn.path, model_version=3)
     wait_deployed(vertex, "cnn-done", 1)  # Vertex finished the deployModel on its own
 
     later = provider_deploy(cnn.path, "cnn-done", "--model-version", "3", home=home)

@@ -11,13 +11,11 @@ import subprocess
 import warnings
 
 import pytest
-from conftest import REPO, run_cli, start_registry
+from conftest import DEBS, WHEELHOUSE, require_image_assets, run_cli, start_registry
 
 from cloudml.errors import ExitCode
 from cloudml.images import debian, runtime
 
-WHEELHOUSE = REPO / "build" / "wheelhouse"
-DEBS = REPO / "build" / "debs"
 needs_registry = pytest.mark.skipif(not (shutil.which("docker-registry") and shutil.which("skopeo")),
                                     reason="needs docker-registry and skopeo (Debian packages)")
 
@@ -26,15 +24,6 @@ def _json(result: subprocess.CompletedProcess, code: int = 0) -> dict:
     assert result.returncode == code, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     [line] = [result.stdout] if code == 0 else result.stdout.splitlines()  # a failure: exactly one JSON line
     return json.loads(line)
-
-
-def _assets() -> None:
-    if not any(DEBS.glob("*.deb")):
-        pytest.skip(f"no Debian .debs in {DEBS} for the offline python:3.11-slim stand-in (run `make test-assets` on Debian)")
-    wanted = "\n".join(runtime.requirements("onnx", runtime.default_version("onnx"))) + "\n"
-    stamp = WHEELHOUSE / ".requirements"
-    if not stamp.is_file() or stamp.read_text() != wanted:
-        pytest.skip(f"the wheelhouse {WHEELHOUSE} is missing or stale (run `make test-assets`)")
 
 
 # -- refused before anything is packaged or pushed -------------------------------------------------
@@ -145,7 +134,7 @@ def test_logins_come_from_the_auth_files_or_the_variables(tmp_path):
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
     """A registry holding the offline stand-in for python:3.11-slim."""
-    _assets()
+    require_image_assets()
     if not shutil.which("docker-registry"):
         pytest.skip("needs docker-registry")
     root = tmp_path_factory.mktemp("image-cli-registry")
@@ -216,7 +205,7 @@ def test_image_build_pushes_the_models_runtime_image_once_and_image_list_shows_i
 @pytest.fixture
 def ecr_base(aws_emulator, tmp_path):
     """The offline python:3.11-slim stand-in, pushed into the emulated ECR as library/python."""
-    _assets()
+    require_image_assets()
     if aws_emulator.registry_host is None:
         pytest.skip("the AWS emulator has no registry (docker-registry did not start)")
     from cloudml.providers.aws.options import AwsOptions

@@ -17,16 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PODMAN_FLAGS, PODMAN_RUN_FLAGS, REPO, free_port, start_registry
+from conftest import DEBS, PODMAN_FLAGS, PODMAN_RUN_FLAGS, REPO, WHEELHOUSE, free_port, require_wheelhouse, start_registry
 
 from cloudml.errors import ExitCode
 from cloudml.images import debian, layers, runtime
 
 sys.path.insert(0, str(REPO / "tools"))
 import check_imports  # noqa: E402
-
-WHEELHOUSE = REPO / "build" / "wheelhouse"
-DEBS = REPO / "build" / "debs"
 
 
 def _dist(requirement: str) -> str:
@@ -176,10 +173,7 @@ def _delete_manifest(host: str, repo: str, digest: str) -> None:
 def test_the_onnx_runtime_image_serves_a_mounted_package_as_uid_10001_and_is_built_once(base_image, onnx_package, tmp_path):
     import onnxruntime
 
-    wanted = "\n".join(runtime.requirements("onnx", runtime.default_version("onnx"))) + "\n"
-    stamp = WHEELHOUSE / ".requirements"
-    if not stamp.is_file() or stamp.read_text() != wanted:
-        pytest.skip(f"the wheelhouse {WHEELHOUSE} is missing or stale (run `make test-assets`)")
+    require_wheelhouse(WHEELHOUSE, "onnx", runtime.default_version("onnx"))
     host, base = base_image
     build = lambda: runtime.runtime_image("onnx", target_repository=f"{host}/cloudml/runtime", base=base,
                                           find_links=[WHEELHOUSE], no_index=True, work_dir=tmp_path)

@@ -8,13 +8,10 @@ import json
 import subprocess
 
 import pytest
-from conftest import REPO, rows_close, run_cli
+from conftest import TF_WHEELHOUSE, require_wheelhouse, rows_close, run_cli
 from test_cloud_image_build import ecr_base  # noqa: F401 - the offline base, pushed into the emulated ECR
 
-from cloudml.images import runtime
 from cloudml.packaging.metadata import installed_tensorflow
-
-TF_WHEELHOUSE = REPO / "build" / "wheelhouse-tf"
 
 pytestmark = pytest.mark.slow
 
@@ -22,9 +19,7 @@ pytestmark = pytest.mark.slow
 def _tf_assets() -> str:
     version = installed_tensorflow()
     assert version, "the tests run with TensorFlow installed"
-    stamp = TF_WHEELHOUSE / ".requirements"
-    if not stamp.is_file() or stamp.read_text() != "\n".join(runtime.requirements("tensorflow", version)) + "\n":
-        pytest.skip(f"the TensorFlow wheelhouse {TF_WHEELHOUSE} is missing or stale (run `make test-assets`)")
+    require_wheelhouse(TF_WHEELHOUSE, "tensorflow", version, what="TensorFlow wheelhouse")
     return version
 
 
