@@ -38,16 +38,15 @@ import os
 import platform
 import shlex
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import zlib
 from pathlib import Path
 
+from frame import run_benchmark
 from procs import LOOPBACK, ProcessGroup, free_port, wait_for_prediction
 
 from cloudml.images import debian, runtime, wheels
@@ -529,39 +528,12 @@ def print_report(r: dict) -> None:
         print("  org.opencontainers.image.base.name label and in its tag's key)")
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     args = parse_args()
     if args.print:
         print_report(json.loads(args.print.read_text()))
         return 0
-    signal.signal(signal.SIGTERM, _interrupt)
-    workdir = Path(tempfile.mkdtemp(prefix="cloudml-imagebench-"))
-    bench = Run(args, workdir)
-    started = time.perf_counter()
-    try:
-        bench.run()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the cleanup finish
-        bench.close()
-        shutil.rmtree(workdir, ignore_errors=True)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    report = bench.report
-    report["total_s"] = time.perf_counter() - started
-    if args.json:  # first, so a figure survives a bug in the printing
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print_report(report)
-    print(f"\n(the whole run took {report['total_s']:.0f} s)")
-    if args.json:
-        print(f"wrote {args.json}")
-    return 0
+    return run_benchmark(lambda workdir: Run(args, workdir), prefix="cloudml-imagebench-", json_path=args.json, print_report=print_report)
 
 
 if __name__ == "__main__":

@@ -42,11 +42,8 @@ import json
 import os
 import platform
 import random
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -56,6 +53,7 @@ import loadgen
 import mlflow_baseline
 from deployments import CLI, CLI_TIMEOUT_S, tf_env
 from drive import drive, use_wrk
+from frame import run_benchmark
 from procs import ProcessGroup, free_port, memory_kib, wait_for_prediction, wait_for_serving_pids
 from report import print_report, targets
 
@@ -378,38 +376,14 @@ class Run:
         self.cli.delete_all()
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     args = parse_args()
-    # SIGTERM should clean up like Ctrl-C does: the finally below stops and deletes everything.
-    signal.signal(signal.SIGTERM, _interrupt)
-    workdir = Path(tempfile.mkdtemp(prefix="cloudml-bench-"))
-    bench = Run(args, workdir)
-    started = time.perf_counter()
-    try:
-        bench.run()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the cleanup finish
-        bench.close()
-        shutil.rmtree(workdir, ignore_errors=True)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    report = bench.report
-    report["total_s"] = time.perf_counter() - started
-    report["targets"] = targets(report)
-    print_report(report)
-    print(f"\n(the whole run took {report['total_s']:.0f} s)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        print(f"wrote {args.json}")
-    return 0
 
+    def add_targets(report: dict) -> None:
+        report["targets"] = targets(report)
+
+    return run_benchmark(lambda workdir: Run(args, workdir), prefix="cloudml-bench-", json_path=args.json,
+                         print_report=print_report, finish=add_targets)
 
 if __name__ == "__main__":
     sys.exit(main())
