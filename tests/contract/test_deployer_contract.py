@@ -9,7 +9,7 @@ import json
 import re
 
 import pytest
-from conftest import rows_close
+from conftest import rows_close, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -105,6 +105,26 @@ def test_status_shows_how_the_model_is_served(target, seed_models, lgamma_model)
     details = target.json("status", name)["details"]
     assert (switched["action"], details["runtime"], served_by(target, name)) == ("created", "tensorflow", "tensorflow")
     assert target.cli("delete", name, "--purge").returncode == 0
+
+
+def test_a_package_made_once_deploys_with_the_runtime_it_was_packaged_for(target, seed_models, tmp_path):
+    """CI packages a model once (`cloudml package`) and deploys that archive wherever it goes: it
+    serves the model's predictions with the backend it was packaged for, which a deploy does not
+    decide again, and deploying the same archive again changes nothing."""
+    cnn = seed_models["cnn"]
+    name = "contract-package"
+    packaged = run_cli("package", cnn.path, "--out", tmp_path / "package", "--runtime", "tensorflow", "--output", "json", home=target.home)
+    assert packaged.returncode == 0, packaged.stderr
+    archive = json.loads(packaged.stdout)["archive"]
+    created = target.deploy(archive, name)
+    assert (created["action"], created["deployment"]["status"]) == ("created", "healthy")
+    assert (target.json("status", name)["details"]["runtime"], served_by(target, name)) == ("tensorflow", "tensorflow")
+    assert rows_close(predictions(target, name, cnn.instances), cnn.reference())
+    made = target.resources(name)
+    again = target.deploy(archive, name)
+    assert again["action"] == "unchanged" and target.resources(name) == made
+    assert target.cli("delete", name, "--purge").returncode == 0
+    assert not any(target.resources(name).values())
 
 
 def test_a_new_model_that_cannot_serve_leaves_the_old_one_serving_and_nothing_behind(target, seed_models, unservable_model):
