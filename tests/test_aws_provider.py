@@ -195,6 +195,26 @@ def test_default_image_is_the_tensorflow_serving_image_for_the_models_version(aw
     assert run_cli("delete", "cnn-tf216", "--provider", "aws", "--purge", home=home).returncode == 0
 
 
+def test_default_image_of_a_tensorflow_package_is_the_tensorflow_serving_image_for_its_version(aws_emulator, seed_models, cnn_saved_by_tf_2_16,
+                                                                                             home, tmp_path):
+    # A model.tar.gz made by `cloudml package --runtime tensorflow` from a model TF 2.16 saved: the
+    # package's manifest (read after packaging) gives the prebuilt TF Serving image.
+    cnn = seed_models["cnn"]
+    made = run_cli("package", cnn_saved_by_tf_2_16, "--out", tmp_path / "out", "--runtime", "tensorflow", home=home, timeout=600)
+    assert made.returncode == 0, made.stdout + made.stderr
+    manifest = json.loads((tmp_path / "out" / "model" / "cloudml-manifest.json").read_text())
+    assert manifest["runtime"]["backend"] == "tensorflow" and manifest["tensorflow_version"] == "2.16.1", manifest
+    result = run_cli("deploy", tmp_path / "out" / "model.tar.gz", "--name", "cnn-tf216-pkg", "--provider", "aws", "--output", "json", home=home)
+    assert result.returncode == 0, result.stderr
+    sm = boto3.client("sagemaker")
+    config = sm.describe_endpoint_config(EndpointConfigName=json.loads(result.stdout)["deployment"]["details"]["endpoint_config"])
+    image = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])["PrimaryContainer"]["Image"]
+    assert image == "763104351884.dkr.ecr.us-east-1.amazonaws.com/tensorflow-inference:2.16-cpu"
+    predicted = run_cli("predict", "cnn-tf216-pkg", json.dumps(cnn.instances), "--provider", "aws", "--output", "json", home=home)
+    assert rows_close(json.loads(predicted.stdout)["predictions"], cnn.reference())
+    assert run_cli("delete", "cnn-tf216-pkg", "--provider", "aws", "--purge", home=home).returncode == 0
+
+
 def test_model_saved_by_a_newer_tensorflow_than_any_image_is_refused_before_upload(aws_emulator, seed_models, home):
     result = run_cli("deploy", seed_models["cnn"].path, "--name", "cnn-tf", "--provider", "aws", "-o", "build_image=false", home=home)
     assert result.returncode == 3

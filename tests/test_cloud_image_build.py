@@ -349,3 +349,32 @@ def test_a_model_archive_reaching_outside_its_folder_fails_the_endpoint_before_a
         sm.delete_endpoint(EndpointName="evil")
         sm.delete_endpoint_config(EndpointConfigName="evil-config")
         sm.delete_model(ModelName="evil-model")
+
+
+def test_a_package_made_for_onnx_runtime_from_a_model_an_old_image_serves_gets_the_cloudml_image(aws_emulator, ecr_base, seed_models, home, tmp_path):
+    """A package folder made with `--runtime onnx` whose manifest names TensorFlow 2.16.1 (which a
+    SageMaker TF Serving image serves): the deploy serves it with the cloudml image (the TF
+    Serving image cannot serve model.onnx), and predictions are the model's."""
+    from conftest import relabelled_savedmodel
+
+    host, base, _ = ecr_base
+    cnn = seed_models["cnn"]
+    saved = relabelled_savedmodel(cnn.path, tmp_path / "tf216", "2.16.1")
+    made = run_cli("package", saved, "--out", tmp_path / "out", "--runtime", "onnx", "--output", "json", home=home, timeout=600)
+    assert made.returncode == 0, made.stdout + made.stderr
+    package = tmp_path / "out" / "model"  # the package folder (beside it, model.tar.gz)
+    manifest = json.loads((package / "cloudml-manifest.json").read_text())
+    # Packaging records the TensorFlow that saved the SavedModel (the relabelled 2.16.1).
+    assert manifest["runtime"]["backend"] == "onnx" and manifest["tensorflow_version"] == "2.16.1", manifest
+
+    deployed, _ = _deploy(package, "cnn-onnx-pkg", base, home)
+    image = _served_image(deployed["deployment"])
+    try:
+        assert "tensorflow-inference" not in image and not image.startswith("763104351884."), image
+        assert image.startswith(f"{host}/cloudml/runtime@sha256:"), image
+        predicted = run_cli("predict", "cnn-onnx-pkg", json.dumps(cnn.instances), "--provider", "aws", "--output", "json", home=home)
+        assert predicted.returncode == 0, predicted.stdout + predicted.stderr
+        assert rows_close(json.loads(predicted.stdout)["predictions"], cnn.reference())
+        assert run_cli("delete", "cnn-onnx-pkg", "--provider", "aws", "--purge", home=home).returncode == 0
+    finally:
+        _remove_image(image)

@@ -5,12 +5,8 @@ no image can serve is refused before seconds of packaging and before any upload.
 
 from __future__ import annotations
 
-import json
-import tarfile
 from importlib import metadata
-from pathlib import Path
 
-from cloudml.contract import MANIFEST_NAME
 from cloudml.packaging.source import ModelSource
 
 # SavedModel.meta_graphs = 2 -> MetaGraphDef.meta_info_def = 1 -> MetaInfoDef.tensorflow_version = 5
@@ -27,11 +23,7 @@ def tensorflow_version(source: ModelSource) -> str | None:
             return _version_in(handle.read(_HEAD_BYTES))
     if source.format in ("keras", "h5"):
         return installed_tensorflow()  # packaging exports it with this TensorFlow
-    if source.format == "package":
-        return _manifest_version((source.path / MANIFEST_NAME).read_bytes())
-    if source.format == "archive":
-        return _archive_version(source.path)
-    return None
+    return None  # a package or archive: its manifest says, once packaged (the deploy reads it there)
 
 
 def installed_tensorflow() -> str | None:
@@ -40,32 +32,6 @@ def installed_tensorflow() -> str | None:
             return metadata.version(distribution)
         except metadata.PackageNotFoundError:
             continue
-    return None
-
-
-def _manifest_version(data: bytes) -> str | None:
-    try:
-        version = json.loads(data).get("tensorflow_version")
-    except (ValueError, AttributeError):
-        return None
-    return version if isinstance(version, str) and version else None
-
-
-def _archive_version(path: Path) -> str | None:
-    try:
-        with tarfile.open(path, "r:*") as archive:
-            for member in archive:
-                if not member.isfile():
-                    continue
-                name = Path(member.name).name
-                if name == MANIFEST_NAME or name == "saved_model.pb":
-                    handle = archive.extractfile(member)
-                    if handle is None:
-                        continue
-                    head = handle.read(_HEAD_BYTES)
-                    return _manifest_version(head) if name == MANIFEST_NAME else _version_in(head)
-    except (tarfile.TarError, OSError, EOFError):
-        return None  # packaging reports what is wrong with the archive
     return None
 
 

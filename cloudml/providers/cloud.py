@@ -236,10 +236,13 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
             raise self._no_onnx_image(f"{source.path} is a {framework} model, which ONNX Runtime serves")
         if spec.runtime == "onnx":
             raise self._no_onnx_image("--runtime onnx was asked for")
+        if framework is None:
+            # A cloudml package or model.tar.gz: its manifest's TensorFlow version says nothing of
+            # the backend it was packaged for (ONNX Runtime, which no prebuilt image has, or
+            # TensorFlow); the package decides, after packaging (_deploy).
+            return spec.runtime, None
         saved_by = tensorflow_version(source)
         image = self.prebuilt_image(plan, saved_by) if saved_by else None
-        if framework != "tensorflow":
-            return spec.runtime, image
         if spec.runtime == "auto":
             self.progress.note(f"note: served by TensorFlow with {self.provider}'s prebuilt image {image or ''}".rstrip()
                                + " (-o build_image=true serves it with the cloudml image, ONNX Runtime when the model converts)")
