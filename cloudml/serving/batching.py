@@ -27,8 +27,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import anyio.to_thread
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 
 from cloudml.errors import ConfigError
 from cloudml.serving.errors import (
@@ -172,7 +172,7 @@ class Batcher:
             self._refuse(self._in_flight)
         self._in_flight += 1
         try:
-            return await anyio.to_thread.run_sync(self._unbatched, arrays, time.perf_counter(), deadline, gone)
+            return await run_in_threadpool(self._unbatched, arrays, time.perf_counter(), deadline, gone)
         finally:
             self._in_flight -= 1
 
