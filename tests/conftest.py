@@ -99,6 +99,15 @@ def read_exports(stream, *, until: str) -> dict[str, str]:
     return exports
 
 
+def sagemaker_image(deployment: dict) -> str:
+    """The container image the SageMaker model behind a cloudml deployment (its JSON) runs, read with boto3."""
+    import boto3
+
+    sm = boto3.client("sagemaker")
+    config = sm.describe_endpoint_config(EndpointConfigName=deployment["details"]["endpoint_config"])
+    return sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])["PrimaryContainer"]["Image"]
+
+
 def relabelled_savedmodel(model: Path, out: Path, tensorflow_version: str) -> Path:
     """`model` exported as a SavedModel folder whose metadata says `tensorflow_version` wrote it
     (how the image-selection tests get a model an older prebuilt image can load)."""

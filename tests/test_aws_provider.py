@@ -11,7 +11,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from conftest import next_matching, read_exports, relabelled_savedmodel, rows_close, run_cli
+from conftest import next_matching, read_exports, relabelled_savedmodel, rows_close, run_cli, sagemaker_image
 from contract.targets import AWS_IMAGE, Aws
 
 pytestmark = pytest.mark.slow
@@ -181,18 +181,21 @@ def cnn_saved_by_tf_2_16(seed_models, tmp_path_factory):
     return relabelled_savedmodel(seed_models["cnn"].path, tmp_path_factory.mktemp("tf216"), "2.16.1")
 
 
-def test_default_image_is_the_tensorflow_serving_image_for_the_models_version(aws_emulator, seed_models, cnn_saved_by_tf_2_16, home):
-    cnn = seed_models["cnn"]
-    result = run_cli("deploy", cnn_saved_by_tf_2_16, "--name", "cnn-tf216", "--provider", "aws", "--instance-type", "ml.g5.xlarge", "--output", "json",
-                     home=home)
+def served_image_then_deleted(model, name: str, cnn, home, *options: str) -> str:
+    """Deploy `model` with the default image choice, check it serves the seed CNN's predictions,
+    delete it (--purge), and return the image its SageMaker model ran."""
+    result = run_cli("deploy", model, "--name", name, "--provider", "aws", *options, "--output", "json", home=home)
     assert result.returncode == 0, result.stderr
-    sm = boto3.client("sagemaker")
-    config = sm.describe_endpoint_config(EndpointConfigName=json.loads(result.stdout)["deployment"]["details"]["endpoint_config"])
-    image = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])["PrimaryContainer"]["Image"]
-    assert image == "763104351884.dkr.ecr.us-east-1.amazonaws.com/tensorflow-inference:2.16-gpu"
-    predicted = run_cli("predict", "cnn-tf216", json.dumps(cnn.instances), "--provider", "aws", "--output", "json", home=home)
+    image = sagemaker_image(json.loads(result.stdout)["deployment"])
+    predicted = run_cli("predict", name, json.dumps(cnn.instances), "--provider", "aws", "--output", "json", home=home)
     assert rows_close(json.loads(predicted.stdout)["predictions"], cnn.reference())
-    assert run_cli("delete", "cnn-tf216", "--provider", "aws", "--purge", home=home).returncode == 0
+    assert run_cli("delete", name, "--provider", "aws", "--purge", home=home).returncode == 0
+    return image
+
+
+def test_default_image_is_the_tensorflow_serving_image_for_the_models_version(aws_emulator, seed_models, cnn_saved_by_tf_2_16, home):
+    image = served_image_then_deleted(cnn_saved_by_tf_2_16, "cnn-tf216", seed_models["cnn"], home, "--instance-type", "ml.g5.xlarge")
+    assert image == "763104351884.dkr.ecr.us-east-1.amazonaws.com/tensorflow-inference:2.16-gpu"
 
 
 def test_default_image_of_a_tensorflow_package_is_the_tensorflow_serving_image_for_its_version(aws_emulator, seed_models, cnn_saved_by_tf_2_16,
@@ -204,15 +207,8 @@ def test_default_image_of_a_tensorflow_package_is_the_tensorflow_serving_image_f
     assert made.returncode == 0, made.stdout + made.stderr
     manifest = json.loads((tmp_path / "out" / "model" / "cloudml-manifest.json").read_text())
     assert manifest["runtime"]["backend"] == "tensorflow" and manifest["tensorflow_version"] == "2.16.1", manifest
-    result = run_cli("deploy", tmp_path / "out" / "model.tar.gz", "--name", "cnn-tf216-pkg", "--provider", "aws", "--output", "json", home=home)
-    assert result.returncode == 0, result.stderr
-    sm = boto3.client("sagemaker")
-    config = sm.describe_endpoint_config(EndpointConfigName=json.loads(result.stdout)["deployment"]["details"]["endpoint_config"])
-    image = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])["PrimaryContainer"]["Image"]
+    image = served_image_then_deleted(tmp_path / "out" / "model.tar.gz", "cnn-tf216-pkg", cnn, home)
     assert image == "763104351884.dkr.ecr.us-east-1.amazonaws.com/tensorflow-inference:2.16-cpu"
-    predicted = run_cli("predict", "cnn-tf216-pkg", json.dumps(cnn.instances), "--provider", "aws", "--output", "json", home=home)
-    assert rows_close(json.loads(predicted.stdout)["predictions"], cnn.reference())
-    assert run_cli("delete", "cnn-tf216-pkg", "--provider", "aws", "--purge", home=home).returncode == 0
 
 
 def test_model_saved_by_a_newer_tensorflow_than_any_image_is_refused_before_upload(aws_emulator, seed_models, home):

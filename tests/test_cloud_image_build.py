@@ -20,7 +20,7 @@ import subprocess
 
 import boto3
 import pytest
-from conftest import DEBS, PODMAN_FLAGS, WHEELHOUSE, require_image_assets, rows_close, run_cli
+from conftest import DEBS, PODMAN_FLAGS, WHEELHOUSE, require_image_assets, rows_close, run_cli, sagemaker_image
 from test_aws_provider import assert_policy_covers
 
 from cloudml.images import debian
@@ -122,13 +122,6 @@ def _deploy(model, name, base, home):
     return json.loads(result.stdout), result.stderr
 
 
-def _served_image(deployment: dict) -> str:
-    sm = boto3.client("sagemaker")
-    config = sm.describe_endpoint_config(EndpointConfigName=deployment["details"]["endpoint_config"])
-    model = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
-    return model["PrimaryContainer"]["Image"]
-
-
 def test_build_image_pushes_the_runtime_image_to_ecr_once_and_sagemaker_runs_it(aws_emulator, ecr_base, seed_models, other_cnn, home, tmp_path):
     import cloudml
 
@@ -139,7 +132,7 @@ def test_build_image_pushes_the_runtime_image_to_ecr_once_and_sagemaker_runs_it(
     aws_emulator.calls(clear=True)
     first, log = _deploy(cnn.path, "cnn-built", base, home)
     assert first["action"] == "created", first
-    image = _served_image(first["deployment"])
+    image = sagemaker_image(first["deployment"])
     try:
         assert image.startswith(f"{host}/cloudml/runtime@sha256:"), image
         assert "built and pushed" in log, log
@@ -161,7 +154,7 @@ def test_build_image_pushes_the_runtime_image_to_ecr_once_and_sagemaker_runs_it(
         # Another model: the same runtime image, found by its tag, nothing built or pushed.
         second, log = _deploy(other_cnn[0], "cnn-built-2", base, home)
         assert second["action"] == "created", second
-        assert _served_image(second["deployment"]) == image
+        assert sagemaker_image(second["deployment"]) == image
         assert "found, nothing pushed" in log and "built and pushed" not in log, log
         assert rows_close(deployer.predict("cnn-built-2", instances=cnn.instances).predictions, other_cnn[1])
         assert_policy_covers(aws_emulator.calls())  # the build and push need no permission beyond the policy file
@@ -196,7 +189,7 @@ def test_without_a_container_engine_the_emulator_serves_the_built_image_with_the
         _, base, _ = _push_ecr_base(tmp_path)
         cnn = seed_models["cnn"]
         deployed, _ = _deploy(cnn.path, "cnn-hosted", base, home)
-        image = _served_image(deployed["deployment"])
+        image = sagemaker_image(deployed["deployment"])
         assert image.startswith(f"{emulator.registry_host}/cloudml/runtime@sha256:"), image
         deployer = cloudml.get_deployer("aws", poll_interval=0.5)
         assert rows_close(deployer.predict("cnn-hosted", instances=cnn.instances).predictions, cnn.reference())
@@ -368,7 +361,7 @@ def test_a_package_made_for_onnx_runtime_from_a_model_an_old_image_serves_gets_t
     assert manifest["runtime"]["backend"] == "onnx" and manifest["tensorflow_version"] == "2.16.1", manifest
 
     deployed, _ = _deploy(package, "cnn-onnx-pkg", base, home)
-    image = _served_image(deployed["deployment"])
+    image = sagemaker_image(deployed["deployment"])
     try:
         assert "tensorflow-inference" not in image and not image.startswith("763104351884."), image
         assert image.startswith(f"{host}/cloudml/runtime@sha256:"), image

@@ -8,7 +8,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import TF_WHEELHOUSE, require_wheelhouse, rows_close, run_cli
+from conftest import TF_WHEELHOUSE, require_wheelhouse, rows_close, run_cli, sagemaker_image
 from test_cloud_image_build import ecr_base  # noqa: F401 - the offline base, pushed into the emulated ECR
 
 from cloudml.packaging.metadata import installed_tensorflow
@@ -33,11 +33,7 @@ def test_a_tensorflow_served_model_gets_an_image_with_the_tensorflow_that_saved_
     deployment = json.loads(result.stdout)["deployment"]
     assert deployment["details"]["runtime"] == "tensorflow"
 
-    import boto3
-
-    sm = boto3.client("sagemaker")
-    config = sm.describe_endpoint_config(EndpointConfigName=deployment["details"]["endpoint_config"])
-    image = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])["PrimaryContainer"]["Image"]
+    image = sagemaker_image(deployment)
     inspected = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--creds", f"{credentials.username}:{credentials.password}",
                                 f"docker://{image}"], capture_output=True, text=True, timeout=120)
     assert inspected.returncode == 0, inspected.stderr
