@@ -158,7 +158,7 @@ class Run:
         return deployed
 
     def drive(self, side: str, deployed: Deployed, *, clients: int) -> dict:
-        return drive(f"{side}", deployed.port, self.body, clients=clients, server_pids=[deployed.pid], args=self.args)
+        return drive(side, deployed.port, self.body, clients=clients, server_pids=[deployed.pid], args=self.args)
 
     def close(self) -> None:
         for cli in self.clis.values():
