@@ -223,3 +223,26 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
 """
     grown_mb = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert grown_mb < 64, f"peak memory grew by {grown_mb} MB while hashing/archiving a 300 MB file"
+
+
+def test_a_deploy_copies_the_model_while_hashing_it_and_removes_what_a_killed_deploy_left(tmp_path):
+    from cloudml.packaging import inspect_source, source_hash
+    from cloudml.packaging.snapshot import snapshot_model
+
+    model = tmp_path / "weights.onnx"
+    model.write_bytes(b"\x08\x07" * 1000)
+    parent = tmp_path / "work"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    abandoned = parent / f".snapshot-{dead.pid}-x"  # a deploy that was killed while it packaged
+    running = parent / f".snapshot-{os.getpid()}-y"  # a deploy of this process still at it
+    for folder in (abandoned, running):
+        folder.mkdir(parents=True)
+    source = inspect_source(model)
+    with snapshot_model(source, parent) as snapshot:
+        assert snapshot.digest == source_hash(source)
+        assert snapshot.source.path.read_bytes() == model.read_bytes() and snapshot.source.path.name == model.name
+        model.write_bytes(b"rewritten while the deploy runs")
+        assert snapshot.source.path.read_bytes() == b"\x08\x07" * 1000  # what was hashed is what gets packaged
+    assert not abandoned.exists() and running.is_dir()
+    assert sorted(p.name for p in parent.iterdir()) == [running.name]  # this snapshot went with its deploy

@@ -180,24 +180,26 @@ _READS = """
 import sys
 from pathlib import Path
 from tensorflow.core.protobuf import saved_model_pb2  # imported before measuring: its files are not the model
-from cloudml.packaging import inspect_source, package_model, source_hash
+from cloudml.packaging import inspect_source, package_model
+from cloudml.packaging.snapshot import snapshot_model
 
 def read_bytes():
     return int(next(l for l in open("/proc/self/io") if l.startswith("rchar:")).split()[1])
 
 model, out = Path(sys.argv[1]), Path(sys.argv[2])
 source = inspect_source(model)
-digest = source_hash(source)  # what a deploy does first, to plan
 for archive in (False, False, True):
     before = read_bytes()
-    package_model(source, out, digest=digest, archive=archive)
+    with snapshot_model(source, out / "snapshots") as snapshot:  # what a deploy does first: the digest plans it
+        package_model(source, out, digest=snapshot.digest, archive=archive, snapshot=snapshot.source.path)
     print(read_bytes() - before)
+print(sum(1 for _ in (out / "snapshots").iterdir()))
 """
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs Linux /proc/<pid>/io to count bytes read")
-def test_packaging_with_the_planned_digest_reads_the_model_once(unservable_model, tmp_path):
+def test_a_deploy_reads_the_model_once_and_packages_the_copy_it_hashed(unservable_model, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(unservable_model, model)
     size = 64 << 20
@@ -206,7 +208,9 @@ def test_packaging_with_the_planned_digest_reads_the_model_once(unservable_model
         handle.truncate(size)  # sparse: costs no disk to read
     out = subprocess.run([sys.executable, "-c", _READS, str(model), str(tmp_path / "out")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    first, reused, archived = (int(n) for n in out.stdout.split())
-    assert size <= first < 1.25 * size, f"packaging read {first / size:.2f}x the model's size"
-    assert reused < 0.05 * size, "an unchanged package is reused without reading the model"
-    assert archived < 1.25 * size, "writing the archive reads the package once and the model not at all"
+    first, reused, archived, snapshots_left = (int(n) for n in out.stdout.split())
+    assert size <= first < 1.25 * size, f"hashing and packaging read {first / size:.2f}x the model's size"
+    assert size <= reused < 1.25 * size, "an unchanged package is reused: the model is read only to hash it"
+    assert archived < 2.25 * size, "the model is read once to hash it, the archive reads the package once"
+    assert snapshots_left == 0
+    assert (tmp_path / "out" / "model" / "1" / "assets" / "weights.bin").stat().st_size == size

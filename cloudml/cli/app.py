@@ -409,6 +409,8 @@ def serve(
         help="Serving processes (default: 1 per 4 cores, at most 8; env CLOUDML_WORKERS).", show_default=False),
     log_level: str = typer.Option("info", "--log-level"),
     package_dir: Path | None = typer.Option(None, "--package-dir", hidden=True),
+    snapshot: Path | None = typer.Option(None, "--snapshot", hidden=True),
+    digest: str | None = typer.Option(None, "--digest", hidden=True),
     reuse_port: bool = typer.Option(False, "--reuse-port", hidden=True),
     unix_socket: Path | None = typer.Option(None, "--unix-socket", hidden=True),
     error_file: Path | None = typer.Option(None, "--error-file", hidden=True),
@@ -435,15 +437,18 @@ def serve(
             import logging
 
             from cloudml.packaging import inspect_source
+            from cloudml.packaging.snapshot import copy_of
             from cloudml.preflight.prepare import prepare_model
 
             choice = _runtime_choice(runtime)
-            source = inspect_source(model)
+            source = copy_of(model, snapshot) if snapshot else inspect_source(model)
             if source.format == "package":
                 return source.path
             target = package_dir or Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="cloudml-serve-")))
             logging.getLogger("cloudml.serving").info("packaging %s into %s", model, target)
-            packaged = prepare_model(source, target, name=name, version=model_version, probe=False, runtime=choice, sample=sample, archive=False)
+            # A local deploy hands over the copy of the model it hashed (--snapshot, --digest): packaged without reading the model again.
+            packaged = prepare_model(source, target, name=name, version=model_version, probe=False, runtime=choice, sample=sample, archive=False,
+                                     digest=digest, snapshot=snapshot)
             logging.getLogger("cloudml.serving").info("%s", "; ".join(describe_manifest(packaged.manifest)))
             return packaged.folder
 

@@ -17,7 +17,8 @@ models are always served by ONNX Runtime.
 
 The model is read once: it is copied into `out_dir` while it is hashed and packaged from that
 copy, so what is packaged (and served) is exactly what was hashed, even if the model is replaced
-meanwhile. A digest the caller already computed (`source_hash`) is checked against the copy.
+meanwhile. A deploy, which needs the digest before it packages, makes that copy first
+(`snapshot.snapshot_model`) and hands it over (`snapshot=`): packaging moves it in place instead.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from cloudml.contract import MANIFEST_NAME, ONNX_FILE, Manifest, Runtime, Runtim
 from cloudml.errors import ModelError
 from cloudml.packaging.archive import extract_archive, write_archive
 from cloudml.packaging.hashing import content_hash, copy_hashed
+from cloudml.packaging.snapshot import copy_of
 from cloudml.packaging.source import FRAMEWORKS, ModelSource, inspect_source
 
 __all__ = ["PackagedModel", "package_model", "inspect_source", "source_hash", "Manifest", "ModelSource"]
@@ -77,6 +79,7 @@ def package_model(
     digest: str | None = None,
     runtime: RuntimeChoice = "auto",
     sample: list | None = None,
+    snapshot: Path | None = None,
 ) -> PackagedModel:
     """Normalise `model` into `out_dir` (see the module doc); reuses a matching earlier package.
 
@@ -84,8 +87,19 @@ def package_model(
     then reused without reading the model at all, and a model whose bytes no longer hash to it
     is refused (it changed after it was hashed). `sample` is the instances of a request (the
     `instances` list of a sample file): the conversion is verified on them too, and a
-    TorchScript model, which records no input shapes, takes its shapes from them."""
-    source = model if isinstance(model, ModelSource) else inspect_source(model)
+    TorchScript model, which records no input shapes, takes its shapes from them.
+
+    `snapshot` is the copy of `model` that `snapshot_model` made, hashing to `digest`: it is
+    moved into the package (or dropped when an earlier package is reused) and `model` is not
+    read at all; messages and the manifest still name `model`."""
+    taken = None
+    if snapshot is not None:
+        if digest is None:
+            raise ValueError("a snapshot is packaged with the digest it was copied with")
+        source = copy_of(model.path if isinstance(model, ModelSource) else model, snapshot)
+        taken = _Taken(snapshot, digest)
+    else:
+        source = model if isinstance(model, ModelSource) else inspect_source(model)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     choice = _Choice(runtime, sample)
@@ -94,19 +108,32 @@ def package_model(
         _check_unchanged(source, digest, manifest.content_hash)
         _check_served_as(source, manifest, runtime)
     elif source.format == "archive":
-        folder, manifest = _from_archive(source, out_dir, name=name, version=version, digest=digest, choice=choice)
+        folder, manifest = _from_archive(source, out_dir, name=name, version=version, digest=digest, choice=choice, taken=taken)
     else:
         if runtime == "tensorflow" and FRAMEWORKS[source.format] != "tensorflow":
             raise ModelError(f"{source.path} is a {FRAMEWORKS[source.format]} model; TensorFlow cannot serve it",
                              hint="leave --runtime at auto (or onnx): PyTorch and ONNX models are served by ONNX Runtime")
         folder = out_dir / "model"
         manifest = _from_model(source, folder, name=name or model_name_from(source.display_name),
-                               version=version or source.version or DEFAULT_VERSION, digest=digest, choice=choice)
+                               version=version or source.version or DEFAULT_VERSION, digest=digest, choice=choice, taken=taken)
     archive_path = archive_digest = None
     if archive:
         archive_path = out_dir / "model.tar.gz"
         archive_digest = write_archive(folder, archive_path)
     return PackagedModel(folder=folder, manifest=manifest, archive=archive_path, archive_digest=archive_digest)
+
+
+@dataclass(frozen=True)
+class _Taken:
+    """A snapshot packaging may move: its bytes are the model's as they were hashed to `digest`."""
+
+    path: Path
+    digest: str
+
+    def move_to(self, target: Path) -> str:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(self.path, target)  # a rename: the snapshot sits on the package's file system
+        return self.digest
 
 
 @dataclass(frozen=True)
@@ -146,7 +173,8 @@ def _check_unchanged(source: ModelSource, expected: str | None, actual: str) -> 
         )
 
 
-def _from_model(source: ModelSource, folder: Path, *, name: str, version: int, digest: str | None, choice: _Choice) -> Manifest:
+def _from_model(source: ModelSource, folder: Path, *, name: str, version: int, digest: str | None, choice: _Choice,
+                taken: _Taken | None) -> Manifest:
     """A model file or SavedModel folder, copied (and hashed) once, packaged into `folder`."""
     if digest is not None and (reused := _reusable(folder, name=name, version=version, digest=digest, choice=choice)):
         return reused
@@ -160,7 +188,7 @@ def _from_model(source: ModelSource, folder: Path, *, name: str, version: int, d
             copy = version_dir / (ONNX_FILE if source.format == "onnx" else f"model{source.path.suffix.lower()}")
         else:
             copy = staging / "source" / source.path.name  # the name keeps the suffix Keras goes by
-        copied = copy_hashed(source.path, copy)
+        copied = taken.move_to(copy) if taken else copy_hashed(source.path, copy)
         _check_unchanged(source, digest, copied)
         if digest is None and (reused := _reusable(folder, name=name, version=version, digest=copied, choice=choice)):
             return reused
@@ -174,13 +202,13 @@ def _from_model(source: ModelSource, folder: Path, *, name: str, version: int, d
 
 
 def _from_archive(source: ModelSource, out_dir: Path, *, name: str | None, version: int | None, digest: str | None,
-                  choice: _Choice) -> tuple[Path, Manifest]:
+                  choice: _Choice, taken: _Taken | None) -> tuple[Path, Manifest]:
     """A model.tar.gz: a cloudml package as it is, or a plain TF Serving tarball
     (<version>/saved_model.pb at its root) packaged; the content hash is the tarball's."""
     folder = out_dir / "model"
     with _staging(out_dir) as staging:
         copy = staging / "source.tar.gz"
-        copied = copy_hashed(source.path, copy)
+        copied = taken.move_to(copy) if taken else copy_hashed(source.path, copy)
         _check_unchanged(source, digest, copied)
         unpacked = extract_archive(copy, staging / "unpacked", what=source.path)
         copy.unlink()

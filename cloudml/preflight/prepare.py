@@ -25,17 +25,19 @@ from cloudml.tfnoise import without_noise
 
 def prepare_model(source: ModelSource, out_dir: Path, *, name: str | None, version: int | None, probe: bool,
                   digest: str | None = None, runtime: RuntimeChoice = "auto", sample: Path | None = None,
-                  archive: bool = True) -> PackagedModel:
+                  archive: bool = True, snapshot: Path | None = None) -> PackagedModel:
     """`package_model(source, out_dir, name=, version=, digest=, runtime=, sample=, archive=)`
     then, with `probe`, the probe, in a child process. Pass `digest=source_hash(source)` when the
-    caller has it: the model is then read once, and refused if it no longer hashes to `digest`.
+    caller has it: the model is then read once, and refused if it no longer hashes to `digest`;
+    with `snapshot` (the copy `snapshot_model` made, and its digest) it is not read at all.
     `sample` is a sample request file. The child is also what keeps TensorFlow and the converters
     out of a server that ONNX Runtime serves."""
     with tempfile.TemporaryDirectory(prefix="cloudml-prepare-") as scratch:
         result_path = Path(scratch) / "result.json"
         command = [sys.executable, "-m", "cloudml.preflight.prepare", str(source.path), "--out", str(out_dir),
                    "--result", str(result_path), "--runtime", runtime]
-        for flag, value in (("--name", name), ("--version", version), ("--digest", digest), ("--sample", sample)):
+        for flag, value in (("--name", name), ("--version", version), ("--digest", digest), ("--sample", sample),
+                             ("--snapshot", snapshot)):
             if value is not None:
                 command += [flag, str(value)]
         if probe:
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--result", type=Path, required=True)
     parser.add_argument("--version", type=int)
     parser.add_argument("--digest")
+    parser.add_argument("--snapshot", type=Path)
     parser.add_argument("--probe", action="store_true")
     parser.add_argument("--runtime", choices=["auto", "onnx", "tensorflow"], default="auto")
     parser.add_argument("--sample", type=Path)
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
         instances = read_sample(args.sample) if args.sample else None
         packaged = package_model(args.model, args.out, name=args.name, version=args.version, digest=args.digest, runtime=args.runtime,
-                                 sample=instances, archive=args.archive)
+                                 sample=instances, archive=args.archive, snapshot=args.snapshot)
         if args.probe:
             from cloudml.preflight.probe import probe_archive
 

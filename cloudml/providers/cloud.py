@@ -17,6 +17,7 @@ steps that talk to its API. The hooks see a typed `Rollout`; they never re-imple
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from abc import abstractmethod
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from cloudml.contract import Manifest
     from cloudml.images.runtime import RuntimeImage
     from cloudml.packaging import PackagedModel
-    from cloudml.packaging.source import ModelSource
+    from cloudml.packaging.snapshot import Snapshot
 
 Action = Literal["created", "updated"]
 
@@ -157,12 +158,19 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
             raise ConfigError("image_uri and build_image were both given: the one names the serving image, the other builds it",
                               hint="drop -o build_image=true to serve with image_uri, or drop image_uri to build the cloudml serving image")
         self.check_request(spec)
-        from cloudml.packaging import inspect_source, source_hash
+        from cloudml.packaging import inspect_source
+        from cloudml.packaging.snapshot import snapshot_model
 
         source = inspect_source(spec.model)
-        with self.progress.step(f"hashing {source.display_name}"):
-            model_hash = source_hash(source)
-        plan = self.plan(spec, model_hash)
+        with contextlib.ExitStack() as stack:
+            # The one read of the model: its digest plans the deploy and the copy is what is packaged.
+            with self.progress.step(f"hashing {source.display_name}"):
+                snapshot = stack.enter_context(snapshot_model(source, self._work_root(spec.name)))
+            return self._deploy_snapshot(spec, snapshot)
+
+    def _deploy_snapshot(self, spec: DeploymentSpec, snapshot: Snapshot) -> DeployResult:
+        source = snapshot.original
+        plan = self.plan(spec, snapshot.digest)
         current = self.read_endpoint(spec.name)
         if current is not None:
             if self.owner(current) != spec.name:
@@ -177,9 +185,9 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
 
         # The image is chosen from the model's metadata when it has any, so a model no image can
         # serve is refused at once, before seconds of packaging.
-        runtime, image, building = self._serving_image(spec, source, plan)
-        work = self._work_folder(spec.name, plan)
-        packaged = self._package(source, work, spec, plan.model_hash, runtime=runtime)
+        runtime, image, building = self._serving_image(spec, snapshot, plan)
+        work = self._work_root(spec.name) / plan.hash_hex[:16]
+        packaged = self._package(snapshot, work, spec, runtime=runtime)
         if image is None and not building:  # the model's metadata did not say: the package does
             try:
                 if packaged.manifest.runtime.backend != "tensorflow":
@@ -205,12 +213,13 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
         shutil.rmtree(work, ignore_errors=True)  # kept only while a re-run could reuse it
         return DeployResult(action=action, deployment=self.get(spec.name))
 
-    def _work_folder(self, name: str, plan: CloudPlan) -> Path:
+    def _work_root(self, name: str) -> Path:
+        """Where the deployment's packages are built, one folder per model digest (kept while a re-run could reuse it)."""
         home = Path(os.environ.get("CLOUDML_HOME") or Path.home() / ".cloudml")
         root = Path(self.options.work_dir) if self.options.work_dir else home / f"{self.provider}-packages"
-        return root / name / plan.hash_hex[:16]
+        return root / name
 
-    def _serving_image(self, spec: DeploymentSpec, source: ModelSource, plan: PlanT) -> tuple[RuntimeChoice, str | None, bool]:
+    def _serving_image(self, spec: DeploymentSpec, snapshot: Snapshot, plan: PlanT) -> tuple[RuntimeChoice, str | None, bool]:
         """(what to package the model for, the image that serves it, whether to build the cloudml
         serving image): image_uri wins; else a prebuilt image of the cloud when one serves the
         model; else the built image, unless build_image is false. The image is None when only the
@@ -220,16 +229,18 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
         if self.options.build_image:
             return spec.runtime, None, True
         try:
-            runtime, image = self._prebuilt(spec, source, plan)
+            runtime, image = self._prebuilt(spec, snapshot, plan)
         except ModelError as refusal:
             return spec.runtime, None, self._build_instead(refusal)
         return runtime, image, False
 
-    def _prebuilt(self, spec: DeploymentSpec, source: ModelSource, plan: PlanT) -> tuple[RuntimeChoice, str | None]:
+    def _prebuilt(self, spec: DeploymentSpec, snapshot: Snapshot, plan: PlanT) -> tuple[RuntimeChoice, str | None]:
         """The cloud's prebuilt images run TensorFlow only: what only ONNX Runtime can serve, or
         a model newer than every image, is a ModelError."""
         from cloudml.packaging.metadata import tensorflow_version
         from cloudml.packaging.source import FRAMEWORKS
+
+        source = snapshot.original
 
         framework = FRAMEWORKS.get(source.format)
         if framework not in (None, "tensorflow"):
@@ -241,7 +252,7 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
             # the backend it was packaged for (ONNX Runtime, which no prebuilt image has, or
             # TensorFlow); the package decides, after packaging (_deploy).
             return spec.runtime, None
-        saved_by = tensorflow_version(source)
+        saved_by = tensorflow_version(snapshot.source)
         image = self.prebuilt_image(plan, saved_by) if saved_by else None
         if spec.runtime == "auto":
             self.progress.note(f"note: served by TensorFlow with {self.provider}'s prebuilt image {image or ''}".rstrip()
@@ -292,14 +303,15 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
                                  find_links=[Path(wheelhouse)] if wheelhouse else (), no_index=wheelhouse is not None, work_dir=work,
                                  progress=self.progress)
 
-    def _package(self, source: ModelSource, work: Path, spec: DeploymentSpec, digest: str, *, runtime: RuntimeChoice) -> PackagedModel:
-        """Package (and probe) the very bytes that were hashed: a model changed since is refused."""
+    def _package(self, snapshot: Snapshot, work: Path, spec: DeploymentSpec, *, runtime: RuntimeChoice) -> PackagedModel:
+        """Package (and probe) the snapshot: the very bytes that were hashed, not read again."""
         from cloudml.preflight.prepare import prepare_model
 
+        source = snapshot.original
         checks = " and probing it locally (preflight)" if self.options.preflight else ""
         with self.progress.step(f"packaging {source.display_name}{checks}"):
-            return prepare_model(source, work, name=spec.name, version=spec.model_version, probe=self.options.preflight, digest=digest,
-                                 runtime=runtime, sample=spec.sample)
+            return prepare_model(source, work, name=spec.name, version=spec.model_version, probe=self.options.preflight, digest=snapshot.digest,
+                                 runtime=runtime, sample=spec.sample, snapshot=snapshot.source.path if snapshot.copied else None)
 
     # --- hooks: deciding --------------------------------------------------------------------
     def check_request(self, spec: DeploymentSpec) -> None:

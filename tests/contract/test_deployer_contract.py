@@ -10,6 +10,7 @@ import re
 
 import pytest
 from conftest import rows_close, run_cli
+from file_opens import FileOpens
 
 pytestmark = pytest.mark.slow
 
@@ -125,6 +126,25 @@ def test_a_package_made_once_deploys_with_the_runtime_it_was_packaged_for(target
     assert again["action"] == "unchanged" and target.resources(name) == made
     assert target.cli("delete", name, "--purge").returncode == 0
     assert not any(target.resources(name).values())
+
+
+def test_a_deploy_reads_the_model_once(target, seed_models, tmp_path):
+    """A model of many GB is read once per deploy: copied while it is hashed, then planned,
+    packaged and served from that copy. Every process's opens of the model's files are counted
+    (inotify), the detached server's included; an unchanged deploy reads it once too."""
+    cnn = seed_models["cnn"]
+    name = "contract-read-once"
+    model = tmp_path / "cnn_savedmodel"
+    cnn.keras_model().export(str(model), verbose=False)
+    files = sorted(p for p in model.rglob("*") if p.is_file())
+    assert any(p.parent.name == "variables" for p in files)  # the weights are files of their own
+    for expected_action in ("created", "unchanged"):
+        with FileOpens(model) as opens:
+            deployed = target.deploy(model, name)
+        assert deployed["action"] == expected_action
+        assert {str(p.relative_to(model)): opens.counts()[p] for p in files} == {str(p.relative_to(model)): 1 for p in files}
+    assert rows_close(predictions(target, name, cnn.instances), cnn.reference())
+    assert target.cli("delete", name, "--purge").returncode == 0
 
 
 def test_a_new_model_that_cannot_serve_leaves_the_old_one_serving_and_nothing_behind(target, seed_models, unservable_model):

@@ -32,7 +32,8 @@ from pydantic import Field
 from cloudml import httpclient
 from cloudml.contract import Manifest
 from cloudml.errors import ConfigError, DeployFailed, DeploymentNotFound, EndpointUnavailable, ModelError, PredictionRejected
-from cloudml.packaging import inspect_source, source_hash
+from cloudml.packaging import inspect_source
+from cloudml.packaging.snapshot import Snapshot, snapshot_model
 from cloudml.providers.base import Deployer, ProviderOptions
 from cloudml.providers.local import process
 from cloudml.providers.local.state import LocalRecord, Server, StateError, StateStore
@@ -111,8 +112,14 @@ class LocalDeployer(Deployer):
         source = inspect_source(spec.model)
         if spec.resources.instance_type or spec.resources.max_replicas or spec.resources.min_replicas != 1:
             self.progress.note("note: the local provider runs one server process; resources apply to cloud providers")
-        with self.progress.step(f"hashing {source.path.name}"):
-            model_hash = source_hash(source)
+        with contextlib.ExitStack() as stack:
+            # The one read of the model: its digest decides, and the new server packages the copy.
+            with self.progress.step(f"hashing {source.path.name}"):
+                snapshot = stack.enter_context(snapshot_model(source, self.options.home / "snapshots"))
+            return self._deploy_snapshot(spec, snapshot)
+
+    def _deploy_snapshot(self, spec: DeploymentSpec, snapshot: Snapshot) -> DeployResult:
+        source, model_hash = snapshot.original, snapshot.digest
         version = spec.model_version or _package_version(source) or source.version or 1
         fingerprint = _fingerprint(model_hash, version, spec)
         with _signals_unwind(), self.state.lock(spec.name):
@@ -134,7 +141,7 @@ class LocalDeployer(Deployer):
                     name=spec.name, host=self.options.host, port=listener.getsockname()[1], fingerprint="",
                     model_hash="", model_version=version, model_path="", created_at=now, updated_at=now,
                 )
-                new = self._start(spec, source.path, record, listener)
+                new = self._start(spec, snapshot, record, listener)
             finally:
                 listener.close()  # the server has its own copy; without one, the port is free again
             record.server, record.pending = new, None
@@ -171,11 +178,12 @@ class LocalDeployer(Deployer):
                                   hint="choose another one with -o port=..., or leave it unset for a free one") from None
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}", hint="choose another host or port") from None
 
-    def _start(self, spec: DeploymentSpec, model: Path, record: LocalRecord, listener) -> Server:
-        """Start a server for `spec` on `listener`, recorded as pending; return it once healthy."""
+    def _start(self, spec: DeploymentSpec, snapshot: Snapshot, record: LocalRecord, listener) -> Server:
+        """Start a server for `spec` on `listener`, recorded as pending; return it once healthy.
+        It packages the snapshot (not the user's model, which is not read again)."""
         revision = hashlib.sha256(f"{spec.name}{time.time()}{os.getpid()}".encode()).hexdigest()
         folder = self.options.home / "deployments" / spec.name / f"{revision[:12]}-{int(time.time() * 1000)}"
-        served = inspect_source(model)
+        served = snapshot.original
         new = Server.new(folder, served.path if served.format == "package" else folder / "package" / "model")
         record.pending = new
         self.state.put(record)  # recorded before it starts: if we die from here on, it is found
@@ -184,7 +192,8 @@ class LocalDeployer(Deployer):
         tie = process.Tie()
         try:
             proc = process.start_server(
-                model=Path(model).resolve(), package_dir=folder / "package", log_path=new.log_path,
+                model=served.path.resolve(), package_dir=folder / "package",
+                snapshot=(snapshot.source.path, snapshot.digest) if snapshot.copied else None, log_path=new.log_path,
                 socket_path=new.socket_path, handoff_path=new.handoff_path, error_file=error_file,
                 listener=listener, tie=tie, host=record.host, name=spec.name, version=spec.model_version, env=spec.env,
                 runtime=spec.runtime, sample=spec.sample.resolve() if spec.sample else None,

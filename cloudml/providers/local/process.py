@@ -51,10 +51,12 @@ def start_server(
     env: dict[str, str],
     runtime: str = "auto",
     sample: Path | None = None,
+    snapshot: tuple[Path, str] | None = None,
 ) -> subprocess.Popen:
     """Start `cloudml serve` in its own session, serving `listener`, logging to `log_path`.
 
-    It outlives this process only once `tie` is released; until then it stops when we end."""
+    It outlives this process only once `tie` is released; until then it stops when we end.
+    `snapshot` is (the copy of `model` the deploy hashed, its digest): the server packages that copy."""
     port = listener.getsockname()[1]
     command = [
         sys.executable, "-m", "cloudml", "serve", str(model),
@@ -64,6 +66,8 @@ def start_server(
     ]
     if sample is not None:
         command += ["--sample", str(sample)]
+    if snapshot is not None:
+        command += ["--snapshot", str(snapshot[0]), "--digest", snapshot[1]]
     if version is not None:
         command += ["--model-version", str(version)]
     log_path.parent.mkdir(parents=True, exist_ok=True)

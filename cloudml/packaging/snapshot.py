@@ -1,0 +1,84 @@
+"""A private copy of the user's model, made while hashing it: the one read of the model a deploy makes.
+
+A deploy needs the model's digest to plan (is it unchanged?) before it packages, and packaging
+needs the model's bytes. Copying while hashing gives both from one read: the plan, the image
+choice and the package all come from the copy, so what is served is exactly what was hashed even
+if the model is rewritten meanwhile. `package_model(snapshot=...)` moves the copy into the
+package instead of reading the model again.
+
+A cloudml package folder is not copied (its manifest holds its digest, and it is served as it is).
+Each snapshot lives in a folder named after the process that made it, so the folder of a deploy
+that was killed is removed by the next one, and a concurrent deploy's is left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloudml.contract import Manifest
+from cloudml.packaging.hashing import copy_hashed
+from cloudml.packaging.source import ModelSource, inspect_source
+
+_PREFIX = ".snapshot-"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    original: ModelSource  # what the user gave (named in messages and the manifest)
+    source: ModelSource  # what to read: the private copy, or the package folder itself
+    digest: str  # the content hash of those bytes ("sha256:<hex>")
+
+    @property
+    def copied(self) -> bool:
+        """False for a package folder, which is read where it is."""
+        return self.source.path != self.original.path
+
+
+@contextlib.contextmanager
+def snapshot_model(source: ModelSource, parent: Path) -> Iterator[Snapshot]:
+    """Copy `source` into a new folder below `parent` while hashing it; the copy is removed on
+    exit, unless packaging moved it into a package first."""
+    if source.format == "package":
+        yield Snapshot(original=source, source=source, digest=Manifest.read(source.path).content_hash)
+        return
+    parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(parent)
+    folder = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=parent))
+    try:
+        # The copy keeps the names the model is known by (a TF Serving base folder's, a file's suffix).
+        relative = Path(source.path.parent.name, source.path.name) if source.format == "saved_model" and source.version else Path(source.path.name)
+        copy = folder / relative
+        digest = copy_hashed(source.path, copy)
+        yield Snapshot(original=source, source=ModelSource(copy, source.format, source.version), digest=digest)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def copy_of(original: Path | str, copy: Path) -> ModelSource:
+    """The model at `original` as its snapshot `copy` shows it, without opening `original`."""
+    seen = inspect_source(copy)
+    return ModelSource(Path(original).expanduser(), seen.format, seen.version)
+
+
+def _remove_abandoned(parent: Path) -> None:
+    """Snapshots of processes that are gone (a deploy killed while it packaged)."""
+    for entry in parent.glob(f"{_PREFIX}*"):
+        pid = entry.name[len(_PREFIX):].partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
