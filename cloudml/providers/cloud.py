@@ -17,11 +17,13 @@ steps that talk to its API. The hooks see a typed `Rollout`; they never re-imple
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 import shutil
+import time
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
@@ -34,7 +36,7 @@ from cloudml.images.registry import RegistryTarget
 from cloudml.progress import Progress
 from cloudml.providers.base import Deployer, ProviderOptions
 from cloudml.providers.common import WaitTimedOut
-from cloudml.results import Deployment, DeployResult
+from cloudml.results import Deployment, DeployResult, Prediction
 from cloudml.spec import DeploymentSpec
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from cloudml.packaging.snapshot import Snapshot
 
 Action = Literal["created", "updated"]
+LOG_TAIL_LINES = 40  # of the serving log, in the details of a failed deploy
 
 
 def runtime_of(manifest: Manifest) -> tuple[str, str | None]:
@@ -145,12 +148,13 @@ class Rollout(Generic[PlanT, EndpointT]):
 
 
 class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
-    """A cloud provider: the shared algorithm (`deploy`, `get`, `delete`) over its hooks."""
+    """A cloud provider: the shared algorithm (`deploy`, `get`, `list`, `predict`, `logs`, `delete`) over its hooks."""
 
     Options: ClassVar[type[ProviderOptions]] = CloudOptions
     options: CloudOptions
     endpoint_kind: ClassVar[str]  # how the cloud calls what one deployment is: "SageMaker endpoint"
     ownership_mark: ClassVar[str]  # the tag or label naming the deployment: "cloudml:deployment"
+    log_name: ClassVar[str]  # what the serving log is called in messages: "CloudWatch log"
 
     # --- deploy ---------------------------------------------------------------------------
     def _deploy(self, spec: DeploymentSpec) -> DeployResult:
@@ -174,13 +178,11 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
         current = self.read_endpoint(spec.name)
         if current is not None:
             if self.owner(current) != spec.name:
-                raise ConfigError(
-                    f"{self.endpoint_kind} {spec.name!r} already exists and was not created by cloudml",
-                    hint="cloudml never takes over endpoints it did not make: choose another --name",
-                )
+                raise self.foreign_endpoint(spec.name)
             current = self.settle(current, plan)
         if current is not None and self.is_unchanged(current, plan):
             self.refresh_tags(current, spec, plan)
+            self.finish_interrupted_cleanup(current, plan)
             return DeployResult(action="unchanged", deployment=self.get(spec.name))
 
         # The image is chosen from the model's metadata when it has any, so a model no image can
@@ -212,6 +214,10 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
         self.retire_previous(rollout)
         shutil.rmtree(work, ignore_errors=True)  # kept only while a re-run could reuse it
         return DeployResult(action=action, deployment=self.get(spec.name))
+
+    def foreign_endpoint(self, name: str, why: str = "already exists and was not created by cloudml") -> ConfigError:
+        """The refusal to deploy onto an endpoint cloudml did not make."""
+        return ConfigError(f"{self.endpoint_kind} {name!r} {why}", hint="cloudml never takes over endpoints it did not make: choose another --name")
 
     def _work_root(self, name: str) -> Path:
         """Where the deployment's packages are built, one folder per model digest (kept while a re-run could reuse it)."""
@@ -341,6 +347,10 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
     def refresh_tags(self, endpoint: EndpointT, spec: DeploymentSpec, plan: PlanT) -> None:
         """An unchanged deploy still applies changed user tags."""
 
+    def finish_interrupted_cleanup(self, endpoint: EndpointT, plan: PlanT) -> None:
+        """An unchanged deploy still removes what an earlier run of this plan, stopped after the
+        new version served but before retire_previous ended, left of the previous version."""
+
     # --- hooks: doing -----------------------------------------------------------------------
     @abstractmethod
     def prebuilt_image(self, plan: PlanT, tensorflow_version: str) -> str:
@@ -387,6 +397,71 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
     @abstractmethod
     def location(self) -> str:
         """Where this deployer looks (a region, a project/location, a workspace), for messages."""
+
+    def list(self) -> builtins.list[Deployment]:
+        """The endpoints whose ownership mark names themselves, with `listed_extras`, by name."""
+        out = []
+        for name, endpoint in self.list_endpoints():
+            if self.owner(endpoint) == name and (read := self.read_listed(endpoint)) is not None:
+                out.append(self.describe(read))
+        out += self.listed_extras({deployment.name for deployment in out})
+        return sorted(out, key=lambda d: d.name)
+
+    @abstractmethod
+    def list_endpoints(self) -> Iterable[tuple[str, EndpointT]]:
+        """Every endpoint where this deployer looks, whoever made it, each with its name."""
+
+    def read_listed(self, endpoint: EndpointT) -> EndpointT | None:
+        """A listed endpoint of cloudml's as `describe` reads it (None: gone since it was listed)."""
+        return endpoint
+
+    def listed_extras(self, listed: set[str]) -> builtins.list[Deployment]:
+        """Deployments `list` shows that have no endpoint (`listed`: those that have one)."""
+        return []
+
+    # --- serving ----------------------------------------------------------------------------
+    # builtins.list: inside the class body `list` is the method above
+    def predict(self, name: str, *, instances: builtins.list[Any], parameters: dict[str, Any] | None = None) -> Prediction:
+        body: dict[str, Any] = {"instances": instances}
+        if parameters:
+            body["parameters"] = parameters
+        connection = self.connect(name)
+        started = time.perf_counter()
+        predictions = self.invoke(name, body, connection)
+        return Prediction(deployment=name, predictions=predictions, latency_ms=(time.perf_counter() - started) * 1000)
+
+    def connect(self, name: str) -> Any:
+        """What a prediction request needs beside its body (Azure: the scoring URI and key), read
+        before the latency clock starts; None by default."""
+        return None
+
+    @abstractmethod
+    def invoke(self, name: str, body: dict[str, Any], connection: Any) -> builtins.list[Any]:
+        """Send one request body (`{"instances": ..., "parameters": ...}`) and return its
+        predictions; the cloud's failures become cloudml's errors."""
+
+    def logs(self, name: str, *, tail: int = 100, follow: bool = False) -> Iterator[str]:
+        endpoint = self.owned_endpoint(name)
+        if follow:
+            return self.follow_logs(endpoint, tail)
+        return iter(self.tail_logs(endpoint, tail))
+
+    @abstractmethod
+    def tail_logs(self, endpoint: EndpointT, lines: int) -> builtins.list[str]:
+        """The last `lines` lines of what serves on the endpoint."""
+
+    @abstractmethod
+    def follow_logs(self, endpoint: EndpointT, lines: int) -> Iterator[str]:
+        """The last `lines` lines, then each new one as it comes."""
+
+    def log_details(self, read: Callable[[int], builtins.list[str]], *, empty: str) -> str:
+        """The details of a failed deploy: the last LOG_TAIL_LINES lines `read(lines)` returns,
+        `empty` when there are none; a log that cannot be read says so."""
+        try:
+            lines = read(LOG_TAIL_LINES)
+        except Exception as exc:  # noqa: BLE001 - the failure matters more than its log
+            return f"(could not read the {self.log_name}: {exc})"
+        return "\n".join(lines) if lines else empty
 
     # --- delete -----------------------------------------------------------------------------
     def delete(self, name: str, *, purge: bool = False) -> bool:

@@ -32,6 +32,17 @@ def container_error(message: str) -> str:
         return message
 
 
+def tag_version(value: str | None) -> int | None:
+    """The model version a tag or label holds; None when it holds none (or not a number)."""
+    return int(value) if value and value.isdigit() else None
+
+
+def artifact_prefix(prefix: str, name: str) -> str:
+    """Where a deployment's model artifacts lie in a bucket or container: `<prefix>/<name>/`
+    (no leading slash when the prefix is empty)."""
+    return f"{prefix}/{name}/".lstrip("/")
+
+
 def version_tuple(text: str) -> tuple[int, ...]:
     """"2.16.1" -> (2, 16, 1); "2.21.0rc1" -> (2, 21, 0): numeric parts until the first non-numeric one."""
     parts = []

@@ -24,9 +24,9 @@ from cloudml.providers.aws.images import check_instance_type, tensorflow_image
 from cloudml.providers.aws.options import AwsOptions
 from cloudml.providers.aws.session import AwsSession, aws_errors, error_code, error_message, is_not_found, tag_list, tags_dict
 from cloudml.providers.cloud import Action, CloudDeployer, CloudPlan, RegistryTarget, Rollout, serving_choice
-from cloudml.providers.common import container_error, short_hash, wait_while_busy
+from cloudml.providers.common import artifact_prefix, container_error, short_hash, tag_version, wait_while_busy
 from cloudml.providers.served import FRAMEWORK, NOT_ONNX, RUNTIME, one_line, served_details
-from cloudml.results import Deployment, DeploymentStatus, Prediction, utcnow
+from cloudml.results import Deployment, DeploymentStatus, utcnow
 from cloudml.spec import DeploymentSpec
 
 VARIANT = "primary"
@@ -50,7 +50,6 @@ STATUS = {
     "Failed": DeploymentStatus.FAILED,
     "UpdateRollbackFailed": DeploymentStatus.FAILED,
 }
-LOG_TAIL_LINES = 40
 
 
 @dataclass(frozen=True)
@@ -77,6 +76,10 @@ class Endpoint:
     resumed: Action | None = None  # settle waited for a create or update an earlier run started
 
     @property
+    def name(self) -> str:
+        return self.description["EndpointName"]
+
+    @property
     def status(self) -> str:
         return self.description["EndpointStatus"]
 
@@ -91,6 +94,7 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
     options: AwsOptions
     endpoint_kind = "SageMaker endpoint"
     ownership_mark = TAG_DEPLOYMENT
+    log_name = "CloudWatch log"
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -155,8 +159,9 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
 
     def refresh_tags(self, endpoint: Endpoint, spec: DeploymentSpec, plan: Plan) -> None:
         self._retag(endpoint, spec, plan, served=None)
-        # What an earlier, interrupted run of this plan may have left (its predecessor's model and config).
-        self._remove_owned(plan.name, keep=frozenset({plan.model_name, plan.config_name}))
+
+    def finish_interrupted_cleanup(self, endpoint: Endpoint, plan: Plan) -> None:
+        self._remove_previous(plan)  # its predecessor's model and config
 
     # --- deploy: doing --------------------------------------------------------------------
     def prebuilt_image(self, plan: Plan, tensorflow_version: str) -> str:
@@ -170,7 +175,7 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
     def stage_artifact(self, rollout: Rollout[Plan, Endpoint]) -> str:
         plan = rollout.plan
         bucket = self._bucket()
-        key = f"{self.options.prefix}/{plan.name}/{plan.hash_hex[:16]}/model.tar.gz".lstrip("/")
+        key = f"{artifact_prefix(self.options.prefix, plan.name)}{plan.hash_hex[:16]}/model.tar.gz"
         with self.progress.step(f"uploading model.tar.gz to s3://{bucket}/{key}"):
             artifacts.ensure_bucket(self.aws, bucket)
             packaged = rollout.packaged
@@ -212,7 +217,10 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
         return action
 
     def retire_previous(self, rollout: Rollout[Plan, Endpoint]) -> None:
-        self._remove_owned(rollout.plan.name, keep=frozenset({rollout.plan.model_name, rollout.plan.config_name}))
+        self._remove_previous(rollout.plan)
+
+    def _remove_previous(self, plan: Plan) -> None:
+        self._remove_owned(plan.name, keep=frozenset({plan.model_name, plan.config_name}))
 
     def _bucket(self) -> str:
         return self.options.bucket or artifacts.default_bucket(self.aws)
@@ -455,35 +463,29 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
         if target:
             details["autoscaling"] = f"{target['MinCapacity']}-{target['MaxCapacity']} instances"
         details.update({key: tags[tag] for key, tag in ((RUNTIME, TAG_RUNTIME), (FRAMEWORK, TAG_FRAMEWORK), (NOT_ONNX, TAG_NOT_ONNX)) if tags.get(tag)})
-        version = tags.get(TAG_VERSION)
         return Deployment(
             name=name, provider=self.provider, status=STATUS.get(described["EndpointStatus"], DeploymentStatus.UNHEALTHY),
-            endpoint_url=self.aws.runtime_url(name), model_version=int(version) if version and version.isdigit() else None,
+            endpoint_url=self.aws.runtime_url(name), model_version=tag_version(tags.get(TAG_VERSION)),
             model_hash=tags.get(TAG_HASH), created_at=described.get("CreationTime") or utcnow(),
             updated_at=described.get("LastModifiedTime") or utcnow(),
             tags={k: v for k, v in tags.items() if not k.startswith("cloudml:")}, details=details,
         )
 
-    def list(self) -> list[Deployment]:
-        out = []
+    def list_endpoints(self) -> Iterator[tuple[str, Endpoint]]:
+        """Each endpoint as ListEndpoints summarises it, with its tags: read_listed describes those cloudml's."""
         with aws_errors("listing SageMaker endpoints"):
             for page in self.aws.sagemaker.get_paginator("list_endpoints").paginate():
                 for item in page["Endpoints"]:
-                    tags = self._tags(item["EndpointArn"])
-                    if tags.get(TAG_DEPLOYMENT) == item["EndpointName"]:
-                        described = self._endpoint(item["EndpointName"])
-                        if described is not None:
-                            out.append(self.describe(Endpoint(described, tags)))
-        return sorted(out, key=lambda d: d.name)
+                    endpoint = Endpoint(item, self._tags(item["EndpointArn"]))
+                    yield endpoint.name, endpoint
 
-    # builtins.list: inside the class body `list` is the method above
-    def predict(self, name: str, *, instances: builtins.list[Any], parameters: dict[str, Any] | None = None) -> Prediction:
+    def read_listed(self, endpoint: Endpoint) -> Endpoint | None:
+        described = self._endpoint(endpoint.name)
+        return None if described is None else replace(endpoint, description=described)
+
+    def invoke(self, name: str, body: dict[str, Any], connection: None) -> builtins.list[Any]:
         from botocore.exceptions import ClientError
 
-        body: dict[str, Any] = {"instances": instances}
-        if parameters:
-            body["parameters"] = parameters
-        started = time.perf_counter()
         try:
             with aws_errors(f"invoking endpoint {name}", error=EndpointUnavailable, passthrough=ClientError):
                 response = self.aws.runtime.invoke_endpoint(EndpointName=name, ContentType="application/json", Accept="application/json", Body=json.dumps(body))
@@ -499,27 +501,21 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
                 raise EndpointUnavailable(f"endpoint {name} is not serving: {message}") from None
             with aws_errors(f"invoking endpoint {name}", error=EndpointUnavailable):
                 raise
-        payload = json.loads(response["Body"].read())
-        return Prediction(deployment=name, predictions=payload["predictions"], latency_ms=(time.perf_counter() - started) * 1000)
+        return json.loads(response["Body"].read())["predictions"]
 
-    def logs(self, name: str, *, tail: int = 100, follow: bool = False) -> Iterator[str]:
-        self.owned_endpoint(name)
-        if follow:
-            return logs.follow(self.aws, name, lines=tail)
-        return iter(logs.tail(self.aws, name, tail))
+    def tail_logs(self, endpoint: Endpoint, lines: int) -> builtins.list[str]:
+        return logs.tail(self.aws, endpoint.name, lines)
+
+    def follow_logs(self, endpoint: Endpoint, lines: int) -> Iterator[str]:
+        return logs.follow(self.aws, endpoint.name, lines=lines)
 
     def _log_tail(self, name: str) -> str:
-        try:
-            lines = logs.tail(self.aws, name, LOG_TAIL_LINES)
-        except Exception as exc:  # noqa: BLE001 - the failure matters more than its log
-            return f"(could not read the CloudWatch log: {exc})"
-        return "\n".join(lines) if lines else f"(no lines in CloudWatch log group {logs.log_group(name)} yet)"
+        return self.log_details(lambda lines: logs.tail(self.aws, name, lines), empty=f"(no lines in CloudWatch log group {logs.log_group(name)} yet)")
 
     # --- delete ---------------------------------------------------------------------------
     def delete_endpoint(self, endpoint: Endpoint) -> None:
-        name = endpoint.description["EndpointName"]
-        scaling.deregister(self.aws, name, VARIANT)
-        self._delete_endpoint(name)
+        scaling.deregister(self.aws, endpoint.name, VARIANT)
+        self._delete_endpoint(endpoint.name)
 
     def delete_leftovers(self, name: str) -> bool:
         return self._remove_owned(name)
@@ -527,7 +523,7 @@ class SageMakerDeployer(CloudDeployer[Plan, Endpoint]):
     def purge_artifacts(self, name: str) -> bool:
         bucket = self._bucket()
         with aws_errors(f"deleting the model artifacts in s3://{bucket}"):
-            return artifacts.delete_prefix(self.aws, bucket=bucket, prefix=f"{self.options.prefix}/{name}/".lstrip("/")) > 0
+            return artifacts.delete_prefix(self.aws, bucket=bucket, prefix=artifact_prefix(self.options.prefix, name)) > 0
 
     def _delete_endpoint(self, name: str) -> None:
         from botocore.exceptions import ClientError

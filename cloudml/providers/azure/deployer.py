@@ -29,6 +29,7 @@ from cloudml.providers.azure import artifacts, logs, workspace
 from cloudml.providers.azure.environment import check_endpoint_name, serving_environment
 from cloudml.providers.azure.options import AzureOptions
 from cloudml.providers.azure.plan import (
+    ARTIFACT_PREFIX,
     SERVED_TAGS,
     TAG_DEPLOYMENT,
     TAG_HASH,
@@ -44,14 +45,13 @@ from cloudml.providers.azure.plan import (
 )
 from cloudml.providers.azure.session import azure_errors, error_message, ml_client
 from cloudml.providers.cloud import Action, CloudDeployer, RegistryTarget, Rollout, UndoJournal
-from cloudml.providers.common import WaitTimedOut, wait_while_busy
-from cloudml.results import Deployment, DeploymentStatus, DeployResult, Prediction, utcnow
+from cloudml.providers.common import WaitTimedOut, artifact_prefix, tag_version, wait_while_busy
+from cloudml.results import Deployment, DeploymentStatus, DeployResult, utcnow
 from cloudml.spec import DeploymentSpec
 
 __all__ = ["AzureEndpoint", "AzureMLDeployer", "WaitTimedOut"]
 
 BUSY = ("creating", "updating", "deleting", "provisioning")
-LOG_TAIL_LINES = 40
 STATUS = {
     "succeeded": DeploymentStatus.HEALTHY,
     "creating": DeploymentStatus.CREATING,
@@ -90,6 +90,11 @@ class AzureEndpoint:
     def live(self) -> str | None:
         return live_deployment(self.resource.traffic)
 
+    @property
+    def logged(self) -> str | None:
+        """The deployment whose log `cloudml logs` shows: the live one, else any (None: none)."""
+        return self.live or next(iter(self.deployments), None)
+
 
 @contextlib.contextmanager
 def _sdk_quiet() -> Iterator[None]:
@@ -105,6 +110,7 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
     options: AzureOptions
     endpoint_kind = "Azure ML online endpoint"
     ownership_mark = TAG_DEPLOYMENT
+    log_name = "container log"
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -182,7 +188,7 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
 
     def is_unchanged(self, endpoint: AzureEndpoint, plan: AzurePlan) -> bool:
         """All traffic on this plan's deployment, provisioned: a canary an earlier run left half
-        way is not (the resumed run moves the rest); its leftovers are removed by refresh_tags."""
+        way is not (the resumed run moves the rest); its leftovers are removed by finish_interrupted_cleanup."""
         shares = {d: p for d, p in (endpoint.resource.traffic or {}).items() if p}
         return (shares == {plan.deployment_name: 100} and endpoint.state == "succeeded"
                 and state(endpoint.deployments.get(plan.deployment_name)) == "succeeded")
@@ -194,9 +200,11 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
             endpoint.resource.tags = {**have, **wanted}
             with azure_errors(f"tagging endpoint {spec.name}"):
                 self._finish(self.ml.online_endpoints.begin_create_or_update(endpoint.resource), f"endpoint {spec.name} to be tagged")
-        # An earlier run of this plan that was stopped after moving the traffic still owes its clean-up.
+
+    def finish_interrupted_cleanup(self, endpoint: AzureEndpoint, plan: AzurePlan) -> None:
+        """What an earlier run stopped after moving the traffic owes: the old deployments and model versions."""
         kept = next((v for v in workspace.model_versions(self.ml, plan.model_name) if (v.tags or {}).get(TAG_HASH) == plan.model_hash), None)
-        self._retire(spec.name, plan, keep_model=str(kept.version) if kept is not None else None, deployments=endpoint.deployments.values())
+        self._retire(plan.name, plan, keep_model=str(kept.version) if kept is not None else None, deployments=endpoint.deployments.values())
 
     def prebuilt_image(self, plan: AzurePlan, tensorflow_version: str) -> str:
         """Azure ML has no TensorFlow inference image: only a configured environment serves
@@ -414,39 +422,36 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
             details["instance_count"] = current.instance_count
             details["model"] = current.model if isinstance(current.model, str) else getattr(current.model, "id", None)
         details.update(served_shown(tags))
-        version = tags.get(TAG_VERSION)
         created = getattr(resource, "creation_context", None)
         return Deployment(
             name=endpoint.name, provider=self.provider, status=status, endpoint_url=resource.scoring_uri,
-            model_version=int(version) if version and version.isdigit() else None, model_hash=tags.get(TAG_HASH),
+            model_version=tag_version(tags.get(TAG_VERSION)), model_hash=tags.get(TAG_HASH),
             created_at=getattr(created, "created_at", None) or utcnow(), updated_at=getattr(created, "last_modified_at", None) or utcnow(),
             tags={k: v for k, v in tags.items() if not k.startswith("cloudml-")}, details=details,
         )
 
-    def list(self) -> list[Deployment]:
+    def list_endpoints(self) -> builtins.list[tuple[str, AzureEndpoint]]:
         with azure_errors("listing Azure ML online endpoints"):
-            endpoints = list(self.ml.online_endpoints.list())
-        return sorted((self.describe(self._as_endpoint(e)) for e in endpoints if (e.tags or {}).get(TAG_DEPLOYMENT) == e.name),
-                      key=lambda d: d.name)
+            return [(e.name, self._as_endpoint(e)) for e in self.ml.online_endpoints.list()]
 
-    def predict(self, name: str, *, instances: builtins.list[Any], parameters: dict[str, Any] | None = None) -> Prediction:
-        import requests
-
+    def connect(self, name: str) -> tuple[str, str | None]:
+        """(the scoring URI, the key or token that calls it)."""
         endpoint = self.owned_endpoint(name).resource
-        body: dict[str, Any] = {"instances": instances}
-        if parameters:
-            body["parameters"] = parameters
         with azure_errors(f"reading the credentials of endpoint {name}", error=EndpointUnavailable):
             credentials = self.ml.online_endpoints.get_keys(name)
-        secret = getattr(credentials, "primary_key", None) or getattr(credentials, "access_token", None)
-        started = time.perf_counter()
+        return endpoint.scoring_uri, getattr(credentials, "primary_key", None) or getattr(credentials, "access_token", None)
+
+    def invoke(self, name: str, body: dict[str, Any], connection: tuple[str, str | None]) -> builtins.list[Any]:
+        import requests
+
+        scoring_uri, secret = connection
         try:
-            response = requests.post(endpoint.scoring_uri, data=json.dumps(body), timeout=120,
+            response = requests.post(scoring_uri, data=json.dumps(body), timeout=120,
                                      headers={"Content-Type": "application/json", "Authorization": f"Bearer {secret}"})
         except requests.RequestException as exc:
             raise EndpointUnavailable(f"cannot reach the scoring URI of {name}: {exc}") from None
         if response.status_code == 200:
-            return Prediction(deployment=name, predictions=response.json()["predictions"], latency_ms=(time.perf_counter() - started) * 1000)
+            return response.json()["predictions"]
         message = _response_message(response)
         if response.status_code == 401:
             raise PredictionRejected(f"{name} refused the credentials: {message}", status_code=401,
@@ -456,22 +461,20 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
         raise EndpointUnavailable(f"endpoint {name} is not serving ({response.status_code}): {message}",
                                   hint=f"`cloudml status {name} --provider azure` and `cloudml logs {name} --provider azure`")
 
-    def logs(self, name: str, *, tail: int = 100, follow: bool = False) -> Iterator[str]:
-        endpoint = self.owned_endpoint(name)
-        deployment = endpoint.live or next(iter(endpoint.deployments), None)
+    def tail_logs(self, endpoint: AzureEndpoint, lines: int) -> builtins.list[str]:
+        deployment = endpoint.logged
+        return [] if deployment is None else logs.tail(self.ml, endpoint.name, deployment, lines)
+
+    def follow_logs(self, endpoint: AzureEndpoint, lines: int) -> Iterator[str]:
+        deployment = endpoint.logged
         if deployment is None:
             return iter(())
-        lines = logs.tail(self.ml, name, deployment, tail)
-        if not follow:
-            return iter(lines)
-        return logs.follow(self.ml, name, deployment, first=lines, interval=min(self.options.poll_interval, 2.0))
+        first = logs.tail(self.ml, endpoint.name, deployment, lines)
+        return logs.follow(self.ml, endpoint.name, deployment, first=first, interval=min(self.options.poll_interval, 2.0))
 
     def _log_tail(self, endpoint: str, deployment: str) -> str:
-        try:
-            lines = logs.tail(self.ml, endpoint, deployment, LOG_TAIL_LINES)
-        except Exception as exc:  # noqa: BLE001 - the failure matters more than its log
-            return f"(could not read the container log: {exc})"
-        return "\n".join(lines) if lines else f"(deployment {deployment} has written no log lines)"
+        return self.log_details(lambda lines: logs.tail(self.ml, endpoint, deployment, lines),
+                                empty=f"(deployment {deployment} has written no log lines)")
 
     # --- delete ---------------------------------------------------------------------------
     def delete(self, name: str, *, purge: bool = False) -> bool:
@@ -486,7 +489,7 @@ class AzureMLDeployer(CloudDeployer[AzurePlan, AzureEndpoint]):
 
     def purge_artifacts(self, name: str) -> bool:
         _, container = artifacts.container_client(self.ml, self.options.storage_url)
-        return artifacts.delete_prefix(container, f"cloudml/{name}/") > 0
+        return artifacts.delete_prefix(container, artifact_prefix(ARTIFACT_PREFIX, name)) > 0
 
     def _delete_model_versions(self, name: str, *, keep: str | None = None) -> bool:
         """The model versions cloudml registered for the deployment, but `keep`; True when any went."""

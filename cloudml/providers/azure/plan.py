@@ -12,7 +12,7 @@ from cloudml.errors import ConfigError
 from cloudml.providers.azure.environment import check_instance_type
 from cloudml.providers.azure.options import AzureOptions
 from cloudml.providers.cloud import CloudPlan, serving_choice
-from cloudml.providers.common import short_hash
+from cloudml.providers.common import artifact_prefix, short_hash
 from cloudml.providers.served import FRAMEWORK, NOT_ONNX, RUNTIME, one_line, served_details
 from cloudml.spec import DeploymentSpec
 
@@ -22,6 +22,7 @@ TAG_VERSION = "cloudml-model-version"
 # How the package is served: tagged where the version is, and moving with it.
 SERVED_TAGS = {"cloudml-runtime": RUNTIME, "cloudml-framework": FRAMEWORK, "cloudml-not-onnx-because": NOT_ONNX}  # -> the details key
 TAG_VALUE_LIMIT = 256
+ARTIFACT_PREFIX = "cloudml"  # of the blobs in the workspace's datastore (not an option, unlike the other clouds' prefix)
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class AzurePlan(CloudPlan):
 
     @property
     def blob_prefix(self) -> str:
-        return f"cloudml/{self.name}/{self.hash_hex[:16]}/model"
+        return f"{artifact_prefix(ARTIFACT_PREFIX, self.name)}{self.hash_hex[:16]}/model"
 
 
 def make_plan(spec: DeploymentSpec, model_hash: str, options: AzureOptions) -> AzurePlan:

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from cloudml.errors import ConfigError, DeployFailed, DeploymentNotFound, EndpointUnavailable, PredictionRejected
+from cloudml.errors import DeployFailed, DeploymentNotFound, EndpointUnavailable, PredictionRejected
 from cloudml.providers.cloud import Action, CloudDeployer, RegistryTarget, Rollout, UndoJournal, serving_choice
-from cloudml.providers.common import container_error
+from cloudml.providers.common import artifact_prefix, container_error, tag_version
 from cloudml.providers.gcp import artifacts, logs
 from cloudml.providers.gcp.images import is_prebuilt, tensorflow_image
 from cloudml.providers.gcp.options import GcpOptions
@@ -45,10 +45,9 @@ from cloudml.providers.gcp.plan import (
 )
 from cloudml.providers.gcp.resources import VertexResources, short
 from cloudml.providers.gcp.session import GcpSession, error_message, error_status, gcp_errors
-from cloudml.results import Deployment, DeploymentStatus, Prediction, utcnow
+from cloudml.results import Deployment, DeploymentStatus, utcnow
 from cloudml.spec import DeploymentSpec
 
-LOG_TAIL_LINES = 40
 SERVING_PORT = 8080
 
 
@@ -72,6 +71,7 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
     options: GcpOptions
     endpoint_kind = "Vertex AI endpoint"
     ownership_mark = LABEL_DEPLOYMENT
+    log_name = "Cloud Logging entries"
 
     # Made on first use: loading credentials is not needed to check options or a spec.
     @cached_property
@@ -137,7 +137,9 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
         # Nothing new serves: the version and runtime labels stay those of the run that completed.
         served = {k: labels[k] for k in SERVED_LABELS if k in labels}
         self._relabel(endpoint.proto, {**plan.labels, **served})
-        # What an earlier run of this plan, stopped before its clean-up ended, still owes: the old Models.
+
+    def finish_interrupted_cleanup(self, endpoint: VertexEndpoint, plan: VertexPlan) -> None:
+        """The old Models an earlier run of this plan undeployed but, stopped, did not delete."""
         keep = self.vertex.model_name(plan.model_id)
         for model in self._owned_models(plan.name):
             if model.name != keep and not model.deployed_models:
@@ -159,7 +161,7 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
 
     def stage_artifact(self, rollout: Rollout[VertexPlan, VertexEndpoint]) -> str:
         bucket = self.options.staging_bucket or artifacts.default_bucket(self.gcp)
-        prefix = f"{self.options.prefix}/{rollout.plan.name}/{rollout.plan.hash_hex[:16]}".lstrip("/")
+        prefix = f"{artifact_prefix(self.options.prefix, rollout.plan.name)}{rollout.plan.hash_hex[:16]}"
         with self.progress.step(f"uploading the model folder to gs://{bucket}/{prefix}/") as step:
             artifacts.ensure_bucket(self.gcp, bucket)
             uploaded, skipped = artifacts.upload_folder(self.gcp, rollout.packaged.folder, bucket=bucket, prefix=prefix)
@@ -259,11 +261,11 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
                         parent=self.gcp.parent, endpoint_id=name, endpoint=aiplatform_v1.Endpoint(display_name=name, labels=labels))
                 except api.Conflict:
                     # An earlier run's create of this endpoint is still running (read_endpoint
-                    # found none): wait for it rather than fail on ALREADY_EXISTS.
+                    # found none): wait for it rather than fail on ALREADY_EXISTS. The ownership
+                    # check saw no endpoint then, so whoever made this one is checked here.
                     made = self.vertex.wait_for_endpoint(self.vertex.endpoint_name(name))
-                    if made.labels.get(LABEL_DEPLOYMENT) != name:
-                        raise ConfigError(f"{self.endpoint_kind} {name!r} was just created by someone else, not by cloudml",
-                                          hint="cloudml never takes over endpoints it did not make: choose another --name") from None
+                    if self.owner(VertexEndpoint(made)) != name:
+                        raise self.foreign_endpoint(name, "was just created by someone else, not by cloudml") from None
                     return made
             self.vertex.wait_operation(operation.operation.name, f"for endpoint {name} to be created", fail=f"creating endpoint {name}")
         return self.vertex.get_endpoint(self.vertex.endpoint_name(name))
@@ -375,11 +377,10 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
         if LABEL_OPERATION in labels:
             details["operation"] = f"{proto.name}/operations/{labels[LABEL_OPERATION]}"
         details.update(served_shown(labels))
-        version = labels.get(LABEL_VERSION)
         created = proto.create_time or utcnow()
         return Deployment(
             name=name, provider=self.provider, status=status, endpoint_url=self.gcp.endpoint_url(name),
-            model_version=int(version) if version and version.isdigit() else None, model_hash=model_hash,
+            model_version=tag_version(labels.get(LABEL_VERSION)), model_hash=model_hash,
             created_at=created, updated_at=proto.update_time or created,
             tags={k: v for k, v in labels.items() if k not in OWN_LABELS}, details=details,
         )
@@ -395,11 +396,12 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
                 )
         return super().get(name)
 
-    def list(self) -> list[Deployment]:
+    def list_endpoints(self) -> builtins.list[tuple[str, VertexEndpoint]]:
         with gcp_errors("listing Vertex AI endpoints"):
-            found = [VertexEndpoint(e) for e in self.gcp.endpoints.list_endpoints(parent=self.gcp.parent)]
-        out = [self.describe(e) for e in found if self.owner(e) == short(e.name)]
-        listed = {d.name for d in out}
+            return [(short(e.name), VertexEndpoint(e)) for e in self.gcp.endpoints.list_endpoints(parent=self.gcp.parent)]
+
+    def listed_extras(self, listed: set[str]) -> builtins.list[Deployment]:
+        """Deployments whose Models outlived their endpoint (see _describe_orphan)."""
         with gcp_errors("listing Vertex AI models"):
             models = list(self.gcp.models.list_models(request={"parent": self.gcp.parent}))
         orphans: dict[str, builtins.list[Any]] = {}
@@ -407,8 +409,7 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
             owner = model.labels.get(LABEL_DEPLOYMENT)
             if owner and owner not in listed:
                 orphans.setdefault(owner, []).append(model)
-        out += [self._describe_orphan(name, left) for name, left in orphans.items()]
-        return sorted(out, key=lambda d: d.name)
+        return [self._describe_orphan(name, left) for name, left in orphans.items()]
 
     def _owned_models(self, name: str) -> builtins.list[Any]:
         with gcp_errors(f"listing the models of {name}"):
@@ -418,11 +419,10 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
         """A deployment whose Models exist without its endpoint (a first deploy interrupted after
         the upload): listed as failed, so that it is seen and can be deployed again or deleted."""
         newest = max(models, key=lambda m: m.update_time or m.create_time)
-        version = newest.labels.get(LABEL_VERSION)
         created = newest.create_time or utcnow()
         return Deployment(
             name=name, provider=self.provider, status=DeploymentStatus.FAILED, endpoint_url=None,
-            model_version=int(version) if version and version.isdigit() else None,
+            model_version=tag_version(newest.labels.get(LABEL_VERSION)),
             model_hash=next((w for w in newest.description.split() if w.startswith("sha256:")), None),
             created_at=created, updated_at=newest.update_time or created,
             tags={k: v for k, v in newest.labels.items() if k not in OWN_LABELS},
@@ -430,16 +430,12 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
                      "problem": f"no endpoint: a deploy was interrupted after uploading the model; deploy {name} again, or delete it"},
         )
 
-    def predict(self, name: str, *, instances: builtins.list[Any], parameters: dict[str, Any] | None = None) -> Prediction:
+    def invoke(self, name: str, body: dict[str, Any], connection: None) -> builtins.list[Any]:
         from google.api_core import exceptions as api
 
-        started = time.perf_counter()
-        kwargs: dict[str, Any] = {"endpoint": self.vertex.endpoint_name(name), "instances": instances}
-        if parameters:
-            kwargs["parameters"] = parameters
         try:
             with gcp_errors(f"calling endpoint {name}", error=EndpointUnavailable, passthrough=(api.NotFound, api.BadRequest)):
-                response = self.gcp.predictions.predict(**kwargs)
+                response = self.gcp.predictions.predict(endpoint=self.vertex.endpoint_name(name), **body)
         except api.NotFound:
             raise DeploymentNotFound(f"no Vertex AI endpoint {name!r} in {self.gcp.parent}") from None
         except api.BadRequest as exc:
@@ -449,21 +445,20 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
         from google.protobuf import json_format
 
         payload = json_format.MessageToDict(type(response).pb(response))
-        return Prediction(deployment=name, predictions=payload.get("predictions", []), latency_ms=(time.perf_counter() - started) * 1000)
+        return payload.get("predictions", [])
 
-    def logs(self, name: str, *, tail: int = 100, follow: bool = False) -> Iterator[str]:
-        self.owned_endpoint(name)
+    def tail_logs(self, endpoint: VertexEndpoint, lines: int) -> builtins.list[str]:
+        name = short(endpoint.name)
         with gcp_errors(f"reading the logs of {name}"):
-            if follow:
-                return logs.follow(self.gcp, name, lines=tail)
-            return iter(logs.tail(self.gcp, name, tail))
+            return logs.tail(self.gcp, name, lines)
+
+    def follow_logs(self, endpoint: VertexEndpoint, lines: int) -> Iterator[str]:
+        name = short(endpoint.name)
+        with gcp_errors(f"reading the logs of {name}"):
+            return logs.follow(self.gcp, name, lines=lines)
 
     def _log_tail(self, name: str) -> str:
-        try:
-            lines = logs.tail(self.gcp, name, LOG_TAIL_LINES)
-        except Exception as exc:  # noqa: BLE001 - the failure matters more than its log
-            return f"(could not read the Cloud Logging entries: {exc})"
-        return "\n".join(lines) if lines else f"(no Cloud Logging entries for endpoint {name} yet)"
+        return self.log_details(lambda lines: logs.tail(self.gcp, name, lines), empty=f"(no Cloud Logging entries for endpoint {name} yet)")
 
     # --- delete ---------------------------------------------------------------------------
     def delete_endpoint(self, endpoint: VertexEndpoint) -> None:
@@ -484,4 +479,4 @@ class VertexDeployer(CloudDeployer[VertexPlan, VertexEndpoint]):
     def purge_artifacts(self, name: str) -> bool:
         bucket = self.options.staging_bucket or artifacts.default_bucket(self.gcp)
         with gcp_errors(f"deleting the model folders in gs://{bucket}"):
-            return artifacts.delete_prefix(self.gcp, bucket=bucket, prefix=f"{self.options.prefix}/{name}/".lstrip("/")) > 0
+            return artifacts.delete_prefix(self.gcp, bucket=bucket, prefix=artifact_prefix(self.options.prefix, name)) > 0
