@@ -10,6 +10,7 @@ import builtins
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 from cloudml.errors import ConfigError, DeploymentNotFound
@@ -18,7 +19,12 @@ from cloudml.providers.options import ProviderOptions, environment_layer, keywor
 from cloudml.results import Deployment, DeployResult, Prediction
 from cloudml.spec import DeploymentSpec
 
-__all__ = ["Deployer", "ProviderOptions"]
+__all__ = ["Deployer", "ProviderOptions", "cloudml_home"]
+
+
+def cloudml_home() -> Path:
+    """Where cloudml keeps what it makes on this machine (local state, packages being built): $CLOUDML_HOME, default ~/.cloudml."""
+    return Path(os.environ.get("CLOUDML_HOME") or Path.home() / ".cloudml").expanduser()
 
 
 class Deployer(ABC):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import os
 import shutil
 import time
 from abc import abstractmethod
@@ -34,7 +33,7 @@ from cloudml.contract import RuntimeChoice
 from cloudml.errors import ConfigError, DeploymentNotFound, ModelError
 from cloudml.images.registry import RegistryTarget
 from cloudml.progress import Progress
-from cloudml.providers.base import Deployer, ProviderOptions
+from cloudml.providers.base import Deployer, ProviderOptions, cloudml_home
 from cloudml.providers.common import WaitTimedOut
 from cloudml.results import Deployment, DeployResult, Prediction
 from cloudml.spec import DeploymentSpec
@@ -221,8 +220,7 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
 
     def _work_root(self, name: str) -> Path:
         """Where the deployment's packages are built, one folder per model digest (kept while a re-run could reuse it)."""
-        home = Path(os.environ.get("CLOUDML_HOME") or Path.home() / ".cloudml")
-        root = Path(self.options.work_dir) if self.options.work_dir else home / f"{self.provider}-packages"
+        root = Path(self.options.work_dir) if self.options.work_dir else cloudml_home() / f"{self.provider}-packages"
         return root / name
 
     def _serving_image(self, spec: DeploymentSpec, snapshot: Snapshot, plan: PlanT) -> tuple[RuntimeChoice, str | None, bool]:

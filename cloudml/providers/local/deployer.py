@@ -34,7 +34,7 @@ from cloudml.contract import Manifest
 from cloudml.errors import ConfigError, DeployFailed, DeploymentNotFound, EndpointUnavailable, ModelError, PredictionRejected
 from cloudml.packaging import inspect_source
 from cloudml.packaging.snapshot import Snapshot, snapshot_model
-from cloudml.providers.base import Deployer, ProviderOptions
+from cloudml.providers.base import Deployer, ProviderOptions, cloudml_home
 from cloudml.providers.local import process
 from cloudml.providers.local.state import LocalRecord, Server, StateError, StateStore
 from cloudml.providers.served import served_details
@@ -46,12 +46,8 @@ from cloudml.spec import DeploymentSpec
 FAULT_VARIABLE = "CLOUDML_TEST_LOCAL_FAULT"
 
 
-def default_home() -> Path:
-    return Path(os.environ.get("CLOUDML_HOME") or Path.home() / ".cloudml").expanduser()
-
-
 class LocalOptions(ProviderOptions):
-    home: Path = Field(default_factory=default_home, description="State, packages and logs ($CLOUDML_HOME).")
+    home: Path = Field(default_factory=cloudml_home, description="State, packages and logs ($CLOUDML_HOME).")
     host: str = Field(default="127.0.0.1", description="Address to listen on; 0.0.0.0 exposes the endpoint to the network.")
     port: int | None = Field(default=None, ge=0, le=65535,
                              description="Port for a new deployment (refused when anything listens on it); a free one when unset.")
