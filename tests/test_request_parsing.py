@@ -197,11 +197,21 @@ def test_nested_b64_values_are_decoded_recursively():
     assert arrays["x"].tolist() == [[[b"hi", b"yo"], [b"\x01\x02", b""]]]
 
 
-@pytest.mark.xfail(strict=True, reason="decoded b64 bytes go through a fixed-width numpy bytes array (dtype S), "
-                                      "which drops trailing NUL bytes: b'ab\\x00\\x00' reaches the model as b'ab'")
 def test_b64_bytes_ending_in_nul_reach_the_model_whole():
     value = {"b64": base64.b64encode(b"ab\x00\x00").decode()}
     assert batch_from_columns([value], TEXT)["x"].tolist() == [b"ab\x00\x00"]
+
+
+def test_strings_ending_in_nul_reach_the_model_whole_and_keep_their_type():
+    x = only_group(batch_from_instances(["a\x00", "bc"], TEXT))["x"]
+    assert x.dtype == object and x.tolist() == ["a\x00", "bc"]
+    x = only_group(batch_from_instances([[{"b64": "YQA="}], [{"b64": "Yg=="}]], signature(x=spec("string", 1))))["x"]
+    assert x.shape == (2, 1) and x.tolist() == [[b"a\x00"], [b"b"]]
+
+
+def test_a_b64_object_instance_is_keyed_when_the_input_is_named_b64():
+    x = only_group(batch_from_instances([{"b64": "hi"}], signature(b64=spec("string"))))["b64"]
+    assert x.tolist() == ["hi"]
 
 
 @pytest.mark.parametrize("value", [{"b64": "!!not base64"}, {"b64": 12}, {"b64": "aGk"}])
@@ -211,8 +221,6 @@ def test_invalid_b64_is_refused(value):
     assert error.message == 'a {"b64": ...} value is not valid base64'
 
 
-@pytest.mark.xfail(strict=True, reason='row format: a bare {"b64": ...} instance of a one-input string model is read as an '
-                                      "instance keyed by an input named 'b64' and refused (TF Serving and the columnar path accept it)")
 def test_bare_b64_instances_of_a_single_string_input_are_bytes():
     x = only_group(batch_from_instances([{"b64": "aGk="}, {"b64": "eW8="}], TEXT))["x"]
     assert x.tolist() == [b"hi", b"yo"]
@@ -351,8 +359,6 @@ def test_render_rows_of_several_outputs_is_an_object_per_instance():
     assert dumps(rows) == b'[{"score":[0.5],"n":1},{"score":[0.25],"n":2}]'
 
 
-@pytest.mark.xfail(strict=True, reason="render_rows with several outputs leaves a string output's elements as bytes "
-                                      "(jsonable is applied only to elements with a dtype), which orjson cannot write: a 500")
 def test_render_rows_of_several_outputs_writes_string_outputs_as_text():
     rows = codecs.render_rows({"score": np.array([0.5, 0.25], dtype=np.float32), "label": np.array([b"cat", b"dog"], dtype=object)})
     assert dumps(rows) == b'[{"score":0.5,"label":"cat"},{"score":0.25,"label":"dog"}]'
@@ -419,11 +425,10 @@ def test_documents_side_by_side_must_be_json_separated_by_whitespace(body):
     assert error.message.startswith("JSON Lines body is not valid JSON: ")
 
 
-@pytest.mark.xfail(strict=True, reason="documents side by side are parsed with Python's json, which reads 1e400 as inf; "
-                                      "orjson refuses the same number in a single document")
 def test_an_overflowing_number_side_by_side_is_refused_like_alone():
     assert refused(codecs.parse_json_documents, b"[1e400]").message.startswith("request body is not valid JSON")
     refused(codecs.parse_json_documents, b"[1e400] [2]")
+    assert refused(codecs.parse_json_documents, b"[1]\n[2] [-1e400]").message.startswith("line 2 of the request body is not valid JSON")
 
 
 def test_a_blank_body_is_not_json():

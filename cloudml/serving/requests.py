@@ -37,10 +37,33 @@ def signature_summary(signature: Signature) -> dict[str, str]:
     return {name: spec.describe() for name, spec in signature.inputs.items()}
 
 
-def _check_dtype(array: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
+def _strings(array: np.ndarray, value: Any) -> np.ndarray:
+    """An object array of `value`'s own str (kind U) or bytes (kind S) leaves: numpy's fixed-width
+    dtypes drop trailing NUL characters, so `array`'s elements are used only for leaves it had to
+    convert (numbers, or bytes among str)."""
+    scalar = str if array.dtype.kind == "U" else bytes
+    leaves: list[Any] = []
+
+    def walk(v: Any, depth: int) -> None:
+        if depth == array.ndim:
+            leaves.append(v)
+        else:
+            for item in v:
+                walk(item, depth + 1)
+
+    walk(value, 0)
+    out = np.empty(array.shape, dtype=object)
+    out.reshape(-1)[:] = [v if type(v) is scalar else c for v, c in zip(leaves, array.reshape(-1).tolist())]
+    return out
+
+
+def _check_dtype(array: np.ndarray, spec: TensorSpec, where: str, value: Any = None) -> np.ndarray:
+    """`value`: what `array` was made from, when it holds the original strings (see `_strings`)."""
     dtype = spec.dtype
     kind = array.dtype.kind
     if dtype == "string":
+        if kind in "US" and value is not None:
+            return _strings(array, value)
         if kind in "USO":
             return array.astype(object)
         raise InvalidInput(f"{where}: expected strings ({spec.describe()}), got {array.dtype.name} values")
@@ -71,6 +94,10 @@ def _check_dtype(array: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
     if kind not in _FLOAT_KINDS and kind != "b":
         raise InvalidInput(f"{where}: expected numbers ({spec.describe()}), got {array.dtype.name} values")
     return array.astype(target)
+
+
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str)
 
 
 def _decode_b64(value: Any) -> Any:
@@ -105,7 +132,7 @@ def _to_array(value: Any, spec: TensorSpec, where: str, *, batched: bool) -> np.
     if not batched and array.ndim >= _MAX_DIMS:
         # A batch of these would need one more dimension than numpy (and TensorFlow's C API) has.
         raise InvalidInput(f"{where}: {array.ndim} dimensions; an instance may have at most {_MAX_DIMS - 1} ({spec.describe()})")
-    array = _check_dtype(array, spec, where)
+    array = _check_dtype(array, spec, where, value)
     _check_shape(array.shape, spec, where, batched=batched)
     return array
 
@@ -117,6 +144,9 @@ def batch_from_instances(instances: list[Any], signature: Signature) -> Batch:
     inputs = signature.inputs
     names = list(inputs)
     single = names[0] if len(names) == 1 else None
+    # TF Serving's row format: a bare {"b64": "..."} instance of a one-input string model is that
+    # input's value, unless the model's input is itself named "b64".
+    bare_b64 = single is not None and single != "b64" and inputs[single].dtype == "string"
     if single is not None and not isinstance(instances[0], dict):
         # Fast path: every instance has the same shape, so the whole batch converts at once.
         try:
@@ -124,12 +154,12 @@ def batch_from_instances(instances: list[Any], signature: Signature) -> Batch:
         except ValueError:
             array = None
         if array is not None and array.dtype.kind != "O":
-            array = _check_dtype(array, inputs[single], "instances")
+            array = _check_dtype(array, inputs[single], "instances", instances)
             _check_shape(array.shape, inputs[single], "instances", batched=True)
             return Batch(groups=[(list(range(len(instances))), {single: array})], size=len(instances))
     rows: list[dict[str, np.ndarray]] = []
     for index, instance in enumerate(instances):
-        if isinstance(instance, dict):
+        if isinstance(instance, dict) and not (bare_b64 and _is_b64(instance)):
             unknown = sorted(set(instance) - set(names))
             if unknown:
                 raise InvalidInput(
@@ -186,12 +216,15 @@ def batch_from_columns(columns: Any, signature: Signature) -> dict[str, np.ndarr
 def jsonable(array: np.ndarray) -> Any:
     """Numeric arrays go to orjson as they are; string tensors become text (or b64 when not UTF-8)."""
     if array.dtype.kind in "OS":
-        def conv(v):
-            if isinstance(v, bytes):
-                try:
-                    return v.decode("utf-8")
-                except UnicodeDecodeError:
-                    return {"b64": base64.b64encode(v).decode()}
-            return v
-        return np.vectorize(conv, otypes=[object])(array).tolist() if array.size else array.tolist()
+        return np.vectorize(jsonable_value, otypes=[object])(array).tolist() if array.size else array.tolist()
     return array
+
+
+def jsonable_value(value: Any) -> Any:
+    """One element of a string tensor: bytes become text, or `{"b64": ...}` when not UTF-8."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"b64": base64.b64encode(value).decode()}
+    return value

@@ -7,13 +7,14 @@ Response bodies follow TF Serving's REST formats, which Vertex AI and Azure ML c
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import orjson
 
 from cloudml.serving.dataplane import Outputs
 from cloudml.serving.errors import InvalidInput
-from cloudml.serving.requests import jsonable
+from cloudml.serving.requests import jsonable, jsonable_value
 
 
 def parse_json(body: bytes) -> Any:
@@ -55,7 +56,15 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # NaN and Infinity are not JSON
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # orjson refuses a number too large for a double, such as 1e400
+        raise ValueError(f"number out of range: {text}")
+    return value
+
+
+# NaN and Infinity are not JSON, nor numbers past a double's range (Python's json reads them as inf)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def _side_by_side(line: bytes) -> list[Any]:
@@ -146,7 +155,9 @@ def render_columns(outputs: Outputs) -> Any:
 
 
 def _row(values: Any, index: int) -> Any:
-    return jsonable(values[index]) if hasattr(values[index], "dtype") else values[index]
+    value = values[index]
+    # An element of an object (string) array is plain bytes, with no dtype for jsonable to read.
+    return jsonable(value) if hasattr(value, "dtype") else jsonable_value(value)
 
 
 def _jsonable_rows(values: Any) -> Any:
