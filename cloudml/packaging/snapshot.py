@@ -14,6 +14,7 @@ that was killed is removed by the next one, and a concurrent deploy's is left al
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloudml.contract import Manifest
+from cloudml.errors import ConfigError
 from cloudml.packaging.hashing import copy_hashed
 from cloudml.packaging.source import ModelSource, inspect_source
 
@@ -47,17 +49,28 @@ def snapshot_model(source: ModelSource, parent: Path) -> Iterator[Snapshot]:
     if source.format == "package":
         yield Snapshot(original=source, source=source, digest=Manifest.read(source.path).content_hash)
         return
-    parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned(parent)
-    folder = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=parent))
+    folder: Path | None = None
     try:
-        # The copy keeps the names the model is known by (a TF Serving base folder's, a file's suffix).
-        relative = Path(source.path.parent.name, source.path.name) if source.format == "saved_model" and source.version else Path(source.path.name)
-        copy = folder / relative
-        digest = copy_hashed(source.path, copy)
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            _remove_abandoned(parent)
+            folder = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=parent))
+            # The copy keeps the names the model is known by (a TF Serving base folder's, a file's suffix).
+            relative = Path(source.path.parent.name, source.path.name) if source.format == "saved_model" and source.version else Path(source.path.name)
+            copy = folder / relative
+            digest = copy_hashed(source.path, copy)
+        except OSError as exc:
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise ConfigError(
+                f"could not copy {source.path} into {parent} to hash and package it: {(exc.strerror or str(exc)).lower()}; nothing was deployed or changed",
+                hint="a deploy keeps a copy of the model while it runs: make room for one there (as large as the model), "
+                     "or point CLOUDML_HOME (clouds: -o work_dir=...) at a disk that has it" if full else
+                     f"check that you can read {source.path} and write to {parent}",
+            ) from None
         yield Snapshot(original=source, source=ModelSource(copy, source.format, source.version), digest=digest)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def copy_of(original: Path | str, copy: Path) -> ModelSource:
