@@ -165,11 +165,19 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
         from cloudml.packaging.snapshot import snapshot_model
 
         source = inspect_source(spec.model)
-        with contextlib.ExitStack() as stack:
-            # The one read of the model: its digest plans the deploy and the copy is what is packaged.
-            with self.progress.step(f"hashing {source.display_name}"):
-                snapshot = stack.enter_context(snapshot_model(source, self._work_root(spec.name)))
-            return self._deploy_snapshot(spec, snapshot)
+        work_root = self._work_root(spec.name)
+        try:
+            with contextlib.ExitStack() as stack:
+                # The one read of the model: its digest plans the deploy and the copy is what is packaged.
+                with self.progress.step(f"hashing {source.display_name}"):
+                    snapshot = stack.enter_context(snapshot_model(source, work_root))
+                return self._deploy_snapshot(spec, snapshot)
+        finally:
+            # A deploy that ended, or was refused, leaves no empty folders behind (a package kept
+            # for a re-run keeps them); a work_dir of the user's own is never removed.
+            for folder in (work_root, work_root.parent) if not self.options.work_dir else (work_root,):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
     def _deploy_snapshot(self, spec: DeploymentSpec, snapshot: Snapshot) -> DeployResult:
         source = snapshot.original
