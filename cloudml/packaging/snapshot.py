@@ -37,9 +37,9 @@ class Snapshot:
     digest: str  # the content hash of those bytes ("sha256:<hex>")
 
     @property
-    def copied(self) -> bool:
-        """False for a package folder, which is read where it is."""
-        return self.source.path != self.original.path
+    def copy(self) -> Path | None:
+        """The private copy, which packaging may move into the package; None for a package folder, read where it is."""
+        return self.source.path if self.source.path != self.original.path else None
 
 
 @contextlib.contextmanager

@@ -323,7 +323,7 @@ class CloudDeployer(Deployer, Generic[PlanT, EndpointT]):
         checks = " and probing it locally (preflight)" if self.options.preflight else ""
         with self.progress.step(f"packaging {source.display_name}{checks}"):
             return prepare_model(source, work, name=spec.name, version=spec.model_version, probe=self.options.preflight, digest=snapshot.digest,
-                                 runtime=runtime, sample=spec.sample, snapshot=snapshot.source.path if snapshot.copied else None)
+                                 runtime=runtime, sample=spec.sample, snapshot=snapshot.copy)
 
     # --- hooks: deciding --------------------------------------------------------------------
     def check_request(self, spec: DeploymentSpec) -> None:

@@ -189,7 +189,7 @@ class LocalDeployer(Deployer):
         try:
             proc = process.start_server(
                 model=served.path.resolve(), package_dir=folder / "package",
-                snapshot=(snapshot.source.path, snapshot.digest) if snapshot.copied else None, log_path=new.log_path,
+                snapshot=(snapshot.copy, snapshot.digest) if snapshot.copy else None, log_path=new.log_path,
                 socket_path=new.socket_path, handoff_path=new.handoff_path, error_file=error_file,
                 listener=listener, tie=tie, host=record.host, name=spec.name, version=spec.model_version, env=spec.env,
                 runtime=spec.runtime, sample=spec.sample.resolve() if spec.sample else None,
